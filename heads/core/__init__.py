@@ -1,0 +1,1 @@
+"""Detection box math: one responsibility per module."""

@@ -1,0 +1,44 @@
+"""Installs the MobileNetV2 multi-task library (nets, heads, pipelines, datasets) and the `mnv2` CLI.
+
+The TensorFlow pin depends on the interpreter: TF 1.15.5 only exists for Python <= 3.7, and TF 2.15.1 is
+the last release that ships `tf.estimator`. Environment markers choose the right stack per interpreter.
+"""
+from setuptools import setup
+
+PY37 = 'python_version < "3.8"'
+PY3X = 'python_version >= "3.8"'
+
+INSTALL_REQUIRES = [
+    # TensorFlow 1.15.5 stack (Python 3.7). The extra pins are what TF 1.15 needs to import at all:
+    # newer numpy / protobuf / h5py releases break its generated code and its Keras loader.
+    'tensorflow==1.15.5; ' + PY37,
+    'numpy>=1.16,<1.19; ' + PY37,
+    'protobuf>=3.6.1,<3.21; ' + PY37,
+    'h5py<3; ' + PY37,
+    'Pillow>=8,<10; ' + PY37,
+    'pytest>=6,<8; ' + PY37,
+    # TensorFlow 2.15.1 stack (Python 3.9-3.11), CPU build by default; see extras for CUDA.
+    'tensorflow-cpu==2.15.1; ' + PY3X,
+    'numpy>=1.23.5,<2; ' + PY3X,
+    'Pillow>=9; ' + PY3X,
+    'pytest>=7; ' + PY3X,
+    # Both stacks.
+    'tf-slim==1.1.0',
+    'pycocotools>=2.0.2',
+    'pyyaml>=5.1',
+]
+
+setup(
+    name='mnv2',
+    version='0.1.0',
+    description='MobileNetV2 backbone (TF-Slim compatible) with classification, SSDLite and DeepLabv3 '
+                'pipelines on tf.estimator',
+    packages=['nets', 'heads', 'heads.core', 'pipelines', 'datasets'],
+    python_requires='>=3.7,<3.12',
+    install_requires=INSTALL_REQUIRES,
+    extras_require={
+        # GPU users on the TF 2.15 stack: `pip install -e .[gpu]` adds the CUDA-enabled build.
+        'gpu': ['tensorflow[and-cuda]==2.15.1; ' + PY3X],
+    },
+    entry_points={'console_scripts': ['mnv2 = pipelines.cli:main']},
+)
