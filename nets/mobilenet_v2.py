@@ -152,18 +152,36 @@ def _mobilenet(input_tensor, num_classes, depth_multiplier, scope, conv_defs, fi
     if base_only:
       return net, end_points
     net = tf.identity(net, name='embedding')
-    with tf.variable_scope('Logits'):
-      net = _global_pool(net)
-      end_points[spec_lib.GLOBAL_POOL] = net
-      if not num_classes:
-        return net, end_points
-      net = slim.dropout(net, scope='Dropout', is_training=is_training)
-      logits = slim.conv2d(net, num_classes, [1, 1], activation_fn=None, normalizer_fn=None,
-                           biases_initializer=tf.zeros_initializer(), scope='Conv2d_1c_1x1')
-      logits = tf.identity(tf.squeeze(logits, [1, 2]), name='output')
-    end_points[spec_lib.LOGITS] = logits
-    if prediction_fn:
-      end_points[spec_lib.PREDICTIONS] = prediction_fn(logits, scope=spec_lib.PREDICTIONS)
+    return classifier(net, num_classes, is_training, end_points, prediction_fn)
+
+
+def classifier(net, num_classes, is_training, end_points, prediction_fn=slim.softmax):
+  """TF-Slim's classifier: global average pool, dropout, 1x1 conv logits (scope `Logits/Conv2d_1c_1x1`).
+
+  Call inside the backbone's variable scope so the names match the public checkpoints.
+
+  Args:
+    net: float32 [B, H, W, C] features (normally `layer_19`).
+    num_classes: logits size; falsy returns the pooled features.
+    is_training: bool, dropout mode (its keep probability comes from `training_scope`).
+    end_points: dict updated in place with `global_pool`, `Logits` and `Predictions`.
+    prediction_fn: logits -> probabilities, or None.
+
+  Returns:
+    (logits float32 [B, num_classes] or pooled float32 [B, 1, 1, C], end_points).
+  """
+  with tf.variable_scope('Logits'):
+    net = _global_pool(net)
+    end_points[spec_lib.GLOBAL_POOL] = net
+    if not num_classes:
+      return net, end_points
+    net = slim.dropout(net, scope='Dropout', is_training=is_training)
+    logits = slim.conv2d(net, num_classes, [1, 1], activation_fn=None, normalizer_fn=None,
+                         biases_initializer=tf.zeros_initializer(), scope='Conv2d_1c_1x1')
+    logits = tf.identity(tf.squeeze(logits, [1, 2]), name='output')
+  end_points[spec_lib.LOGITS] = logits
+  if prediction_fn:
+    end_points[spec_lib.PREDICTIONS] = prediction_fn(logits, scope=spec_lib.PREDICTIONS)
   return logits, end_points
 
 
