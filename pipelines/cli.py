@@ -1,9 +1,11 @@
 """The `mnv2` command line: one sub-command per job, each a thin wrapper over a library function.
 
-Sub-commands register themselves in `_COMMANDS` (name -> (add_arguments, run)); nothing here holds logic
-that the Python API does not also expose.
+Sub-commands are registered in `_COMMANDS` (name -> (help, add_arguments, run)). User errors (bad config,
+missing files, bad arguments) print one `error: ...` line naming the culprit and exit with status 2;
+nothing here holds logic that the Python API does not also expose.
 """
 import argparse
+import json
 import os
 import sys
 import warnings
@@ -13,25 +15,183 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 warnings.filterwarnings('ignore', message='`layer.apply` is deprecated')
 
 
+def _add_run_args(parser, model_dir=True):
+  parser.add_argument('--config', required=True, help='YAML config (see configs/)')
+  if model_dir:
+    parser.add_argument('--model-dir', required=True, help='checkpoints, events, config.yaml, eval/, export/')
+  parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
+                      help='override a config value, e.g. --set train.steps=100 (repeatable)')
+
+
+def _quiet_tf(verbose=True):
+  import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
+  tf.logging.set_verbosity(tf.logging.INFO if verbose else tf.logging.WARN)
+
+
+def _add_train(parser):
+  _add_run_args(parser)
+  parser.add_argument('--eval', action='store_true', help='evaluate every new checkpoint while training')
+
+
+def _run_train(args):
+  from pipelines import runner  # pylint: disable=g-import-not-at-top
+  config = runner.load_config(args.config, args.set, 'train_and_eval' if args.eval else 'train')
+  _quiet_tf()
+  metrics = runner.train(config, args.model_dir, evaluate=args.eval)
+  if metrics:
+    print(json.dumps(_printable(metrics), indent=2, sort_keys=True))
+  return 0
+
+
+def _add_eval(parser):
+  _add_run_args(parser)
+  parser.add_argument('--checkpoint', help='checkpoint to evaluate (default: latest in --model-dir)')
+  parser.add_argument('--continuous', action='store_true', help='follow a training run, evaluating new checkpoints')
+
+
+def _run_eval(args):
+  from pipelines import runner  # pylint: disable=g-import-not-at-top
+  config = runner.load_config(args.config, args.set, 'eval')
+  _quiet_tf()
+  metrics = runner.evaluate(config, args.model_dir, args.checkpoint, args.continuous)
+  print(json.dumps(_printable(metrics or {}), indent=2, sort_keys=True))
+  return 0
+
+
+def _printable(metrics):
+  return {k: v for k, v in metrics.items() if not isinstance(v, (list, dict))}
+
+
+def _add_export(parser):
+  _add_run_args(parser)
+  parser.add_argument('--export-dir', help='base directory (default: MODEL_DIR/export); a timestamped dir is made')
+  parser.add_argument('--checkpoint', help='checkpoint to export (default: latest in --model-dir)')
+
+
+def _run_export(args):
+  from pipelines import runner  # pylint: disable=g-import-not-at-top
+  config = runner.load_config(args.config, args.set)
+  _quiet_tf(verbose=False)
+  print(runner.export(config, args.model_dir, args.export_dir, args.checkpoint))
+  return 0
+
+
+def _add_predict(parser):
+  parser.add_argument('images', nargs='+', help='image files (JPEG/PNG)')
+  parser.add_argument('--saved-model', help='exported SavedModel directory')
+  parser.add_argument('--config', help='YAML config (with --model-dir: predict from a checkpoint)')
+  parser.add_argument('--model-dir', help='model directory holding checkpoints')
+  parser.add_argument('--checkpoint', help='checkpoint (default: latest in --model-dir)')
+  parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE', help='config override')
+  parser.add_argument('--output', help='detection/segmentation: image to write (one input image), or a directory')
+  parser.add_argument('--json', help='also write the predictions to this JSON file')
+
+
+def _run_predict(args):
+  from pipelines import predict  # pylint: disable=g-import-not-at-top
+  from pipelines import render  # pylint: disable=g-import-not-at-top
+  missing = [p for p in args.images if not os.path.isfile(p)]
+  if missing:
+    raise ValueError('image file not found: %s' % ', '.join(missing))
+  if args.saved_model:
+    _quiet_tf(verbose=False)
+    results = predict.predict_saved_model(args.saved_model, args.images)
+  elif args.config and args.model_dir:
+    from pipelines import runner  # pylint: disable=g-import-not-at-top
+    config = runner.load_config(args.config, args.set)
+    _quiet_tf(verbose=False)
+    results = predict.predict_checkpoint(config, args.model_dir, args.images, args.checkpoint)
+  else:
+    raise ValueError('predict needs --saved-model DIR, or --config FILE and --model-dir DIR')
+  described = [render.describe(path, result, render.output_path(args.output, path, len(args.images)))
+               for path, result in zip(args.images, results)]
+  for item in described:
+    print(render.summary_line(item))
+  if args.json:
+    with open(args.json, 'w') as f:
+      json.dump(described, f, indent=2)
+  return 0
+
+
 def _add_profile(parser):
+  parser.add_argument('--model', default='mobilenet', choices=('mobilenet', 'ssdlite', 'deeplab'))
   parser.add_argument('--depth-multiplier', type=float, default=1.0, help='width multiplier (default 1.0)')
-  parser.add_argument('--image-size', type=int, default=224, help='square input size in pixels (default 224)')
-  parser.add_argument('--num-classes', type=int, default=1001, help='classifier outputs (default 1001)')
-  parser.add_argument('--finegrain', action='store_true', help='keep the last layer at 1280 channels')
+  parser.add_argument('--image-size', type=int, help='square input size (default 224 / 320 / 513 by model)')
+  parser.add_argument('--num-classes', type=int, help='outputs (default 1001 / 90 / 21 by model)')
+  parser.add_argument('--finegrain', action='store_true', help='mobilenet: keep the last layer at 1280 channels')
+  parser.add_argument('--output-stride', type=int, default=16, help='deeplab: 8 or 16')
 
 
 def _run_profile(args):
   from nets import profile  # pylint: disable=g-import-not-at-top
-  result = profile.profile_mobilenet(args.depth_multiplier, args.image_size, args.num_classes, args.finegrain)
-  title = 'MobileNetV2 %.2f at %dx%d, %d classes%s' % (
-      args.depth_multiplier, args.image_size, args.image_size, args.num_classes,
-      ' (finegrain)' if args.finegrain else '')
+  if args.model == 'mobilenet':
+    size, classes = args.image_size or 224, args.num_classes or 1001
+    result = profile.profile_mobilenet(args.depth_multiplier, size, classes, args.finegrain)
+    extra = ' (finegrain)' if args.finegrain else ''
+  else:
+    from heads import profile_models  # pylint: disable=g-import-not-at-top
+    if args.model == 'ssdlite':
+      size, classes = args.image_size or 320, args.num_classes or 90
+      result = profile_models.profile_ssdlite(size, classes, args.depth_multiplier)
+      extra = ''
+    else:
+      size, classes = args.image_size or 513, args.num_classes or 21
+      result = profile_models.profile_deeplab(size, args.output_stride, classes, depth_multiplier=args.depth_multiplier)
+      extra = ', output stride %d' % args.output_stride
+  title = '%s %.2f at %dx%d, %d classes%s' % (args.model, args.depth_multiplier, size, size, classes, extra)
   print(profile.format_profile(result, title))
   return 0
 
 
+def _add_convert(parser):
+  sub = parser.add_subparsers(dest='dataset', metavar='DATASET')
+  sub.required = True
+  for name, help_text in (('imagenet', 'ImageNet-style class folders -> TF-Slim TFRecords'),
+                          ('coco', 'COCO instances JSON + images -> Object Detection API TFRecords'),
+                          ('voc', 'PASCAL VOC devkit -> DeepLab TFRecords')):
+    module = _dataset_module(name)
+    module.add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+
+
+def _dataset_module(name):
+  import importlib  # pylint: disable=g-import-not-at-top
+  return importlib.import_module('datasets.%s' % name)
+
+
+def _run_convert(args):
+  return _dataset_module(args.dataset).run(args)
+
+
+def _add_demo_data(parser):
+  from datasets import shapes  # pylint: disable=g-import-not-at-top
+  shapes.add_arguments(parser)
+
+
+def _run_demo_data(args):
+  from datasets import shapes  # pylint: disable=g-import-not-at-top
+  return shapes.run(args)
+
+
+def _add_demo(parser):
+  from pipelines import demo  # pylint: disable=g-import-not-at-top
+  demo.add_arguments(parser)
+
+
+def _run_demo(args):
+  from pipelines import demo  # pylint: disable=g-import-not-at-top
+  return demo.run(args)
+
+
 _COMMANDS = {
+    'train': ('train a model (resumes from the last checkpoint in --model-dir)', _add_train, _run_train),
+    'eval': ('evaluate checkpoints; writes MODEL_DIR/eval/metrics.json', _add_eval, _run_eval),
+    'export': ('export a SavedModel', _add_export, _run_export),
+    'predict': ('predict on image files from a SavedModel or a checkpoint', _add_predict, _run_predict),
     'profile': ('parameters and multiply-adds per layer type', _add_profile, _run_profile),
+    'convert': ('convert a raw dataset to sharded TFRecords', _add_convert, _run_convert),
+    'demo-data': ('write the embedded "shapes" dataset in ImageNet, COCO and VOC formats', _add_demo_data,
+                  _run_demo_data),
+    'demo': ('generate, convert, train, evaluate, export and predict all three tasks', _add_demo, _run_demo),
 }
 
 
@@ -39,14 +199,25 @@ def build_parser():
   parser = argparse.ArgumentParser(prog='mnv2', description=__doc__.split('\n')[0])
   sub = parser.add_subparsers(dest='command', metavar='COMMAND')
   sub.required = True
-  for name, (help_text, add_arguments, _) in sorted(_COMMANDS.items()):
-    add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+  for name in _COMMANDS:
+    help_text, add_arguments, _ = _COMMANDS[name]
+    try:
+      add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+    except ImportError as e:  # a task module not installed/available must not break the other commands
+      sys.stderr.write('warning: command %r unavailable: %s\n' % (name, e))
   return parser
 
 
 def main(argv=None):
   args = build_parser().parse_args(argv)
-  return _COMMANDS[args.command][2](args)
+  from pipelines import config_lib  # pylint: disable=g-import-not-at-top
+  try:
+    return _COMMANDS[args.command][2](args)
+  except (config_lib.ConfigError, ValueError, IOError, OSError) as e:
+    if os.environ.get('MNV2_DEBUG'):  # developers: MNV2_DEBUG=1 shows the traceback
+      raise
+    sys.stderr.write('error: %s\n' % e)
+    return 2
 
 
 if __name__ == '__main__':

@@ -1,0 +1,261 @@
+"""The config schema of every task: what a YAML file under `configs/` may contain.
+
+Each section is a frozen dataclass with defaults and a `validate()` for cross-field rules; rules raise
+`ValueError('key: message')`, which `config_lib` turns into an error naming the file and dotted key.
+Only the builders in `pipelines/` read these objects; `nets/`, `heads/` and `datasets/` take plain arguments.
+"""
+import dataclasses
+import glob
+from typing import Dict, List, Optional
+
+from pipelines import config_lib
+
+TASKS = ('classification', 'detection', 'segmentation')
+OPTIMIZERS = ('rmsprop', 'momentum', 'sgd', 'adam')
+SCHEDULES = ('constant', 'exponential', 'cosine', 'poly')
+
+
+def _positive(name, value):
+  if value is None or value <= 0:
+    raise ValueError('%s: must be > 0, got %r' % (name, value))
+
+
+def _in(name, value, valid):
+  if value not in valid:
+    raise ValueError('%s: %r is not one of %s' % (name, value, ', '.join(valid)))
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  depth_multiplier: float = 1.0
+  image_size: int = 224  # square training/eval input size (detection: the SSD input; segmentation: see crop_size)
+  num_classes: int = 1001  # classification: incl. background (1001 for ImageNet); detection/segmentation: see docs
+  finegrain_classification_mode: bool = False
+  output_stride: Optional[int] = None  # None = 32; 8 or 16 use atrous convolution (segmentation)
+  use_explicit_padding: bool = False
+  dropout_keep_prob: float = 0.8
+  weight_decay: float = 0.00004
+  bn_decay: float = 0.997
+  init_stddev: float = 0.09
+
+  def validate(self):
+    _positive('depth_multiplier', self.depth_multiplier)
+    _positive('image_size', self.image_size)
+    _positive('num_classes', self.num_classes)
+    if self.output_stride not in (None, 8, 16, 32):
+      raise ValueError('output_stride: must be null, 8, 16 or 32, got %r' % (self.output_stride,))
+    if not 0 < self.dropout_keep_prob <= 1:
+      raise ValueError('dropout_keep_prob: must be in (0, 1], got %r' % (self.dropout_keep_prob,))
+    if self.weight_decay < 0:
+      raise ValueError('weight_decay: must be >= 0, got %r' % (self.weight_decay,))
+    if not 0 < self.bn_decay < 1:
+      raise ValueError('bn_decay: must be in (0, 1), got %r' % (self.bn_decay,))
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  train_files: str = ''  # glob of training TFRecord shards, e.g. /data/imagenet/train-*
+  eval_files: str = ''  # glob of evaluation shards
+  labels_file: Optional[str] = None  # labels.txt (classification, segmentation) or label_map.pbtxt (detection)
+  num_train_examples: int = 0  # needed by per-epoch schedules (steps per epoch = examples / batch size)
+  shuffle_buffer: int = 1024
+  num_parallel_reads: int = 8  # shards read at once
+  num_parallel_calls: int = 0  # decode/augment threads; 0 = AUTOTUNE
+  prefetch: int = 2  # batches; a fixed value (AUTOTUNE sometimes stalled tf.data on 2-core hosts)
+
+  def validate(self):
+    for name in ('shuffle_buffer', 'num_parallel_reads', 'prefetch'):
+      _positive(name, getattr(self, name))
+    if self.num_parallel_calls < 0 or self.num_train_examples < 0:
+      raise ValueError('num_parallel_calls: and num_train_examples must be >= 0')
+
+
+@dataclasses.dataclass(frozen=True)
+class LearningRateConfig:
+  schedule: str = 'exponential'
+  base: float = 0.045
+  decay_rate: float = 0.98  # exponential: multiply by this every `decay_epochs`
+  decay_epochs: float = 1.0
+  staircase: bool = True
+  power: float = 0.9  # poly: (1 - step/steps)^power
+  end: float = 0.0  # cosine/poly: final value
+  warmup_steps: int = 0  # linear ramp from warmup_start * base to the schedule
+  warmup_start: float = 0.0
+
+  def validate(self):
+    _in('schedule', self.schedule, SCHEDULES)
+    _positive('base', self.base)
+    _positive('decay_epochs', self.decay_epochs)
+    if not 0 < self.decay_rate <= 1:
+      raise ValueError('decay_rate: must be in (0, 1], got %r' % (self.decay_rate,))
+    if self.warmup_steps < 0:
+      raise ValueError('warmup_steps: must be >= 0, got %r' % (self.warmup_steps,))
+
+
+@dataclasses.dataclass(frozen=True)
+class WarmStartConfig:
+  checkpoint: Optional[str] = None  # a checkpoint file prefix or a directory (its latest checkpoint)
+  include: List[str] = dataclasses.field(default_factory=lambda: ['.*'])  # regexes on model variable names
+  exclude: List[str] = dataclasses.field(default_factory=list)
+  # model-name prefix -> checkpoint-name prefix, e.g. {'FeatureExtractor/MobilenetV2/': 'MobilenetV2/'}
+  scope_map: Dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  batch_size: int = 96
+  steps: int = 0
+  optimizer: str = 'rmsprop'
+  momentum: float = 0.9
+  rmsprop_decay: float = 0.9
+  rmsprop_epsilon: float = 1.0  # TF-Slim's train_image_classifier default, used for the public checkpoints
+  learning_rate: LearningRateConfig = dataclasses.field(default_factory=LearningRateConfig)
+  label_smoothing: float = 0.0
+  moving_average_decay: Optional[float] = 0.9999  # null disables the EMA of weights
+  warm_start: WarmStartConfig = dataclasses.field(default_factory=WarmStartConfig)
+  freeze_batch_norm: bool = False  # use moving statistics while training (small per-step batches)
+  clip_gradient_norm: float = 0.0  # 0 = no clipping
+  summary_images: int = 3  # input images written to TensorBoard
+  evaluate_every_checkpoint: bool = False  # train_and_evaluate: evaluate each new checkpoint
+
+  def validate(self):
+    _positive('batch_size', self.batch_size)
+    _positive('steps', self.steps)
+    _in('optimizer', self.optimizer, OPTIMIZERS)
+    if not 0 <= self.label_smoothing < 1:
+      raise ValueError('label_smoothing: must be in [0, 1), got %r' % (self.label_smoothing,))
+    if self.moving_average_decay is not None and not 0 < self.moving_average_decay < 1:
+      raise ValueError('moving_average_decay: must be in (0, 1) or null, got %r' % (self.moving_average_decay,))
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+  batch_size: int = 32
+  steps: Optional[int] = None  # null = the whole split
+  continuous_timeout_secs: int = 3600  # `mnv2 eval --continuous` stops after this long without a checkpoint
+
+  def validate(self):
+    _positive('batch_size', self.batch_size)
+    if self.steps is not None:
+      _positive('steps', self.steps)
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeConfig:
+  seed: Optional[int] = None
+  save_checkpoints_steps: int = 1000
+  keep_checkpoint_max: int = 5
+  log_every_n_steps: int = 100
+  save_summary_steps: int = 100
+  intra_op_threads: int = 0  # 0 = TensorFlow's choice
+  inter_op_threads: int = 0
+
+  def validate(self):
+    for name in ('save_checkpoints_steps', 'keep_checkpoint_max', 'log_every_n_steps', 'save_summary_steps'):
+      _positive(name, getattr(self, name))
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassificationConfig:
+  top_k: int = 5  # classes returned by predict/export
+
+  def validate(self):
+    _positive('top_k', self.top_k)
+
+
+@dataclasses.dataclass(frozen=True)
+class DetectionConfig:
+  max_objects: int = 100  # ground-truth boxes per image after padding
+  min_depth: int = 16
+  matched_threshold: float = 0.5
+  unmatched_threshold: float = 0.5
+  neg_pos_ratio: float = 3.0
+  classification_loss: str = 'sigmoid'  # sigmoid | softmax
+  localization_weight: float = 1.0
+  classification_weight: float = 1.0
+  score_threshold: float = 1e-8
+  iou_threshold: float = 0.6
+  max_detections: int = 100
+  class_prediction_bias_init: float = 0.0
+  random_crop: bool = True
+
+  def validate(self):
+    _in('classification_loss', self.classification_loss, ('sigmoid', 'softmax'))
+    _positive('max_objects', self.max_objects)
+    _positive('max_detections', self.max_detections)
+    if not 0 < self.iou_threshold <= 1:
+      raise ValueError('iou_threshold: must be in (0, 1], got %r' % (self.iou_threshold,))
+    if self.unmatched_threshold > self.matched_threshold:
+      raise ValueError('unmatched_threshold: must be <= matched_threshold')
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmentationConfig:
+  crop_size: int = 513
+  eval_crop_size: int = 513  # >= every eval image side (images are padded, never resized)
+  min_scale: float = 0.5
+  max_scale: float = 2.0
+  scale_step: float = 0.25
+  aspp_rates: List[int] = dataclasses.field(default_factory=list)  # [] = MobileNetV2 setting (no atrous branches)
+  image_pooling: bool = True
+  decoder: bool = False  # DeepLabv3+ decoder on layer_4/depthwise_output
+  ignore_label: int = 255
+  hard_pixel_top_k: float = 1.0  # fraction of the hardest pixels kept in the loss (1.0 = all)
+  eval_scales: List[float] = dataclasses.field(default_factory=lambda: [1.0])
+  eval_flip: bool = False
+
+  def validate(self):
+    _positive('crop_size', self.crop_size)
+    _positive('eval_crop_size', self.eval_crop_size)
+    if not 0 < self.min_scale <= self.max_scale:
+      raise ValueError('min_scale: must be > 0 and <= max_scale')
+    if not 0 < self.hard_pixel_top_k <= 1:
+      raise ValueError('hard_pixel_top_k: must be in (0, 1], got %r' % (self.hard_pixel_top_k,))
+    if not self.eval_scales or any(s <= 0 for s in self.eval_scales):
+      raise ValueError('eval_scales: must be a non-empty list of positive scales')
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+  task: str = 'classification'
+  model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+  data: DataConfig = dataclasses.field(default_factory=DataConfig)
+  train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+  eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+  runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
+  classification: ClassificationConfig = dataclasses.field(default_factory=ClassificationConfig)
+  detection: DetectionConfig = dataclasses.field(default_factory=DetectionConfig)
+  segmentation: SegmentationConfig = dataclasses.field(default_factory=SegmentationConfig)
+
+  def validate(self):
+    _in('task', self.task, TASKS)
+    schedule = self.train.learning_rate
+    if schedule.schedule == 'exponential' and self.data.num_train_examples <= 0:
+      raise ValueError('data.num_train_examples: must be > 0 for the per-epoch exponential schedule')
+
+
+def load(path, overrides=()):
+  """Loads and validates a task config (see `config_lib.load`)."""
+  return config_lib.load(Config, path, overrides)
+
+
+# Which data keys each mode needs; checked before a graph is built.
+_FILES_FOR_MODE = {'train': ('data.train_files',), 'eval': ('data.eval_files',),
+                   'train_and_eval': ('data.train_files', 'data.eval_files')}
+
+
+def check_files(config, mode, source=''):
+  """Raises ConfigError naming the key if a file/glob the mode needs is unset or matches nothing."""
+  for key in _FILES_FOR_MODE.get(mode, ()):
+    pattern = getattr(config.data, key.split('.')[1])
+    if not pattern:
+      raise config_lib.ConfigError(source, key, 'is required for %s' % mode)
+    if not glob.glob(pattern):
+      raise config_lib.ConfigError(source, key, 'no file matches %r' % pattern)
+  labels = config.data.labels_file
+  if labels and not glob.glob(labels):
+    raise config_lib.ConfigError(source, 'data.labels_file', 'file not found: %r' % labels)
+  checkpoint = config.train.warm_start.checkpoint
+  if mode in ('train', 'train_and_eval') and checkpoint and not (
+      glob.glob(checkpoint) or glob.glob(checkpoint + '.index') or glob.glob(checkpoint + '*')):
+    raise config_lib.ConfigError(source, 'train.warm_start.checkpoint', 'no checkpoint at %r' % checkpoint)

@@ -1,0 +1,185 @@
+"""Typed, strict YAML configs: dataclass schemas, loading, `--set` overrides, validation, saving.
+
+Precedence: dataclass defaults -> YAML file -> `--set dotted.key=value` overrides -> `validate()` -> frozen.
+Every error names the dotted key and the YAML file it came from, and is raised before any graph is built.
+This module knows nothing about the schema itself (see `pipelines.config`); it only maps nested dicts onto
+dataclasses and back.
+"""
+import copy
+import dataclasses
+import os
+import typing
+
+import yaml
+
+
+class ConfigError(ValueError):
+  """A config problem, with the file and the dotted key in the message."""
+
+  def __init__(self, source, key, message):
+    self.source, self.key = source, key
+    where = '%s: ' % source if source else ''
+    super(ConfigError, self).__init__('%s%s: %s' % (where, key or '<root>', message))
+
+
+def _origin(tp):
+  return getattr(tp, '__origin__', None)
+
+
+def _is_optional(tp):
+  return _origin(tp) is typing.Union and type(None) in tp.__args__
+
+
+def _strip_optional(tp):
+  args = [a for a in tp.__args__ if a is not type(None)]
+  return args[0]
+
+
+def _type_name(tp):
+  if dataclasses.is_dataclass(tp):
+    return 'mapping'
+  if _is_optional(tp):
+    return '%s or null' % _type_name(_strip_optional(tp))
+  if _origin(tp) in (list, typing.List):
+    return 'list of %s' % _type_name(tp.__args__[0])
+  if _origin(tp) in (dict, typing.Dict):
+    return 'mapping of %s' % _type_name(tp.__args__[1])
+  return getattr(tp, '__name__', str(tp))
+
+
+def _convert(value, tp, key, source):
+  """Checks `value` against type `tp` and returns it converted (ints accepted for floats)."""
+  if _is_optional(tp):
+    return None if value is None else _convert(value, _strip_optional(tp), key, source)
+  if dataclasses.is_dataclass(tp):
+    return from_dict(tp, value, source, key)
+  if _origin(tp) in (list, typing.List):
+    if not isinstance(value, (list, tuple)):
+      raise ConfigError(source, key, 'expected %s, got %r' % (_type_name(tp), value))
+    return [_convert(v, tp.__args__[0], '%s[%d]' % (key, i), source) for i, v in enumerate(value)]
+  if _origin(tp) in (dict, typing.Dict):
+    if not isinstance(value, dict):
+      raise ConfigError(source, key, 'expected %s, got %r' % (_type_name(tp), value))
+    return {str(k): _convert(v, tp.__args__[1], '%s.%s' % (key, k), source) for k, v in value.items()}
+  if tp is float and isinstance(value, int) and not isinstance(value, bool):
+    return float(value)
+  if tp in (int, float) and isinstance(value, bool):
+    raise ConfigError(source, key, 'expected %s, got %r' % (tp.__name__, value))
+  if not isinstance(value, tp):
+    raise ConfigError(source, key, 'expected %s, got %r' % (_type_name(tp), value))
+  return value
+
+
+def _field_types(cls):
+  hints = typing.get_type_hints(cls)
+  return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def from_dict(cls, data, source='', prefix=''):
+  """Builds dataclass `cls` from a nested dict; unknown keys and wrong types raise ConfigError."""
+  if data is None:
+    data = {}
+  if not isinstance(data, dict):
+    raise ConfigError(source, prefix, 'expected a mapping, got %r' % (data,))
+  types = _field_types(cls)
+  unknown = sorted(set(data) - set(types))
+  if unknown:
+    raise ConfigError(source, _join(prefix, unknown[0]),
+                      'unknown key (valid keys here: %s)' % ', '.join(sorted(types)))
+  kwargs = {name: _convert(value, types[name], _join(prefix, name), source) for name, value in data.items()}
+  return cls(**kwargs)
+
+
+def _join(prefix, name):
+  return '%s.%s' % (prefix, name) if prefix else name
+
+
+def to_dict(obj):
+  return dataclasses.asdict(obj)
+
+
+def parse_override(text, source='--set'):
+  """'a.b.c=value' -> (['a', 'b', 'c'], parsed YAML value)."""
+  if '=' not in text:
+    raise ConfigError(source, text, "override must look like dotted.key=value")
+  key, raw = text.split('=', 1)
+  key = key.strip()
+  if not key or any(not part for part in key.split('.')):
+    raise ConfigError(source, key, 'empty key in override %r' % text)
+  try:
+    value = yaml.safe_load(raw) if raw.strip() else ''
+  except yaml.YAMLError as e:
+    raise ConfigError(source, key, 'cannot parse value %r: %s' % (raw, e))
+  return key.split('.'), value
+
+
+def apply_override(data, path, value, cls, source):
+  """Sets `value` at `path` in the nested dict `data`, checking each key against schema `cls`."""
+  node, tp = data, cls
+  for depth, part in enumerate(path):
+    dotted = '.'.join(path[:depth + 1])
+    if not dataclasses.is_dataclass(tp):
+      raise ConfigError(source, dotted, 'is not a section: cannot set a sub-key')
+    types = _field_types(tp)
+    if part not in types:
+      raise ConfigError(source, dotted, 'unknown key (valid keys here: %s)' % ', '.join(sorted(types)))
+    tp = types[part]
+    if _is_optional(tp) and dataclasses.is_dataclass(_strip_optional(tp)):
+      tp = _strip_optional(tp)
+    if depth == len(path) - 1:
+      node[part] = value
+    else:
+      if not isinstance(node.get(part), dict):
+        node[part] = {}
+      node = node[part]
+
+
+def load(cls, path, overrides=()):
+  """Loads YAML `path` into dataclass `cls`, applies `overrides` ('k=v' strings), then validates.
+
+  Raises:
+    ConfigError: missing/unparsable file, unknown key, wrong type, or a failed `validate()` rule.
+  """
+  if not os.path.isfile(path):
+    raise ConfigError(path, None, 'config file not found')
+  try:
+    with open(path) as f:
+      data = yaml.safe_load(f) or {}
+  except yaml.YAMLError as e:
+    raise ConfigError(path, None, 'invalid YAML: %s' % e)
+  data = copy.deepcopy(data)
+  for text in overrides:
+    keys, value = parse_override(text, source='%s (--set %s)' % (path, text))
+    apply_override(data, keys, value, cls, '%s (--set %s)' % (path, text))
+  config = from_dict(cls, data, source=path)
+  validate(config, path)
+  return config
+
+
+def validate(config, source=''):
+  """Runs `validate()` on the config and every nested section; a ValueError becomes a ConfigError."""
+  def visit(obj, prefix):
+    for f in dataclasses.fields(obj):
+      value = getattr(obj, f.name)
+      if dataclasses.is_dataclass(value):
+        visit(value, _join(prefix, f.name))
+    check = getattr(obj, 'validate', None)
+    if check is not None:
+      try:
+        check()
+      except ConfigError:
+        raise
+      except ValueError as e:
+        # Rules raise ValueError('key: message'); attach the section path and the file.
+        text = str(e)
+        key, _, message = text.partition(': ')
+        raise ConfigError(source, _join(prefix, key), message or text)
+  visit(config, '')
+
+
+def save(config, path):
+  """Writes the resolved config as YAML (atomically) so a run can be reproduced exactly."""
+  tmp = '%s.tmp-%d' % (path, os.getpid())
+  with open(tmp, 'w') as f:
+    yaml.safe_dump(to_dict(config), f, default_flow_style=False, sort_keys=False)
+  os.rename(tmp, path)

@@ -1,0 +1,107 @@
+"""Turns one prediction dict into something a person can read or look at.
+
+Classification: the top-k classes with names and probabilities. Detection: boxes (absolute pixels) with
+class names and scores, drawn on the image. Segmentation: a VOC-palette class mask PNG plus a blended
+overlay. The task is recognised from the prediction's keys, so SavedModel and checkpoint predictions
+render the same way. Pillow only; no TensorFlow here.
+"""
+import os
+
+import numpy as np
+from PIL import Image
+from PIL import ImageDraw
+
+
+def _text(value):
+  return value.decode('utf-8', 'replace') if isinstance(value, bytes) else str(value)
+
+
+def output_path(output, image_path, num_images):
+  """Where to write the picture for `image_path`: `output` itself for one image, else inside it."""
+  if not output:
+    return None
+  if num_images == 1 and not os.path.isdir(output):
+    return output
+  if not os.path.isdir(output):
+    os.makedirs(output)
+  stem = os.path.splitext(os.path.basename(image_path))[0]
+  return os.path.join(output, stem + '.png')
+
+
+def voc_palette():
+  """The PASCAL VOC colour map as a flat list for `Image.putpalette` (index 255 -> (224, 224, 192))."""
+  palette = np.zeros((256, 3), np.uint8)
+  for index in range(256):
+    c, r, g, b = index, 0, 0, 0
+    for shift in range(7, -1, -1):
+      r |= ((c >> 0) & 1) << shift
+      g |= ((c >> 1) & 1) << shift
+      b |= ((c >> 2) & 1) << shift
+      c >>= 3
+    palette[index] = (r, g, b)
+  palette[255] = (224, 224, 192)
+  return palette
+
+
+def _classification(path, pred, out):
+  top = [{'class': int(c), 'name': _text(n), 'probability': float(p)}
+         for c, n, p in zip(pred['top_k_classes'], pred['top_k_class_names'], pred['top_k_probabilities'])]
+  return {'image': path, 'task': 'classification', 'top_k': top}
+
+
+def _detection(path, pred, out):
+  count = int(pred['num_detections'])
+  names = pred.get('detection_class_names', [str(int(c)) for c in pred['detection_classes']])
+  dets = [{'box': [float(v) for v in pred['detection_boxes'][i]], 'class': int(pred['detection_classes'][i]),
+           'name': _text(names[i]), 'score': float(pred['detection_scores'][i])} for i in range(count)]
+  item = {'image': path, 'task': 'detection', 'detections': dets}
+  if out:
+    image = Image.open(path).convert('RGB')
+    draw = ImageDraw.Draw(image)
+    for det in dets:
+      ymin, xmin, ymax, xmax = det['box']
+      draw.rectangle([xmin, ymin, xmax, ymax], outline=(255, 32, 32), width=2)
+      draw.text((xmin + 2, ymin + 1), '%s %.2f' % (det['name'], det['score']), fill=(255, 255, 0))
+    image.save(out)
+    item['output'] = out
+  return item
+
+
+def _segmentation(path, pred, out):
+  mask = np.asarray(pred['mask']).astype(np.uint8)
+  classes, counts = np.unique(mask, return_counts=True)
+  item = {'image': path, 'task': 'segmentation',
+          'pixels_per_class': {int(c): int(n) for c, n in zip(classes, counts)}}
+  if out:
+    palette = voc_palette()
+    mask_image = Image.fromarray(mask, 'P')
+    mask_image.putpalette(palette.flatten().tolist())
+    mask_image.save(out)
+    base = Image.open(path).convert('RGB')
+    colour = Image.fromarray(palette[mask], 'RGB').resize(base.size, Image.NEAREST)
+    overlay = os.path.splitext(out)[0] + '_overlay.png'
+    Image.blend(base, colour, 0.5).save(overlay)
+    item.update(output=out, overlay=overlay)
+  return item
+
+
+def describe(path, prediction, out=None):
+  """JSON-able dict for one prediction; writes the picture to `out` for detection/segmentation."""
+  if 'top_k_classes' in prediction:
+    return _classification(path, prediction, out)
+  if 'detection_boxes' in prediction:
+    return _detection(path, prediction, out)
+  if 'mask' in prediction:
+    return _segmentation(path, prediction, out)
+  raise ValueError('unrecognised prediction outputs: %s' % ', '.join(sorted(prediction)))
+
+
+def summary_line(item):
+  if item['task'] == 'classification':
+    return '%s: %s' % (item['image'], ', '.join('%s (%.3f)' % (t['name'], t['probability']) for t in item['top_k']))
+  if item['task'] == 'detection':
+    dets = ', '.join('%s %.2f' % (d['name'], d['score']) for d in item['detections'][:5])
+    return '%s: %d detections %s%s' % (item['image'], len(item['detections']), dets,
+                                       ' -> %s' % item['output'] if 'output' in item else '')
+  return '%s: classes %s%s' % (item['image'], sorted(item['pixels_per_class']),
+                               ' -> %s' % item['output'] if 'output' in item else '')

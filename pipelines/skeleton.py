@@ -1,0 +1,154 @@
+"""The one model_fn skeleton shared by every task.
+
+A task (see `Task`) writes four graph methods -- `build_outputs`, `build_losses`, `build_metrics`,
+`build_predictions` -- plus its input and serving functions. The skeleton owns everything else: modes,
+regularization loss, learning-rate schedule and optimizer, the UPDATE_OPS dependency (batch-norm moving
+statistics), gradient clipping, the exponential moving average of weights (used by eval and export through
+the Saver of the scaffold), warm start, summaries and progress logging.
+
+Nothing here pins a device or builds per-replica state by hand, so `tf.distribute` strategies passed to
+the RunConfig keep working; loss scaling for mixed precision can wrap the optimizer in `_train_op`.
+"""
+import time
+
+import tensorflow.compat.v1 as tf
+
+from pipelines import optimization
+from pipelines import warm_start as warm_start_lib
+
+ModeKeys = tf.estimator.ModeKeys
+
+
+class Task(object):
+  """What a task implements; the skeleton calls these inside the model_fn / input_fn."""
+
+  def __init__(self, config):
+    self.config = config
+
+  def build_outputs(self, features, is_training):
+    """Backbone + head: dict of output tensors."""
+    raise NotImplementedError
+
+  def build_losses(self, outputs, labels, features):
+    """dict name -> float32 [] loss (regularization is added by the skeleton)."""
+    raise NotImplementedError
+
+  def build_metrics(self, outputs, labels, features):
+    """dict name -> (value_op, update_op) eval metric ops."""
+    raise NotImplementedError
+
+  def build_predictions(self, outputs, features):
+    """dict name -> tensor with a leading batch dimension."""
+    raise NotImplementedError
+
+  def export_outputs(self, predictions):
+    return {tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY: tf.estimator.export.PredictOutput(predictions)}
+
+  def summary_images(self, features):
+    """float32 [B, H, W, 3] in [0, 1] for TensorBoard, or None."""
+    image = features.get('image') if isinstance(features, dict) else None
+    return None if image is None else tf.clip_by_value(image * 0.5 + 0.5, 0.0, 1.0)
+
+  def input_fn(self, mode):
+    raise NotImplementedError
+
+  def serving_input_receiver_fn(self):
+    raise NotImplementedError
+
+
+class ProgressHook(tf.train.SessionRunHook):
+  """Logs step, losses, learning rate and examples/s every `every_n_steps` steps."""
+
+  def __init__(self, tensors, batch_size, every_n_steps, printer=None):
+    self._tensors = tensors
+    self._batch_size = batch_size
+    self._every = every_n_steps
+    self._print = printer or (lambda text: tf.logging.info(text))
+    self._last = None
+
+  def begin(self):
+    self._step_tensor = tf.train.get_global_step()
+
+  def before_run(self, run_context):
+    return tf.train.SessionRunArgs({'step': self._step_tensor, 'values': self._tensors})
+
+  def after_run(self, run_context, run_values):
+    step = int(run_values.results['step']) + 1
+    now = time.time()
+    if self._last is None:
+      self._last = (step, now)
+      return
+    if step % self._every and step != 1:
+      return
+    last_step, last_time = self._last
+    rate = (step - last_step) * self._batch_size / max(now - last_time, 1e-9)
+    values = '  '.join('%s %.4g' % (k, v) for k, v in sorted(run_values.results['values'].items()))
+    self._print('step %d  %s  %.1f examples/s' % (step, values, rate))
+    self._last = (step, now)
+
+
+def _moving_average(config):
+  decay = config.train.moving_average_decay
+  return None if decay is None else tf.train.ExponentialMovingAverage(decay)
+
+
+def _eval_scaffold(config):
+  """Eval/export read the moving averages of the weights in place of the raw weights (TF-Slim recipe)."""
+  ema = _moving_average(config)
+  if ema is None:
+    return None
+  return tf.train.Scaffold(saver=tf.train.Saver(ema.variables_to_restore(), sharded=True))
+
+
+def _train_op(task, total_loss, model_dir):
+  config = task.config
+  warm_start_lib.warm_start(config.train.warm_start, log_dir=model_dir)
+  global_step = tf.train.get_or_create_global_step()
+  rate = optimization.learning_rate(config.train, config.train.batch_size, config.data.num_train_examples,
+                                    global_step)
+  tf.summary.scalar('learning_rate', rate)
+  opt = optimization.optimizer(config.train, rate)
+  grads_and_vars = opt.compute_gradients(total_loss, var_list=tf.trainable_variables())
+  if config.train.clip_gradient_norm > 0:
+    grads, variables = zip(*grads_and_vars)
+    grads, _ = tf.clip_by_global_norm(grads, config.train.clip_gradient_norm)
+    grads_and_vars = list(zip(grads, variables))
+  # Batch-norm moving statistics only update if the train op depends on UPDATE_OPS.
+  with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
+    train_op = opt.apply_gradients(grads_and_vars, global_step=global_step)
+  ema = _moving_average(config)
+  if ema is not None:
+    with tf.control_dependencies([train_op]):
+      train_op = ema.apply(tf.trainable_variables())
+  return train_op, rate
+
+
+def make_model_fn(task, model_dir=None):
+  """The Estimator model_fn for `task`."""
+
+  def model_fn(features, labels, mode, params=None, config=None):  # pylint: disable=unused-argument
+    is_training = mode == ModeKeys.TRAIN
+    outputs = task.build_outputs(features, is_training)
+    if mode == ModeKeys.PREDICT:
+      predictions = task.build_predictions(outputs, features)
+      return tf.estimator.EstimatorSpec(mode, predictions=predictions, export_outputs=task.export_outputs(predictions),
+                                        scaffold=_eval_scaffold(task.config))
+    losses = task.build_losses(outputs, labels, features)
+    regularization = tf.losses.get_regularization_loss()
+    total = tf.add_n(list(losses.values()) + [regularization], name='total_loss')
+    for name, value in sorted(losses.items()):
+      tf.summary.scalar('losses/%s' % name, value)
+    tf.summary.scalar('losses/regularization', regularization)
+    tf.summary.scalar('losses/total', total)
+    if mode == ModeKeys.EVAL:
+      return tf.estimator.EstimatorSpec(mode, loss=total, eval_metric_ops=task.build_metrics(outputs, labels, features),
+                                        scaffold=_eval_scaffold(task.config))
+    images = task.summary_images(features)
+    if images is not None and task.config.train.summary_images > 0:
+      tf.summary.image('input_images', images, max_outputs=task.config.train.summary_images)
+    train_op, rate = _train_op(task, total, model_dir)
+    logged = dict(losses, total_loss=total, lr=rate)
+    hook = ProgressHook(logged, task.config.train.batch_size, task.config.runtime.log_every_n_steps)
+    return tf.estimator.EstimatorSpec(mode, loss=total, train_op=train_op, training_hooks=[hook])
+
+  return model_fn

@@ -1,0 +1,145 @@
+"""Config loading: round trip, strict keys and types, overrides, validate() rules, file checks."""
+import dataclasses
+import os
+
+import pytest
+import yaml
+
+from pipelines import config as schema
+from pipelines import config_lib
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _write(tmp_path, data, name='c.yaml'):
+  path = str(tmp_path / name)
+  with open(path, 'w') as f:
+    yaml.safe_dump(data, f)
+  return path
+
+
+BASE = {'task': 'classification', 'data': {'num_train_examples': 100}, 'train': {'steps': 10}}
+
+
+def test_paper_configs_load():
+  for name in sorted(os.listdir(os.path.join(REPO, 'configs'))):
+    config = schema.load(os.path.join(REPO, 'configs', name))
+    assert config.task in schema.TASKS
+
+
+def test_round_trip(tmp_path):
+  config = schema.load(_write(tmp_path, BASE), ['train.learning_rate.base=0.1', 'model.output_stride=16'])
+  saved = str(tmp_path / 'saved.yaml')
+  config_lib.save(config, saved)
+  again = schema.load(saved)
+  assert again == config
+  assert again.train.learning_rate.base == 0.1 and again.model.output_stride == 16
+
+
+@pytest.mark.parametrize('data,key', [
+    (dict(BASE, modle={}), 'modle'),
+    (dict(BASE, train={'steps': 10, 'lr': 1}), 'train.lr'),
+    (dict(BASE, train={'steps': 10, 'learning_rate': {'bsae': 1}}), 'train.learning_rate.bsae'),
+])
+def test_unknown_keys_name_dotted_key_and_file(tmp_path, data, key):
+  path = _write(tmp_path, data)
+  with pytest.raises(config_lib.ConfigError) as info:
+    schema.load(path)
+  assert key in str(info.value) and path in str(info.value) and 'unknown key' in str(info.value)
+
+
+@pytest.mark.parametrize('override,key', [
+    ('train.steps=ten', 'train.steps'),
+    ('model.depth_multiplier=[1]', 'model.depth_multiplier'),
+    ('train.batch_size=true', 'train.batch_size'),
+    ('model.output_stride=abc', 'model.output_stride'),
+])
+def test_wrong_types(tmp_path, override, key):
+  with pytest.raises(config_lib.ConfigError, match=key.replace('.', r'\.')):
+    schema.load(_write(tmp_path, BASE), [override])
+
+
+def test_int_accepted_for_float(tmp_path):
+  assert schema.load(_write(tmp_path, BASE), ['train.learning_rate.base=1']).train.learning_rate.base == 1.0
+
+
+@pytest.mark.parametrize('override,key', [
+    ('model.depth_multiplier=0', 'model.depth_multiplier'),
+    ('model.output_stride=4', 'model.output_stride'),
+    ('model.dropout_keep_prob=0', 'model.dropout_keep_prob'),
+    ('model.weight_decay=-1', 'model.weight_decay'),
+    ('model.bn_decay=1.0', 'model.bn_decay'),
+    ('model.image_size=0', 'model.image_size'),
+    ('model.num_classes=0', 'model.num_classes'),
+    ('train.steps=0', 'train.steps'),
+    ('train.batch_size=-2', 'train.batch_size'),
+    ('train.optimizer=lbfgs', 'train.optimizer'),
+    ('train.label_smoothing=1.5', 'train.label_smoothing'),
+    ('train.moving_average_decay=1.0', 'train.moving_average_decay'),
+    ('train.learning_rate.schedule=step', 'train.learning_rate.schedule'),
+    ('train.learning_rate.base=0', 'train.learning_rate.base'),
+    ('train.learning_rate.decay_rate=2', 'train.learning_rate.decay_rate'),
+    ('train.learning_rate.decay_epochs=0', 'train.learning_rate.decay_epochs'),
+    ('train.learning_rate.warmup_steps=-1', 'train.learning_rate.warmup_steps'),
+    ('data.num_train_examples=0', 'data.num_train_examples'),
+    ('data.prefetch=0', 'data.prefetch'),
+    ('data.num_parallel_calls=-1', 'data.num_parallel_calls'),
+    ('eval.batch_size=0', 'eval.batch_size'),
+    ('eval.steps=0', 'eval.steps'),
+    ('runtime.save_checkpoints_steps=0', 'runtime.save_checkpoints_steps'),
+    ('task=regression', 'task'),
+    ('classification.top_k=0', 'classification.top_k'),
+    ('detection.classification_loss=focal', 'detection.classification_loss'),
+    ('detection.iou_threshold=0', 'detection.iou_threshold'),
+    ('detection.unmatched_threshold=0.7', 'detection.unmatched_threshold'),
+    ('detection.max_objects=0', 'detection.max_objects'),
+    ('detection.max_detections=0', 'detection.max_detections'),
+    ('segmentation.crop_size=0', 'segmentation.crop_size'),
+    ('segmentation.eval_crop_size=0', 'segmentation.eval_crop_size'),
+    ('segmentation.min_scale=3', 'segmentation.min_scale'),
+    ('segmentation.hard_pixel_top_k=0', 'segmentation.hard_pixel_top_k'),
+    ('segmentation.eval_scales=[]', 'segmentation.eval_scales'),
+])
+def test_every_validate_rule_has_a_failing_example(tmp_path, override, key):
+  path = _write(tmp_path, BASE)
+  with pytest.raises(config_lib.ConfigError) as info:
+    schema.load(path, [override])
+  assert key in str(info.value) and path in str(info.value)
+
+
+def test_bad_override_syntax(tmp_path):
+  path = _write(tmp_path, BASE)
+  with pytest.raises(config_lib.ConfigError, match='dotted.key=value'):
+    schema.load(path, ['train.steps'])
+  with pytest.raises(config_lib.ConfigError, match='train.steps.x'):
+    schema.load(path, ['train.steps.x=1'])
+
+
+def test_missing_and_invalid_files(tmp_path):
+  with pytest.raises(config_lib.ConfigError, match='not found'):
+    schema.load(str(tmp_path / 'nope.yaml'))
+  bad = tmp_path / 'bad.yaml'
+  bad.write_text(u'task: [unclosed\n')
+  with pytest.raises(config_lib.ConfigError, match='invalid YAML'):
+    schema.load(str(bad))
+
+
+def test_check_files_names_key(tmp_path):
+  path = _write(tmp_path, dict(BASE, data={'num_train_examples': 1, 'train_files': str(tmp_path / 'x-*')}))
+  config = schema.load(path)
+  with pytest.raises(config_lib.ConfigError, match='data.train_files'):
+    schema.check_files(config, 'train', path)
+  with pytest.raises(config_lib.ConfigError, match='data.eval_files'):
+    schema.check_files(config, 'eval', path)
+  (tmp_path / 'x-0').write_text(u'')
+  schema.check_files(config, 'train', path)
+  config = dataclasses.replace(config, train=dataclasses.replace(
+      config.train, warm_start=schema.WarmStartConfig(checkpoint=str(tmp_path / 'missing.ckpt'))))
+  with pytest.raises(config_lib.ConfigError, match='train.warm_start.checkpoint'):
+    schema.check_files(config, 'train', path)
+
+
+def test_configs_are_frozen(tmp_path):
+  config = schema.load(_write(tmp_path, BASE))
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    config.train.steps = 3
