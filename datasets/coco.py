@@ -1,0 +1,458 @@
+"""COCO detection data: raw COCO -> Object Detection API TFRecords, label maps, and the record decoder.
+
+`convert` writes the keys of the Object Detection API's `create_coco_tf_record.py`, so its records and
+ours are interchangeable: boxes normalized to [0, 1] and clipped to the image, class labels the COCO
+category ids as they are (not remapped; see `detection_augment.make_class_mapping`), crowd objects kept
+and flagged, images without objects kept. Next to the shards it writes `label_map.pbtxt` (OD API text
+format) and `labels.txt` (TF-Slim). Data problems (missing files, annotations of unknown images,
+degenerate boxes) are reported on stderr and counted, never fatal. `mnv2 convert coco` wraps `convert`.
+
+Not here: augmentation and resizing (re-exported from `datasets.detection_augment`), keypoints,
+captions, panoptic data, evaluation (pycocotools' COCOeval reads the original json).
+"""
+import collections
+import hashlib
+import io
+import json
+import os
+import re
+import sys
+
+import numpy as np
+import tensorflow.compat.v1 as tf
+from PIL import Image
+
+from datasets import tfrecord
+from datasets.detection_augment import make_class_mapping  # noqa: F401  (public API)
+from datasets.detection_augment import pad_objects  # noqa: F401
+from datasets.detection_augment import preprocess_for_eval  # noqa: F401
+from datasets.detection_augment import preprocess_for_train  # noqa: F401
+from datasets.detection_augment import random_horizontal_flip  # noqa: F401
+from datasets.detection_augment import ssd_random_crop  # noqa: F401
+
+HEIGHT = 'image/height'
+WIDTH = 'image/width'
+FILENAME = 'image/filename'
+SOURCE_ID = 'image/source_id'
+KEY_SHA256 = 'image/key/sha256'
+ENCODED = 'image/encoded'
+FORMAT = 'image/format'
+XMIN = 'image/object/bbox/xmin'
+XMAX = 'image/object/bbox/xmax'
+YMIN = 'image/object/bbox/ymin'
+YMAX = 'image/object/bbox/ymax'
+CLASS_TEXT = 'image/object/class/text'
+CLASS_LABEL = 'image/object/class/label'
+IS_CROWD = 'image/object/is_crowd'
+AREA = 'image/object/area'
+MASK = 'image/object/mask'  # PNG-encoded 0/1 masks, one per object (include_masks=True only)
+
+LABEL_MAP_NAME = 'label_map.pbtxt'
+LABELS_NAME = 'labels.txt'
+_MAX_REPORTED = 20  # problems of one kind printed before "... and N more"
+
+# One object as shipped to the worker processes: normalized clipped box, COCO id, name, flags.
+_Object = collections.namedtuple('_Object', 'ymin xmin ymax xmax label text is_crowd area segmentation')
+
+
+# ----------------------------------------------------------------------------------------- label maps
+
+
+def _quote(text):
+  return '"%s"' % text.replace('\\', '\\\\').replace('"', '\\"')
+
+
+def format_label_map(categories):
+  """Object Detection API label map text for dict id -> name, sorted by id."""
+  blocks = ['item {\n  id: %d\n  name: %s\n  display_name: %s\n}\n' % (i, _quote(n), _quote(n))
+            for i, n in sorted(categories.items())]
+  return ''.join(blocks)
+
+
+def _write_text(path, text):
+  tmp_path = '%s.tmp-%d' % (path, os.getpid())
+  with io.open(tmp_path, 'w', encoding='utf-8') as f:
+    f.write(text)
+  os.rename(tmp_path, path)
+
+
+_STRING_RE = r'"((?:[^"\\]|\\.)*)"|\'((?:[^\'\\]|\\.)*)\''
+_NESTED_RE = re.compile(r'\w+\s*:?\s*\{[^{}]*\}')
+
+
+def _field(body, name):
+  match = re.search(r'(?<![\w])%s\s*:\s*(?:%s|(-?\d+))' % (name, _STRING_RE), body)
+  if match is None:
+    return None
+  if match.group(3) is not None:
+    return int(match.group(3))
+  raw = match.group(1) if match.group(1) is not None else match.group(2)
+  return re.sub(r'\\(.)', r'\1', raw)
+
+
+def _item_bodies(text, path):
+  """Top-level `item { ... }` bodies of a pbtxt, with nested blocks (e.g. keypoints) removed."""
+  text = re.sub(r'(?m)^\s*#.*$', '', text)
+  bodies, pos = [], 0
+  for match in re.finditer(r'\bitem\s*\{', text):
+    if match.start() < pos:
+      continue
+    depth, end = 1, match.end()
+    while depth and end < len(text):
+      depth += {'{': 1, '}': -1}.get(text[end], 0)
+      end += 1
+    if depth:
+      raise ValueError('%s: unbalanced braces in the item starting at offset %d' % (path, match.start()))
+    body = text[match.end():end - 1]
+    while _NESTED_RE.search(body):
+      body = _NESTED_RE.sub('', body)
+    bodies.append(body)
+    pos = end
+  return bodies
+
+
+def read_label_map(path):
+  """Parses an Object Detection API label map (`item { id: N name: "..." display_name: "..." }`).
+
+  Returns:
+    dict int id -> str name, display_name preferred when present.
+
+  Raises:
+    ValueError: naming the file, for an item without id or name, a duplicate id, or no items at all.
+  """
+  with tf.io.gfile.GFile(path, 'r') as f:
+    text = f.read()
+  labels = {}
+  for body in _item_bodies(text, path):
+    item_id = _field(body, 'id')
+    name = _field(body, 'display_name')
+    name = name if name is not None else _field(body, 'name')
+    if not isinstance(item_id, int) or name is None or isinstance(name, int):
+      raise ValueError('%s: label map item without an integer id and a quoted name: %r' % (path, body.strip()))
+    if item_id in labels:
+      raise ValueError('%s: duplicate id %d' % (path, item_id))
+    labels[item_id] = name
+  if not labels:
+    raise ValueError('%s: no `item { ... }` entries found; is it a label map?' % path)
+  return labels
+
+
+# ------------------------------------------------------------------------------------- raw annotations
+
+
+def _load_annotations(path):
+  """The COCO json as (images list, annotations list, categories dict id -> name); errors name `path`."""
+  if not os.path.isfile(path):
+    raise ValueError('annotations file not found: %s' % path)
+  try:
+    with io.open(path, 'r', encoding='utf-8') as f:
+      data = json.load(f)
+  except ValueError as e:
+    raise ValueError('annotations file %s is not valid JSON: %s' % (path, e))
+  if not isinstance(data, dict) or not isinstance(data.get('images'), list) or \
+      not isinstance(data.get('categories'), list):
+    raise ValueError("annotations file %s is not a COCO instances file (needs 'images' and 'categories' "
+                     "lists)" % path)
+  categories = {}
+  for cat in data['categories']:
+    if not isinstance(cat, dict) or not isinstance(cat.get('id'), int) or 'name' not in cat:
+      raise ValueError('annotations file %s: malformed category %r' % (path, cat))
+    if cat['id'] in categories:
+      raise ValueError('annotations file %s: duplicate category id %d' % (path, cat['id']))
+    categories[cat['id']] = str(cat['name'])
+  return data['images'], data.get('annotations') or [], categories
+
+
+def _normalized_box(bbox, height, width):
+  """COCO [x, y, w, h] pixels -> (ymin, xmin, ymax, xmax) clipped to [0, 1], or None if degenerate."""
+  x, y, w, h = [float(v) for v in bbox]
+  xmin, xmax = max(x, 0.0) / width, min(x + w, width) / width
+  ymin, ymax = max(y, 0.0) / height, min(y + h, height) / height
+  if xmax <= xmin or ymax <= ymin:
+    return None
+  return ymin, xmin, ymax, xmax
+
+
+class _Report(object):
+  """Counts data problems per kind and prints the first few of each on stderr."""
+
+  def __init__(self, stream=None):
+    self.counts = collections.Counter()
+    self.stream = stream or sys.stderr
+
+  def add(self, kind, message):
+    self.counts[kind] += 1
+    if self.counts[kind] <= _MAX_REPORTED:
+      self.stream.write('warning: %s\n' % message)
+    elif self.counts[kind] == _MAX_REPORTED + 1:
+      self.stream.write('warning: further %s problems are counted but not printed\n' % kind)
+
+
+def _valid_images(images, images_dir, report):
+  """dict image id -> image entry with a size and a file on disk, or None (reported) for the others."""
+  valid = {}
+  for image in images:
+    image_id = image.get('id') if isinstance(image, dict) else None
+    if image_id is not None and image_id not in valid:
+      valid[image_id] = None  # known id; replaced by the entry below when the entry is usable
+    try:
+      ok = image_id is not None and int(image['height']) > 0 and int(image['width']) > 0 and image['file_name']
+    except (KeyError, TypeError, ValueError):
+      ok = False
+    if not ok:
+      report.add('invalid_images', 'image entry without id, file_name, width or height: %r' % (image,))
+    elif valid[image_id] is not None:
+      report.add('invalid_images', 'duplicate image id %s (%s); keeping the first' % (image_id, image['file_name']))
+    elif not os.path.isfile(os.path.join(images_dir, image['file_name'])):
+      report.add('missing_files', 'image file %s (id %s) not found in %s'
+                 % (image['file_name'], image_id, images_dir))
+    else:
+      valid[image_id] = image
+  return valid
+
+
+def _group_objects(annotations, images, categories, include_masks, report):
+  """dict image id -> [_Object] for the usable `images`; drops and counts annotations that cannot be used.
+
+  `images` maps every known image id to its entry, or to None when the entry was already reported
+  (missing file, ...): their annotations are dropped silently rather than reported once more.
+  """
+  objects = collections.defaultdict(list)
+  for ann in annotations:
+    if not isinstance(ann, dict):
+      report.add('invalid_annotations', 'annotation is not an object: %r' % (ann,))
+      continue
+    image = images.get(ann.get('image_id'))
+    if image is None:
+      if ann.get('image_id') not in images:
+        report.add('orphan_annotations', 'annotation %s refers to image id %s, which is not among the images'
+                   % (ann.get('id'), ann.get('image_id')))
+      continue
+    if ann.get('category_id') not in categories:
+      report.add('unknown_categories', 'annotation %s has category id %s, which is not in categories'
+                 % (ann.get('id'), ann.get('category_id')))
+      continue
+    try:
+      box = _normalized_box(ann['bbox'], int(image['height']), int(image['width']))
+    except (KeyError, TypeError, ValueError):
+      report.add('invalid_annotations', 'annotation %s has no valid bbox: %r' % (ann.get('id'), ann.get('bbox')))
+      continue
+    if box is None:
+      report.add('degenerate_boxes', 'annotation %s in %s: empty box %r after clipping, dropped'
+                 % (ann.get('id'), image['file_name'], ann['bbox']))
+      continue
+    segmentation = ann.get('segmentation') if include_masks else None
+    objects[image['id']].append(_Object(box[0], box[1], box[2], box[3], ann['category_id'],
+                                        categories[ann['category_id']], int(bool(ann.get('iscrowd', 0))),
+                                        float(ann.get('area', 0.0)), segmentation))
+  return objects
+
+
+# ----------------------------------------------------------------------------------------- encoding
+
+
+def _segmentation_mask(segmentation, height, width):
+  """Polygon list, uncompressed or compressed RLE -> uint8 [height, width] 0/1 mask (pycocotools)."""
+  from pycocotools import mask as mask_lib  # pylint: disable=g-import-not-at-top  (only with masks)
+  if isinstance(segmentation, list):
+    rle = mask_lib.merge(mask_lib.frPyObjects(segmentation, height, width))
+  elif isinstance(segmentation.get('counts'), list):
+    rle = mask_lib.frPyObjects(segmentation, height, width)
+  else:
+    rle = segmentation
+  return np.asarray(mask_lib.decode(rle), np.uint8).reshape(height, width)
+
+
+def _mask_png(obj, height, width, path):
+  """PNG bytes of one object's 0/1 uint8 [height, width] mask.
+
+  An object without segmentation gets its box as mask, so one such annotation does not cost the image.
+  """
+  if obj.segmentation:
+    try:
+      binary = _segmentation_mask(obj.segmentation, height, width)
+    except Exception as e:  # pylint: disable=broad-except  (pycocotools raises many kinds on bad input)
+      raise tfrecord.ConversionError(path, 'bad segmentation: %s: %s' % (type(e).__name__, e))
+  else:
+    binary = np.zeros([height, width], np.uint8)
+    binary[int(round(obj.ymin * height)):int(round(obj.ymax * height)),
+           int(round(obj.xmin * width)):int(round(obj.xmax * width))] = 1
+  out = io.BytesIO()
+  Image.fromarray(binary).save(out, format='PNG')
+  return out.getvalue()
+
+
+def _encode_item(item):
+  """write_sharded's encode_fn: one image dict -> [serialized tf.train.Example]."""
+  path = item['path']
+  try:
+    with open(path, 'rb') as f:
+      data = f.read()
+  except (IOError, OSError) as e:
+    raise tfrecord.ConversionError(path, 'cannot read: %s' % e)
+  encoded, height, width = tfrecord.to_rgb_jpeg(data, path)
+  if (height, width) != (item['height'], item['width']):
+    raise tfrecord.ConversionError(path, 'image is %dx%d but the annotations say %dx%d (height x width)'
+                                   % (height, width, item['height'], item['width']))
+  objects = item['objects']
+  feature = {
+      HEIGHT: tfrecord.int64_feature(height),
+      WIDTH: tfrecord.int64_feature(width),
+      FILENAME: tfrecord.bytes_feature(item['file_name']),
+      SOURCE_ID: tfrecord.bytes_feature(str(item['id'])),
+      KEY_SHA256: tfrecord.bytes_feature(hashlib.sha256(encoded).hexdigest()),
+      ENCODED: tfrecord.bytes_feature(encoded),
+      FORMAT: tfrecord.bytes_feature('jpeg'),
+      XMIN: tfrecord.float_feature([o.xmin for o in objects]),
+      XMAX: tfrecord.float_feature([o.xmax for o in objects]),
+      YMIN: tfrecord.float_feature([o.ymin for o in objects]),
+      YMAX: tfrecord.float_feature([o.ymax for o in objects]),
+      CLASS_TEXT: tfrecord.bytes_feature([o.text for o in objects]),
+      CLASS_LABEL: tfrecord.int64_feature([o.label for o in objects]),
+      IS_CROWD: tfrecord.int64_feature([o.is_crowd for o in objects]),
+      AREA: tfrecord.float_feature([o.area for o in objects]),
+  }
+  if item['include_masks']:
+    feature[MASK] = tfrecord.bytes_feature([_mask_png(o, height, width, path) for o in objects])
+  example = tf.train.Example(features=tf.train.Features(feature=feature))
+  return [example.SerializeToString()]
+
+
+_COUNTED = ('missing_files', 'invalid_images', 'orphan_annotations', 'unknown_categories',
+            'invalid_annotations', 'degenerate_boxes')
+
+
+def convert(images_dir, annotations_file, output_dir, split, num_shards=4, num_workers=None, on_error='skip',
+            include_masks=False):
+  """Converts a COCO instances json + image folder to OD API TFRecords `<output_dir>/<split>-*-of-*`.
+
+  Args:
+    images_dir: folder holding the images' `file_name`s.
+    annotations_file: a COCO `instances_*.json` (or `image_info_*.json`, giving images without objects).
+    output_dir: local folder for the shards, `label_map.pbtxt` and `labels.txt` (created if missing).
+    split: shard name prefix, e.g. 'train' or 'val'.
+    num_shards, num_workers, on_error: as `tfrecord.write_sharded` (on_error acts on unreadable images).
+    include_masks: also write `image/object/mask` (PNG 0/1 masks, as the OD API with include_masks).
+
+  Returns:
+    dict: 'images' (entries in the json), 'written', 'skipped', 'errors' [(path, message)],
+    'shards_skipped' (from write_sharded); 'objects', 'crowd_objects', 'images_without_objects' (of the
+    images not skipped); and a count
+    per problem kind: 'missing_files', 'invalid_images', 'orphan_annotations', 'unknown_categories',
+    'invalid_annotations', 'degenerate_boxes'.
+
+  Raises:
+    ValueError: naming the file, for a missing or invalid annotations file or images_dir.
+    tfrecord.ConversionError: on_error='fail' and an image is unreadable.
+  """
+  images, annotations, categories = _load_annotations(annotations_file)
+  if not os.path.isdir(images_dir):
+    raise ValueError('images directory not found: %s' % images_dir)
+  report = _Report()
+  known = _valid_images(images, images_dir, report)
+  objects = _group_objects(annotations, known, categories, include_masks, report)
+  valid = dict((k, v) for k, v in known.items() if v is not None)
+  items = [{'path': os.path.join(images_dir, image['file_name']), 'file_name': image['file_name'],
+            'id': image_id, 'height': int(image['height']), 'width': int(image['width']),
+            'objects': objects.get(image_id, []), 'include_masks': include_masks}
+           for image_id, image in sorted(valid.items(), key=lambda kv: str(kv[0]))]
+  if not os.path.isdir(output_dir):
+    os.makedirs(output_dir)
+  _write_text(os.path.join(output_dir, LABEL_MAP_NAME), format_label_map(categories))
+  tfrecord.write_label_file(categories, os.path.join(output_dir, LABELS_NAME))
+  stats = tfrecord.write_sharded(items, _encode_item, output_dir, split, num_shards, num_workers=num_workers,
+                                 on_error=on_error, desc='coco %s' % split)
+  failed = set(path for path, _ in stats['errors'])
+  kept = [item for item in items if item['path'] not in failed]
+  kept_objects = [o for item in kept for o in item['objects']]
+  stats.update(images=len(images), objects=len(kept_objects), crowd_objects=sum(o.is_crowd for o in kept_objects),
+               images_without_objects=sum(1 for item in kept if not item['objects']))
+  stats.update((kind, report.counts[kind]) for kind in _COUNTED)
+  return stats
+
+
+# ------------------------------------------------------------------------------------------- decoding
+
+
+def decode(serialized):
+  """Parses one OD API detection record (ours or the OD API's own `create_coco_tf_record.py`).
+
+  Args:
+    serialized: string scalar tensor, a serialized tf.train.Example.
+
+  Returns:
+    dict with image uint8 [H, W, 3] (0..255); boxes float32 [N, 4] normalized [ymin, xmin, ymax, xmax];
+    classes int32 [N] (the stored labels, COCO ids); is_crowd bool [N] (False when the key is absent);
+    area float32 [N] (0 when absent); source_id string []; height, width int32 [] (of the decoded image).
+  """
+  keys = {
+      ENCODED: tf.FixedLenFeature((), tf.string),
+      SOURCE_ID: tf.FixedLenFeature((), tf.string, default_value=''),
+      CLASS_LABEL: tf.VarLenFeature(tf.int64),
+      IS_CROWD: tf.VarLenFeature(tf.int64),
+      AREA: tf.VarLenFeature(tf.float32),
+  }
+  for key in (YMIN, XMIN, YMAX, XMAX):
+    keys[key] = tf.VarLenFeature(tf.float32)
+  parsed = tf.parse_single_example(serialized, keys)
+  dense = {k: tf.sparse_tensor_to_dense(v) for k, v in parsed.items() if isinstance(v, tf.SparseTensor)}
+  image = tf.image.decode_image(parsed[ENCODED], channels=3, expand_animations=False)
+  image.set_shape([None, None, 3])
+  boxes = tf.stack([dense[YMIN], dense[XMIN], dense[YMAX], dense[XMAX]], axis=1)
+  num = tf.shape(boxes)[0]
+
+  def per_object(values, dtype):
+    # Absent keys parse as empty lists: pad with zeros up to the object count (a no-op when present).
+    values = tf.cast(values, dtype)
+    return tf.concat([values, tf.zeros([num], dtype)], 0)[:num]
+
+  shape = tf.shape(image)
+  return {
+      'image': image,
+      'boxes': boxes,
+      'classes': tf.cast(dense[CLASS_LABEL], tf.int32),
+      'is_crowd': tf.cast(per_object(dense[IS_CROWD], tf.int32), tf.bool),
+      'area': per_object(dense[AREA], tf.float32),
+      'source_id': parsed[SOURCE_ID],
+      'height': shape[0],
+      'width': shape[1],
+  }
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+
+def add_arguments(parser):
+  """Flags of `mnv2 convert coco`."""
+  parser.add_argument('--images-dir', required=True, help='folder with the COCO images (e.g. val2017/)')
+  parser.add_argument('--annotations', required=True, help='instances_<split>.json')
+  parser.add_argument('--output-dir', required=True, help='folder for the TFRecord shards and label maps')
+  parser.add_argument('--split', required=True, help='shard name prefix, e.g. train or val')
+  parser.add_argument('--num-shards', type=int, default=4, help='number of output files (default 4)')
+  parser.add_argument('--num-workers', type=int, default=None, help='processes (default: one per core)')
+  parser.add_argument('--on-error', choices=('skip', 'fail'), default='skip',
+                      help='unreadable images: skip and report (default) or stop')
+  parser.add_argument('--include-masks', action='store_true', help='also write instance masks (PNG)')
+
+
+def format_summary(stats, output_dir, split):
+  """A few human-readable lines about a finished conversion."""
+  lines = ['%s: %d records written to %s/%s-*, %d images skipped (unreadable), %d shards already done'
+           % (split, stats['written'], output_dir, split, stats['skipped'], stats['shards_skipped']),
+           '%d images in the json, %d objects (%d crowd), %d images without objects'
+           % (stats['images'], stats['objects'], stats['crowd_objects'], stats['images_without_objects'])]
+  problems = ['%s: %d' % (kind.replace('_', ' '), stats[kind]) for kind in _COUNTED if stats[kind]]
+  lines.append('dropped: ' + (', '.join(problems) if problems else 'nothing'))
+  return '\n'.join(lines)
+
+
+def run(args):
+  """Runs `mnv2 convert coco`; returns the exit code (1 with a message, no traceback, on fatal errors)."""
+  try:
+    stats = convert(args.images_dir, args.annotations, args.output_dir, args.split, args.num_shards,
+                    args.num_workers, args.on_error, getattr(args, 'include_masks', False))
+  except (ValueError, IOError, OSError, tfrecord.ConversionError, RuntimeError) as e:
+    sys.stderr.write('error: %s\n' % e)
+    return 1
+  print(format_summary(stats, args.output_dir, args.split))
+  return 0
