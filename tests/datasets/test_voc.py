@@ -1,0 +1,325 @@
+"""VOC converter (tiny devkit built with Pillow), decoder and DeepLab preprocessing."""
+import argparse
+import io
+import os
+
+import numpy as np
+import pytest
+import tensorflow.compat.v1 as tf
+from PIL import Image
+
+from datasets import segmentation_augment
+from datasets import tfrecord
+from datasets import voc
+
+H, W = 24, 32
+
+
+def _stripes(values, height=H, width=W):
+  """[height, width] uint8 mask of vertical stripes cycling through `values`."""
+  return np.array([values[(x // 4) % len(values)] for x in range(width)], np.uint8)[None].repeat(height, 0)
+
+
+def _save_palette(mask, path):
+  img = Image.fromarray(mask, mode='P')
+  img.putpalette(voc.voc_colormap().ravel().tolist())
+  img.save(path)
+
+
+def _save_image(path, seed, mode='RGB', height=H, width=W):
+  pixels = np.random.RandomState(seed).randint(0, 256, (height, width, 3)).astype(np.uint8)
+  img = Image.fromarray(pixels)
+  (img.convert('L') if mode == 'L' else img).save(path, format='JPEG')
+
+
+# id -> (expected label or None, error file name fragment)
+PALETTE = _stripes([0, 1, 15, 255])
+RGB = _stripes([0, 2, 20, 255])
+SBD = _stripes([3, 0, 255])
+
+
+@pytest.fixture(scope='module')
+def devkit(tmp_path_factory):
+  root = tmp_path_factory.mktemp('voc')
+  voc_dir = root / 'VOCdevkit' / 'VOC2012'
+  for sub in ('JPEGImages', 'SegmentationClass', 'ImageSets/Segmentation'):
+    (voc_dir / sub).mkdir(parents=True)
+  extra = root / 'SegmentationClassAug'
+  extra.mkdir()
+  for i, image_id in enumerate(['a', 'b', 'c', 'd', 'e']):
+    _save_image(str(voc_dir / 'JPEGImages' / (image_id + '.jpg')), i, mode='L' if image_id == 'b' else 'RGB')
+  _save_palette(PALETTE, str(voc_dir / 'SegmentationClass' / 'a.png'))
+  Image.fromarray(voc.voc_colormap()[RGB]).save(str(voc_dir / 'SegmentationClass' / 'b.png'))
+  _save_palette(_stripes([0, 1], width=W - 2), str(voc_dir / 'SegmentationClass' / 'c.png'))
+  _save_palette(_stripes([0, 30]), str(voc_dir / 'SegmentationClass' / 'd.png'))
+  Image.fromarray(SBD, mode='L').save(str(extra / 'e.png'))
+  # VOC masks take priority over extra masks.
+  Image.fromarray(_stripes([7]), mode='L').save(str(extra / 'a.png'))
+  (voc_dir / 'ImageSets' / 'Segmentation' / 'train.txt').write_text(u'a\nb\nc\nd\ne\n')
+  (root / 'train_aug.txt').write_text(u'/JPEGImages/e.jpg /SegmentationClassAug/e.png\na\n')
+  return root
+
+
+def _read_records(pattern):
+  """Decoded records of all files matching pattern, as numpy dicts keyed by filename."""
+  out = {}
+  with tf.Graph().as_default():
+    serialized = tf.placeholder(tf.string, [])
+    decoded = voc.decode(serialized)
+    with tf.Session() as sess:
+      for path in tf.gfile.Glob(pattern):
+        for record in tf.python_io.tf_record_iterator(path):
+          values = sess.run(decoded, {serialized: record})
+          out[values['filename'].decode()] = values
+  return out
+
+
+@pytest.fixture(scope='module')
+def converted(devkit):
+  out = str(devkit / 'out')
+  stats = voc.convert(str(devkit / 'VOCdevkit'), out, 'train', extra_masks_dir=str(devkit / 'SegmentationClassAug'),
+                      num_shards=2, num_workers=1)
+  return out, stats
+
+
+def test_voc_colormap_known_colours():
+  cmap = voc.voc_colormap()
+  assert cmap.shape == (256, 3) and cmap.dtype == np.uint8
+  expected = {0: (0, 0, 0), 1: (128, 0, 0), 2: (0, 128, 0), 3: (128, 128, 0), 15: (192, 128, 128),
+              20: (0, 64, 128), 255: (224, 224, 192)}
+  for index, colour in expected.items():
+    assert tuple(cmap[index]) == colour
+  assert len(set(map(tuple, cmap))) == 256
+
+
+def test_convert_writes_labels_exactly_and_reports_bad_masks(converted):
+  out, stats = converted
+  assert (stats['written'], stats['skipped'], stats['num_ids']) == (3, 2, 5)
+  errors = dict((os.path.basename(p), m) for p, m in stats['errors'])
+  assert set(errors) == {'c.png', 'd.png'}
+  assert '30x24' in errors['c.png'] and '32x24' in errors['c.png']
+  assert '30' in errors['d.png'] and '0..20' in errors['d.png']
+  assert sorted(os.listdir(out)) == ['labels.txt', 'train-00000-of-00002', 'train-00001-of-00002']
+  labels = tfrecord.read_label_file(os.path.join(out, 'labels.txt'))
+  assert labels[0] == 'background' and labels[15] == 'person' and labels[20] == 'tvmonitor' and len(labels) == 21
+  records = _read_records(os.path.join(out, 'train-*'))
+  assert sorted(records) == ['a.jpg', 'b.jpg', 'e.jpg']
+  for name, expected in (('a.jpg', PALETTE), ('b.jpg', RGB), ('e.jpg', SBD)):
+    np.testing.assert_array_equal(records[name]['label'][:, :, 0], expected)
+    assert records[name]['image'].shape == (H, W, 3)
+    assert (records[name]['height'], records[name]['width']) == (H, W)
+  original = np.asarray(Image.open(os.path.join(out, '..', 'VOCdevkit', 'VOC2012', 'JPEGImages', 'a.jpg')))
+  assert np.abs(records['a.jpg']['image'].astype(int) - original).mean() < 8
+  gray = records['b.jpg']['image']
+  np.testing.assert_array_equal(gray[:, :, 0], gray[:, :, 2])
+
+
+def test_record_keys_and_single_channel_png(converted):
+  out, _ = converted
+  path = os.path.join(out, 'train-00000-of-00002')
+  example = tf.train.Example.FromString(next(tf.python_io.tf_record_iterator(path)))
+  feature = example.features.feature
+  assert feature[voc.KEY_IMAGE_FORMAT].bytes_list.value == [b'jpeg']
+  assert feature[voc.KEY_LABEL_FORMAT].bytes_list.value == [b'png']
+  assert feature[voc.KEY_IMAGE_CHANNELS].int64_list.value == [3]
+  assert feature[voc.KEY_IMAGE_HEIGHT].int64_list.value == [H]
+  assert feature[voc.KEY_IMAGE_WIDTH].int64_list.value == [W]
+  label = Image.open(io.BytesIO(feature[voc.KEY_LABEL_ENCODED].bytes_list.value[0]))
+  assert label.mode == 'L'
+
+
+def test_split_file_override_and_fail_mode(devkit, tmp_path):
+  stats = voc.convert(str(devkit / 'VOCdevkit'), str(tmp_path / 'aug'), 'train', split_file=str(devkit / 'train_aug.txt'),
+                      extra_masks_dir=str(devkit / 'SegmentationClassAug'), num_shards=1, num_workers=1)
+  assert (stats['written'], stats['skipped']) == (2, 0)
+  records = _read_records(str(tmp_path / 'aug' / 'train-*'))
+  np.testing.assert_array_equal(records['e.jpg']['label'][:, :, 0], SBD)
+  with pytest.raises(tfrecord.ConversionError) as info:
+    voc.convert(str(devkit / 'VOCdevkit'), str(tmp_path / 'fail'), 'train', num_shards=1, num_workers=1,
+                on_error='fail')
+  assert info.value.path.endswith('.png')
+
+
+def test_missing_image_and_mask_name_the_path(devkit, tmp_path):
+  split = tmp_path / 'ids.txt'
+  split.write_text(u'nosuchimage\ne\n')
+  stats = voc.convert(str(devkit / 'VOCdevkit'), str(tmp_path / 'out'), 'val', split_file=str(split),
+                      num_shards=1, num_workers=1, num_classes=5, class_names=['bg', 'a', 'b', 'c', 'd'])
+  assert stats['written'] == 0
+  paths = sorted(p for p, _ in stats['errors'])
+  assert paths[0].endswith(os.path.join('JPEGImages', 'nosuchimage.jpg'))
+  assert paths[1].endswith(os.path.join('SegmentationClass', 'e.png'))
+  assert (tmp_path / 'out' / 'labels.txt').read_text() == u'0:bg\n1:a\n2:b\n3:c\n4:d\n'
+
+
+def test_rgb_mask_unknown_colour_and_num_classes(tmp_path):
+  rgb = voc.voc_colormap()[_stripes([0, 1])]
+  rgb[0, 0] = (1, 2, 3)
+  with pytest.raises(tfrecord.ConversionError) as info:
+    voc.rgb_mask_to_indices(rgb, 'm.png')
+  assert info.value.path == 'm.png' and '(1, 2, 3)' in info.value.message
+  path = str(tmp_path / 'five.png')
+  _save_palette(_stripes([0, 4, 255]), path)
+  np.testing.assert_array_equal(voc.read_mask(path, num_classes=5), _stripes([0, 4, 255]))
+  with pytest.raises(tfrecord.ConversionError, match='4'):
+    voc.read_mask(path, num_classes=4)
+
+
+def test_run_cli(devkit, tmp_path, capsys):
+  parser = argparse.ArgumentParser()
+  voc.add_arguments(parser)
+  args = parser.parse_args(['--devkit-dir', str(tmp_path / 'nothing'), '--split', 'val', '--output-dir',
+                            str(tmp_path / 'o')])
+  assert voc.run(args) == 1
+  assert 'VOC2012' in capsys.readouterr().err
+  args = parser.parse_args(['--devkit-dir', str(devkit / 'VOCdevkit'), '--split', 'val', '--output-dir',
+                            str(tmp_path / 'o')])
+  assert voc.run(args) == 1
+  assert os.path.join('Segmentation', 'val.txt') in capsys.readouterr().err
+  args = parser.parse_args(['--devkit-dir', str(devkit / 'VOCdevkit'), '--split', 'train', '--output-dir',
+                            str(tmp_path / 'o'), '--num-shards', '1', '--num-workers', '1'])
+  assert voc.run(args) == 0
+  printed = capsys.readouterr().out
+  assert '2 records written, 3 skipped' in printed and 'c.png' in printed and 'd.png' in printed
+
+
+def test_decode_deeplab_record():
+  # Smooth, so the JPEG round trip is close to lossless whatever the decoder's DCT method.
+  yy, xx = np.mgrid[0:6, 0:10]
+  image = np.stack([xx * 20, yy * 30, 200 - xx * 10 - yy * 5], axis=2).astype(np.uint8)
+  label = _stripes([0, 5, 255], 6, 10)
+  jpeg, png = io.BytesIO(), io.BytesIO()
+  Image.fromarray(image).save(jpeg, format='JPEG', quality=100, subsampling=0)
+  Image.fromarray(label, mode='L').save(png, format='PNG')
+
+  def feature(**kw):
+    return tf.train.Feature(**kw)
+  example = tf.train.Example(features=tf.train.Features(feature={
+      'image/encoded': feature(bytes_list=tf.train.BytesList(value=[jpeg.getvalue()])),
+      'image/filename': feature(bytes_list=tf.train.BytesList(value=[b'2007_000032.jpg'])),
+      'image/format': feature(bytes_list=tf.train.BytesList(value=[b'jpeg'])),
+      'image/height': feature(int64_list=tf.train.Int64List(value=[6])),
+      'image/width': feature(int64_list=tf.train.Int64List(value=[10])),
+      'image/channels': feature(int64_list=tf.train.Int64List(value=[3])),
+      'image/segmentation/class/encoded': feature(bytes_list=tf.train.BytesList(value=[png.getvalue()])),
+      'image/segmentation/class/format': feature(bytes_list=tf.train.BytesList(value=[b'png'])),
+  }))
+  as_png = tf.train.Example.FromString(example.SerializeToString())
+  png_image = io.BytesIO()
+  Image.fromarray(image).save(png_image, format='PNG')
+  as_png.features.feature['image/encoded'].bytes_list.value[0] = png_image.getvalue()
+  with tf.Graph().as_default():
+    decoded = voc.decode(tf.constant(example.SerializeToString()))
+    assert decoded['image'].dtype == tf.uint8 and decoded['label'].dtype == tf.uint8
+    with tf.Session() as sess:
+      values = sess.run(decoded)
+      np.testing.assert_array_equal(sess.run(voc.decode(tf.constant(as_png.SerializeToString())))['image'], image)
+  np.testing.assert_array_equal(values['label'][:, :, 0], label)
+  error = np.abs(values['image'].astype(int) - image)
+  assert values['image'].shape == (6, 10, 3) and error.mean() < 0.5 and error.max() <= 2
+  assert (values['filename'], values['height'], values['width']) == (b'2007_000032.jpg', 6, 10)
+
+
+def _label_image(labels):
+  """uint8 image whose pixels are label * 10 in all channels, so alignment is checkable after augmenting."""
+  return np.repeat(labels[:, :, None] * 10, 3, axis=2).astype(np.uint8)
+
+
+def test_train_crop_and_flip_keep_image_and_label_aligned(graph):
+  labels = np.random.RandomState(1).randint(0, 13, (20, 30)).astype(np.uint8)
+  image, label = segmentation_augment.preprocess_for_train(
+      tf.constant(_label_image(labels)), tf.constant(labels[:, :, None]), crop_size=16, min_scale=1.0,
+      max_scale=1.0, seed=3)
+  assert image.shape.as_list() == [16, 16, 3] and label.shape.as_list() == [16, 16, 1]
+  assert image.dtype == tf.float32 and label.dtype == tf.int32
+  windows = {}
+  for oy in range(20 - 15):
+    for ox in range(30 - 15):
+      windows[labels[oy:oy + 16, ox:ox + 16].tobytes()] = (oy, ox, False)
+      windows[labels[oy:oy + 16, ox:ox + 16][:, ::-1].tobytes()] = (oy, ox, True)
+  seen = set()
+  with tf.Session() as sess:
+    for _ in range(20):
+      img, lab = sess.run([image, label])
+      np.testing.assert_allclose((img + 1.0) * 127.5, np.repeat(lab * 10, 3, axis=2), atol=1e-3)
+      key = lab[:, :, 0].astype(np.uint8).tobytes()
+      assert key in windows
+      seen.add(windows[key])
+  assert len(seen) > 5 and {flip for _, _, flip in seen} == {False, True}
+
+
+def test_train_pads_with_mean_and_ignore(graph):
+  labels = np.random.RandomState(2).randint(1, 13, (5, 7)).astype(np.uint8)
+  image, label = segmentation_augment.preprocess_for_train(
+      tf.constant(_label_image(labels)), tf.constant(labels[:, :, None]), crop_size=12, min_scale=1.0,
+      max_scale=1.0)
+  with tf.Session() as sess:
+    for _ in range(6):
+      img, lab = sess.run([image, label])
+      pad = lab[:, :, 0] == 255
+      assert pad.sum() == 144 - 35 and pad[5:].all()
+      assert pad[:, 7:].all() or pad[:, :5].all()
+      np.testing.assert_array_equal(img[pad], 0.0)
+      np.testing.assert_allclose((img[~pad] + 1.0) * 127.5, np.repeat(lab[~pad] * 10, 3, axis=1), atol=1e-3)
+
+
+def test_train_random_scale_shapes_and_values(graph):
+  labels = _stripes([0, 3, 9, 255])
+  image, label = segmentation_augment.preprocess_for_train(
+      tf.constant(_label_image(labels % 20)), tf.constant(labels[:, :, None]), crop_size=40, seed=7)
+  with tf.Session() as sess:
+    for _ in range(8):
+      img, lab = sess.run([image, label])
+      assert img.shape == (40, 40, 3) and lab.shape == (40, 40, 1)
+      assert set(np.unique(lab)) <= {0, 3, 9, 255}
+      assert img.min() >= -1.0 and img.max() <= 1.0
+
+
+def test_random_scale_factor_is_on_deeplab_grid(graph):
+  discrete = segmentation_augment.random_scale_factor(0.5, 2.0, 0.25, seed=1)
+  continuous = segmentation_augment.random_scale_factor(0.5, 2.0, 0, seed=1)
+  with tf.Session() as sess:
+    values = [sess.run([discrete, continuous]) for _ in range(150)]
+  grid = set(np.round(np.arange(0.5, 2.01, 0.25), 4))
+  assert set(np.round([v[0] for v in values], 4)) == grid
+  cont = np.array([v[1] for v in values])
+  assert cont.min() >= 0.5 and cont.max() <= 2.0 and len(set(np.round(cont, 4)) - grid) > 100
+
+
+def test_eval_pads_bottom_right_and_rejects_large_images(graph):
+  labels = np.random.RandomState(3).randint(0, 21, (5, 7)).astype(np.uint8)
+  image, label = segmentation_augment.preprocess_for_eval(
+      tf.constant(_label_image(labels)), tf.constant(labels[:, :, None]), crop_size=9)
+  with pytest.raises(ValueError, match='crop_size=9'):
+    segmentation_augment.preprocess_for_eval(tf.zeros([10, 4, 3], tf.uint8), None, crop_size=9)
+  big = tf.placeholder(tf.uint8, [None, None, 3])
+  big_image, _ = segmentation_augment.preprocess_for_eval(big, tf.zeros_like(big[:, :, :1]), crop_size=9)
+  with tf.Session() as sess:
+    img, lab = sess.run([image, label])
+    with pytest.raises(tf.errors.InvalidArgumentError, match='crop_size=9'):
+      sess.run(big_image, {big: np.zeros((4, 10, 3), np.uint8)})
+  expected = np.full((9, 9), 255)
+  expected[:5, :7] = labels
+  np.testing.assert_array_equal(lab[:, :, 0], expected)
+  np.testing.assert_allclose(img[:5, :7, 0], labels * 10 / 127.5 - 1.0, atol=1e-6)
+  assert (img[5:] == 0).all() and (img[:, 7:] == 0).all()
+
+
+def test_dataset_batches(converted):
+  out, _ = converted
+  pattern = os.path.join(out, 'train-*')
+  with tf.Graph().as_default():
+    train = tf.data.make_one_shot_iterator(voc.dataset(pattern, True, 2, 20, seed=0)).get_next()
+    evaluation = tf.data.make_one_shot_iterator(voc.dataset(pattern, False, 2, 40)).get_next()
+    with tf.Session() as sess:
+      features, labels = sess.run(train)
+      assert features['image'].shape == (2, 20, 20, 3) and labels.shape == (2, 20, 20, 1)
+      assert features['image'].dtype == np.float32 and labels.dtype == np.int32
+      np.testing.assert_array_equal(features['height'], [H, H])
+      sizes = []
+      for _ in range(2):
+        features, labels = sess.run(evaluation)
+        sizes.append(len(labels))
+        assert features['image'].shape[1:] == (40, 40, 3)
+        assert (labels[:, H:] == 255).all() and (labels[:, :, W:] == 255).all()
+      assert sorted(sizes) == [1, 2]
