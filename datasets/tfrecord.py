@@ -107,7 +107,10 @@ def to_rgb_jpeg(data, path, quality=95):
     fmt = img.format
     img.load()  # Image.open only reads the header; a full decode finds truncated and corrupt data.
   except Exception as e:  # pylint: disable=broad-except  (Pillow raises OSError, SyntaxError, ValueError...)
-    raise ConversionError(path, 'cannot decode image: %s: %s' % (type(e).__name__, e))
+    reason = '%s: %s' % (type(e).__name__, e)
+    if 'cannot identify image file' in reason:  # Pillow's text names our BytesIO, not the file
+      reason = 'not a known image format, or a corrupt header'
+    raise ConversionError(path, 'cannot decode image: %s' % reason)
   width, height = img.size
   is_progressive = img.info.get('progressive') or img.info.get('progression')
   if fmt == 'JPEG' and img.mode == 'RGB' and not is_progressive:
@@ -207,6 +210,7 @@ class _Progress(object):
     self.stream = stream or sys.stderr
     self.tty = hasattr(self.stream, 'isatty') and self.stream.isatty()
     self.start = self.last = time.time()
+    self.drawn = None  # the count last drawn, so the closing draw does not repeat an identical line
 
   def handle(self, message):
     if message[0] == 'done':
@@ -220,7 +224,9 @@ class _Progress(object):
     now = time.time()
     if not force and now - self.last < (0.2 if self.tty else 30.0):
       return
-    self.last = now
+    if self.total == 0 or (end and not self.tty and self.drawn == self.done):
+      return
+    self.last, self.drawn = now, self.done
     rate = self.done / max(now - self.start, 1e-6)
     line = '%s: %d/%d items (%.1f items/s)' % (self.desc, self.done, self.total, rate)
     self.stream.write(('\r\033[K' + line + end) if self.tty else (line + '\n'))
