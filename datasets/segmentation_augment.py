@@ -46,7 +46,8 @@ def random_scale_factor(min_scale, max_scale, scale_step, seed=None):
     float32 scalar tensor in [min_scale, max_scale].
   """
   if min_scale > max_scale or min_scale <= 0:
-    raise ValueError('need 0 < min_scale <= max_scale, got min_scale=%r max_scale=%r' % (min_scale, max_scale))
+    raise ValueError('need 0 < min_scale <= max_scale, got min_scale=%r max_scale=%r' % (
+        min_scale, max_scale))
   if min_scale == max_scale:
     return tf.constant(min_scale, tf.float32)
   if scale_step == 0:

@@ -304,8 +304,8 @@ def decode(serialized):
           'height': image_size[0], 'width': image_size[1]}
 
 
-def dataset(file_pattern, is_training, batch_size, crop_size, min_scale=0.5, max_scale=2.0, shuffle_buffer=512,
-            seed=None, num_parallel_calls=None, prefetch=2):
+def dataset(file_pattern, is_training, batch_size, crop_size, min_scale=0.5, max_scale=2.0,
+            shuffle_buffer=512, seed=None, num_parallel_calls=None, prefetch=2):
   """Batched, preprocessed VOC records for a tf.estimator `input_fn`.
 
   Training repeats forever with DeepLab's random scale/crop/flip and drops the last partial batch;
