@@ -168,7 +168,7 @@ def _normalized_box(bbox, height, width):
   x, y, w, h = [float(v) for v in bbox]
   xmin, xmax = max(x, 0.0) / width, min(x + w, width) / width
   ymin, ymax = max(y, 0.0) / height, min(y + h, height) / height
-  if xmax <= xmin or ymax <= ymin:
+  if not (xmax > xmin and ymax > ymin):  # also rejects NaN
     return None
   return ymin, xmin, ymax, xmax
 
@@ -193,6 +193,7 @@ def _valid_images(images, images_dir, report):
   valid = {}
   for image in images:
     image_id = image.get('id') if isinstance(image, dict) else None
+    image_id = image_id if isinstance(image_id, (int, str)) else None
     if image_id is not None and image_id not in valid:
       valid[image_id] = None  # known id; replaced by the entry below when the entry is usable
     try:
@@ -222,20 +223,23 @@ def _group_objects(annotations, images, categories, include_masks, report):
     if not isinstance(ann, dict):
       report.add('invalid_annotations', 'annotation is not an object: %r' % (ann,))
       continue
-    image = images.get(ann.get('image_id'))
+    image_id = ann.get('image_id') if isinstance(ann.get('image_id'), (int, str)) else None
+    image = images.get(image_id)
     if image is None:
-      if ann.get('image_id') not in images:
+      if image_id not in images:
         report.add('orphan_annotations', 'annotation %s refers to image id %s, which is not among the images'
                    % (ann.get('id'), ann.get('image_id')))
       continue
-    if ann.get('category_id') not in categories:
+    if not isinstance(ann.get('category_id'), int) or ann['category_id'] not in categories:
       report.add('unknown_categories', 'annotation %s has category id %s, which is not in categories'
                  % (ann.get('id'), ann.get('category_id')))
       continue
     try:
       box = _normalized_box(ann['bbox'], int(image['height']), int(image['width']))
+      area = float(ann.get('area', 0.0))
     except (KeyError, TypeError, ValueError):
-      report.add('invalid_annotations', 'annotation %s has no valid bbox: %r' % (ann.get('id'), ann.get('bbox')))
+      report.add('invalid_annotations', 'annotation %s has no valid bbox or area: %r, %r'
+                 % (ann.get('id'), ann.get('bbox'), ann.get('area')))
       continue
     if box is None:
       report.add('degenerate_boxes', 'annotation %s in %s: empty box %r after clipping, dropped'
@@ -244,7 +248,7 @@ def _group_objects(annotations, images, categories, include_masks, report):
     segmentation = ann.get('segmentation') if include_masks else None
     objects[image['id']].append(_Object(box[0], box[1], box[2], box[3], ann['category_id'],
                                         categories[ann['category_id']], int(bool(ann.get('iscrowd', 0))),
-                                        float(ann.get('area', 0.0)), segmentation))
+                                        area, segmentation))
   return objects
 
 

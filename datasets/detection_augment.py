@@ -25,6 +25,11 @@ def _op_seed(seed, offset):
   return None if seed is None else seed + offset
 
 
+def _select(values, keep):
+  """Rows of `values` [N, ...] where `keep` bool [N] is True (tf.boolean_mask warns on TF 1.15)."""
+  return tf.gather(values, tf.reshape(tf.where_v2(keep), [-1]))
+
+
 def _iou(window, boxes):
   """IoU of one box `window` float32 [4] with each of `boxes` float32 [N, 4] -> float32 [N]."""
   ymin = tf.maximum(window[0], boxes[:, 0])
@@ -51,7 +56,7 @@ def _reference_boxes(boxes, is_crowd):
   With the whole image as reference, IoU (and sample_distorted_bounding_box's coverage) become the crop's
   area fraction, so images without objects still get patches of the same size distribution.
   """
-  ref = tf.boolean_mask(boxes, tf.logical_not(is_crowd))
+  ref = _select(boxes, tf.logical_not(is_crowd))
   whole = tf.constant([[0.0, 0.0, 1.0, 1.0]])
   return tf.cond(tf.size(ref) > 0, lambda: ref, lambda: whole)
 
@@ -72,15 +77,17 @@ def _sample_patch(image_shape, ref_boxes, threshold, sampler_args, seed):
   whole_begin = tf.zeros([3], tf.int32)
   whole_size = tf.concat([image_shape[:2], [-1]], 0)
   rounds = tf.cast(threshold >= 0.0, tf.int32) * _IOU_ROUNDS
+  seed1, seed2 = [s or 0 for s in tf.random.get_seed(_op_seed(seed, 2))]
 
   def body(i, unused_done, begin, size):
-    new_begin, new_size, _ = tf.image.sample_distorted_bounding_box(
-        image_shape, ref_boxes[tf.newaxis], seed=_op_seed(seed, 2),
-        min_object_covered=tf.maximum(threshold, 0.0), aspect_ratio_range=aspect_ratio_range,
-        area_range=area_range, max_attempts=max_attempts, use_image_if_no_bounding_boxes=True)
+    # The raw op is what tf.image.sample_distorted_bounding_box runs, minus its deprecation warning.
+    new_begin, new_size, _ = tf.raw_ops.SampleDistortedBoundingBoxV2(
+        image_size=image_shape, bounding_boxes=ref_boxes[tf.newaxis], seed=seed1, seed2=seed2,
+        min_object_covered=tf.maximum(threshold, 0.0), aspect_ratio_range=list(aspect_ratio_range),
+        area_range=list(area_range), max_attempts=max_attempts, use_image_if_no_bounding_boxes=True)
     window = _window(new_begin, new_size, image_shape[:2])
     ok = tf.reduce_max(_iou(window, ref_boxes)) >= threshold
-    return i + 1, ok, tf.where(ok, new_begin, begin), tf.where(ok, new_size, size)
+    return i + 1, ok, tf.where_v2(ok, new_begin, begin), tf.where_v2(ok, new_size, size)
 
   def cond(i, done, unused_begin, unused_size):
     return tf.logical_and(i < rounds, tf.logical_not(done))
@@ -142,8 +149,7 @@ def ssd_random_crop(image, boxes, labels, is_crowd, min_iou_choices=SSD_MIN_IOU_
     cropped = tf.slice(image, begin, size)
     actual_size = tf.shape(cropped)
     keep, local = _boxes_in_window(boxes, _window(begin, actual_size, image_shape[:2]))
-    return (cropped, tf.boolean_mask(local, keep), tf.boolean_mask(labels, keep),
-            tf.boolean_mask(is_crowd, keep))
+    return cropped, _select(local, keep), _select(labels, keep), _select(is_crowd, keep)
 
 
 def flip_boxes_left_right(boxes):
@@ -219,7 +225,7 @@ def make_class_mapping(category_ids):
     classes = tf.cast(classes, tf.int32)
     known = tf.logical_and(classes >= 0, classes < len(table))
     mapped = tf.gather(tf.constant(table), tf.clip_by_value(classes, 0, len(table) - 1))
-    return tf.where(known, mapped, tf.zeros_like(mapped))
+    return tf.where_v2(known, mapped, tf.zeros_like(mapped))
 
   return lookup
 

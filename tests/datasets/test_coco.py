@@ -253,6 +253,25 @@ def test_ssd_random_crop_golden_window(graph):
   np.testing.assert_allclose(b, [[0.0, 0.0, 1.0, 1.0], [0.1, 0.2, 0.3, 0.6]], atol=1e-6)
 
 
+def test_sampled_patches_meet_the_iou_threshold(graph):
+  ref = np.array([[0.1, 0.1, 0.6, 0.5], [0.5, 0.4, 1.0, 1.0]], np.float32)
+  begin, size = detection_augment._sample_patch(tf.constant([50, 70, 3]), tf.constant(ref), tf.constant(0.7),
+                                                ((0.5, 2.0), (0.1, 1.0), 100), None)
+  whole = 0
+  with tf.Session() as sess:
+    for _ in range(20):
+      b, s = sess.run([begin, size])
+      if s[0] == 50 and s[1] == 70:
+        whole += 1
+        continue
+      y0, x0, y1, x1 = b[0] / 50.0, b[1] / 70.0, (b[0] + s[0]) / 50.0, (b[1] + s[1]) / 70.0
+      inter = (np.clip(np.minimum(y1, ref[:, 2]) - np.maximum(y0, ref[:, 0]), 0, None) *
+               np.clip(np.minimum(x1, ref[:, 3]) - np.maximum(x0, ref[:, 1]), 0, None))
+      union = (y1 - y0) * (x1 - x0) + (ref[:, 2] - ref[:, 0]) * (ref[:, 3] - ref[:, 1]) - inter
+      assert np.max(inter / union) >= 0.7 - 1e-6
+  assert whole < 20
+
+
 def test_boxes_in_window_golden(graph):
   boxes = tf.constant([[0.1, 0.1, 0.3, 0.3], [0.4, 0.4, 0.8, 0.9], [0.0, 0.0, 1.0, 1.0]])
   keep, local = detection_augment._boxes_in_window(boxes, tf.constant([0.2, 0.4, 0.7, 0.9]))
