@@ -101,19 +101,12 @@ def _build_base(net, plan, final_endpoint, explicit_padding):
   return net, end_points
 
 
+@contextlib.contextmanager
 def _arch_scope(activation_fn):
   """Inference-graph defaults of the architecture (TF-Slim's V2_DEF `defaults`)."""
   conv_args = {'normalizer_fn': slim.batch_norm, 'activation_fn': activation_fn or tf.nn.relu6}
-  return _nested(
-      slim.arg_scope([slim.conv2d, slim.fully_connected, slim.separable_conv2d], **conv_args),
-      slim.arg_scope([slim.batch_norm], center=True, scale=True))
-
-
-@contextlib.contextmanager
-def _nested(*managers):
-  with contextlib.ExitStack() as stack:
-    for manager in managers:
-      stack.enter_context(manager)
+  with slim.arg_scope([slim.conv2d, slim.fully_connected, slim.separable_conv2d], **conv_args), \
+      slim.arg_scope([slim.batch_norm], center=True, scale=True):
     yield
 
 
@@ -239,17 +232,17 @@ def training_scope(is_training=True, weight_decay=0.00004, stddev=0.09, dropout_
     bn_decay: batch-norm moving-average decay.
 
   Returns:
-    A context manager (use in a `with` statement).
+    An arg_scope dict, used as TF-Slim's: `with slim.arg_scope(training_scope()): ...`.
   """
   if stddev < 0:
     initializer = slim.initializers.xavier_initializer()
   else:
     initializer = tf.truncated_normal_initializer(stddev=stddev)
   mode = {} if is_training is None else {'is_training': is_training}
-  return _nested(
-      slim.arg_scope([_mobilenet], **mode),
-      slim.arg_scope([slim.conv2d, slim.fully_connected, slim.separable_conv2d], weights_initializer=initializer),
-      slim.arg_scope([slim.batch_norm], decay=bn_decay, **mode),
-      slim.arg_scope([slim.dropout], keep_prob=dropout_keep_prob, **mode),
-      slim.arg_scope([slim.conv2d], weights_regularizer=slim.l2_regularizer(weight_decay)),
-      slim.arg_scope([slim.separable_conv2d], weights_regularizer=None))
+  with slim.arg_scope([_mobilenet], **mode), \
+      slim.arg_scope([slim.conv2d, slim.fully_connected, slim.separable_conv2d], weights_initializer=initializer), \
+      slim.arg_scope([slim.batch_norm], decay=bn_decay, **mode), \
+      slim.arg_scope([slim.dropout], keep_prob=dropout_keep_prob, **mode), \
+      slim.arg_scope([slim.conv2d], weights_regularizer=slim.l2_regularizer(weight_decay)), \
+      slim.arg_scope([slim.separable_conv2d], weights_regularizer=None) as scope:
+    return scope

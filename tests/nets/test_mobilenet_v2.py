@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
+import tf_slim as slim
 
 from nets import mobilenet_spec
 from nets import mobilenet_v2
@@ -128,7 +129,7 @@ def test_checkpoint_restores_into_fresh_graph(tmp_path):
 
 def test_training_scope_sets_mode_and_regularization(graph):
   images = tf.placeholder(tf.float32, [2, 64, 64, 3])
-  with mobilenet_v2.training_scope(is_training=True, weight_decay=1e-4):
+  with slim.arg_scope(mobilenet_v2.training_scope(is_training=True, weight_decay=1e-4)):
     mobilenet_v2.mobilenet(images, num_classes=5, depth_multiplier=0.5)
   reg = tf.get_collection(tf.GraphKeys.REGULARIZATION_LOSSES)
   # every conv (35 in the base + logits) is regularized, depthwise weights are not
@@ -139,7 +140,7 @@ def test_training_scope_sets_mode_and_regularization(graph):
 
 def test_eval_mode_has_no_updates(graph):
   images = tf.placeholder(tf.float32, [2, 64, 64, 3])
-  with mobilenet_v2.training_scope(is_training=False):
+  with slim.arg_scope(mobilenet_v2.training_scope(is_training=False)):
     mobilenet_v2.mobilenet(images, num_classes=5, depth_multiplier=0.5)
   assert not tf.get_collection(tf.GraphKeys.UPDATE_OPS)
 
