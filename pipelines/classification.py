@@ -26,7 +26,7 @@ def class_names(labels_file, num_classes):
 def backbone_scope(config, is_training):
   """The training arg_scope of the paper, with batch norm frozen when `train.freeze_batch_norm`."""
   model = config.model
-  bn_training = is_training and not config.train.freeze_batch_norm
+  bn_training = is_training and not config.train.freeze_batch_norm  # None (auto) trains batch norm here
   return mobilenet_v2.training_scope(is_training=bn_training, weight_decay=model.weight_decay,
                                      stddev=model.init_stddev, dropout_keep_prob=model.dropout_keep_prob,
                                      bn_decay=model.bn_decay)

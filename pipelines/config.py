@@ -113,7 +113,9 @@ class TrainConfig:
   label_smoothing: float = 0.0
   moving_average_decay: Optional[float] = 0.9999  # null disables the EMA of weights
   warm_start: WarmStartConfig = dataclasses.field(default_factory=WarmStartConfig)
-  freeze_batch_norm: bool = False  # use moving statistics while training (small per-step batches)
+  # Use moving statistics while training. null = automatic: segmentation freezes below 12 images per step
+  # (DeepLab's advice), other tasks train batch norm.
+  freeze_batch_norm: Optional[bool] = None
   clip_gradient_norm: float = 0.0  # 0 = no clipping
   summary_images: int = 3  # input images written to TensorBoard
   evaluate_every_checkpoint: bool = False  # train_and_evaluate: evaluate each new checkpoint
