@@ -1,0 +1,191 @@
+"""SSDLite-MobileNetV2 network: the Object Detection API's `ssdlite_mobilenet_v2_coco` feature maps and predictor.
+
+Variables carry the public model's names (`FeatureExtractor/MobilenetV2/...`, `BoxPredictor_N/...`), so
+its checkpoint restores with a plain `tf.train.Saver`:
+
+  feature maps   `layer_15/expansion_output` (stride 16), `layer_19` (stride 32), then 4 extra layers
+                 `layer_19_1_Conv2d_N_1x1_<d/2>` (1x1) -> `layer_19_2_Conv2d_N_3x3_s2_<d>_depthwise`
+                 (3x3 depthwise, stride 2) -> `layer_19_2_Conv2d_N_3x3_s2_<d>` (1x1), d = 512, 256, 256, 128.
+  predictor      per map: `BoxPredictor_N/{BoxEncodingPredictor,ClassPredictor}_depthwise` (3x3 depthwise)
+                 -> `BoxPredictor_N/{BoxEncodingPredictor,ClassPredictor}` (1x1 with biases, linear).
+
+Batch norm and the activation (ReLU6) of the head's layers are set here, as the public config's
+`conv_hyperparams` did; weight decay, initializers, batch-norm decay and the training mode come from the
+caller's arg_scope (`nets.mobilenet_v2.training_scope`).
+
+Width multiplier: like the public extractor, the backbone is built without finegrain mode, so `Conv_1`
+(`layer_19`) has make_divisible(1280 x multiplier) channels (e.g. 640 at 0.5); `min_depth` (16) applies
+both to the backbone and to the extra layers (max(int(d x multiplier), min_depth)).
+
+Not here: anchors (`heads.core.anchors`), box decoding, losses, post-processing, input preprocessing.
+"""
+import contextlib
+
+import tensorflow.compat.v1 as tf
+import tf_slim as slim
+
+from nets import mobilenet_v2
+
+FEATURE_EXTRACTOR_SCOPE = 'FeatureExtractor'
+# Backbone endpoints of the first two feature maps, and the last one the backbone is built up to.
+FEATURE_ENDPOINTS = ('layer_15/expansion_output', 'layer_19')
+FINAL_ENDPOINT = 'layer_19'
+EXTRA_LAYER_DEPTHS = (512, 256, 256, 128)
+NUM_ANCHORS_PER_LOCATION = (3, 6, 6, 6, 6, 6)
+BOX_CODE_SIZE = 4
+
+# Result keys of `box_predictor` (the Object Detection API's prediction dict keys).
+BOX_ENCODINGS = 'box_encodings'
+CLASS_PREDICTIONS_WITH_BACKGROUND = 'class_predictions_with_background'
+
+_BOX_SCOPE = 'BoxEncodingPredictor'
+_CLASS_SCOPE = 'ClassPredictor'
+
+
+@contextlib.contextmanager
+def _head_scope(activation_fn, is_training):
+  """The head's own layer defaults: BN + activation on every conv (the public `conv_hyperparams`)."""
+  bn_args = {'center': True, 'scale': True}
+  if is_training is not None:
+    bn_args['is_training'] = is_training
+  with slim.arg_scope([slim.conv2d, slim.separable_conv2d], normalizer_fn=slim.batch_norm,
+                      activation_fn=activation_fn, padding='SAME', stride=1), \
+      slim.arg_scope([slim.batch_norm], **bn_args):
+    yield
+
+
+def _fixed_padding_3x3(net):
+  """Pads H and W by 1 so a VALID 3x3 conv has SAME's output size whatever the input parity."""
+  return tf.pad(net, [[0, 0], [1, 1], [1, 1], [0, 0]])
+
+
+def _check_endpoints(end_points, names):
+  for name in names:
+    if name not in end_points:
+      raise ValueError('SSDLite needs backbone endpoint %r, which is missing; valid endpoints: %s'
+                       % (name, ', '.join(sorted(end_points))))
+
+
+def extra_feature_maps(end_points, from_layers=FEATURE_ENDPOINTS, layer_depths=EXTRA_LAYER_DEPTHS,
+                       depth_multiplier=1.0, min_depth=16, use_explicit_padding=False,
+                       activation_fn=tf.nn.relu6, is_training=None):
+  """The 6 SSD feature maps: the backbone's `from_layers`, then one stride-2 extra layer per `layer_depths`.
+
+  Builds variables in the current variable scope (`FeatureExtractor/MobilenetV2` for the public names).
+
+  Args:
+    end_points: dict endpoint name -> float32 [B, h, w, c] tensor, from `mobilenet_v2.mobilenet_base`.
+    from_layers: endpoint names of the first maps; the last one names the extra layers ('layer_19_...').
+    layer_depths: output depths of the extra layers before the multiplier.
+    depth_multiplier: float > 0 applied to the extra layers' depths.
+    min_depth: smallest depth of an extra layer.
+    use_explicit_padding: pad explicitly + VALID instead of SAME in the strided depthwise convs.
+    activation_fn: activation after each batch norm.
+    is_training: batch-norm mode; None keeps the arg_scope's.
+
+  Returns:
+    list of float32 [B, h_i, w_i, c_i] tensors, strides 16, 32, 64, 128, 256, 512 (>= 0 after ReLU6).
+
+  Raises:
+    ValueError: an endpoint of `from_layers` is missing (the message lists the valid ones).
+  """
+  _check_endpoints(end_points, from_layers)
+  maps = [end_points[name] for name in from_layers]
+  base = from_layers[-1]
+
+  def depth_fn(depth):
+    return max(int(depth * depth_multiplier), min_depth)
+
+  with _head_scope(activation_fn, is_training):
+    for index, depth in enumerate(layer_depths, len(from_layers)):
+      net = slim.conv2d(maps[-1], depth_fn(depth // 2), 1,
+                        scope='%s_1_Conv2d_%d_1x1_%d' % (base, index, depth_fn(depth // 2)))
+      name = '%s_2_Conv2d_%d_3x3_s2_%d' % (base, index, depth_fn(depth))
+      padding = 'SAME'
+      if use_explicit_padding:
+        net, padding = _fixed_padding_3x3(net), 'VALID'
+      net = slim.separable_conv2d(net, None, 3, depth_multiplier=1, stride=2, padding=padding,
+                                  scope=name + '_depthwise')
+      maps.append(slim.conv2d(net, depth_fn(depth), 1, scope=name))
+  return maps
+
+
+def feature_maps(images, depth_multiplier=1.0, is_training=None, min_depth=16, use_explicit_padding=False,
+                 reuse=None):
+  """Backbone + extra layers under `FeatureExtractor/MobilenetV2`, as the public SSDLite extractor.
+
+  Args:
+    images: float32 [B, H, W, 3] scaled to [-1, 1]; H, W >= 33.
+    depth_multiplier: width multiplier of the backbone and the extra layers.
+    is_training: batch-norm mode; None keeps the arg_scope's (`mobilenet_v2.training_scope`).
+    min_depth: smallest channel count of the backbone and extra layers (16 in the public config).
+    use_explicit_padding: size-independent padding for exporters.
+    reuse: variable reuse of the `FeatureExtractor` scope.
+
+  Returns:
+    list of 6 float32 [B, h_i, w_i, c_i] feature maps (at 320x320 and 1.0: 20x20x576, 10x10x1280, 5x5x512,
+    3x3x256, 2x2x256, 1x1x128).
+  """
+  training = {} if is_training is None else {'is_training': is_training}
+  with tf.variable_scope(FEATURE_EXTRACTOR_SCOPE, values=[images], reuse=reuse):
+    with tf.variable_scope(mobilenet_v2.DEFAULT_SCOPE) as scope:
+      _, end_points = mobilenet_v2.mobilenet_base(
+          images, depth_multiplier=depth_multiplier, min_depth=min_depth, final_endpoint=FINAL_ENDPOINT,
+          use_explicit_padding=use_explicit_padding, scope=scope, **training)
+      return extra_feature_maps(end_points, depth_multiplier=depth_multiplier, min_depth=min_depth,
+                                use_explicit_padding=use_explicit_padding, is_training=is_training)
+
+
+def _flatten(prediction, size):
+  """[B, h, w, A * size] -> [B, h * w * A, size]: cells row-major, then anchors (the API's order)."""
+  batch = prediction.get_shape().as_list()[0]
+  if batch is None:
+    batch = tf.shape(prediction)[0]
+    return tf.reshape(prediction, tf.stack([batch, -1, size]))
+  return tf.reshape(prediction, [batch, -1, size])
+
+
+def _predict(net, num_outputs, scope, bias_init):
+  net = slim.separable_conv2d(net, None, 3, depth_multiplier=1, scope=scope + '_depthwise')
+  return slim.conv2d(net, num_outputs, 1, activation_fn=None, normalizer_fn=None,
+                     biases_initializer=tf.constant_initializer(bias_init), scope=scope)
+
+
+def box_predictor(feature_map_list, num_classes, num_anchors_per_location=NUM_ANCHORS_PER_LOCATION,
+                  class_prediction_bias_init=0.0, activation_fn=tf.nn.relu6, is_training=None):
+  """SSDLite's convolutional box predictor (`use_depthwise: true`, kernel 3, no extra layers, no dropout).
+
+  Builds `BoxPredictor_<i>` scopes in the current variable scope (top level for the public names).
+
+  Args:
+    feature_map_list: list of float32 [B, h_i, w_i, c_i] tensors (from `feature_maps`).
+    num_classes: int >= 1, object classes without the background.
+    num_anchors_per_location: int per feature map (`heads.core.anchors.num_anchors_per_location()`).
+    class_prediction_bias_init: initial bias of the class logits; the public SSDLite config uses the
+      proto default 0.0 (focal-loss configs use a negative prior such as -4.6).
+    activation_fn: activation of the depthwise layers.
+    is_training: batch-norm mode; None keeps the arg_scope's.
+
+  Returns:
+    dict with BOX_ENCODINGS: float32 [B, A, 4] (unbounded box-coder offsets) and
+    CLASS_PREDICTIONS_WITH_BACKGROUND: float32 [B, A, num_classes + 1] logits (column 0 = background),
+    A = sum_i h_i * w_i * anchors_i (2034 at 320x320, 1917 at 300x300).
+
+  Raises:
+    ValueError: feature maps and anchor counts differ in number, or num_classes < 1.
+  """
+  if len(feature_map_list) != len(num_anchors_per_location):
+    raise ValueError('box_predictor got %d feature maps but %d num_anchors_per_location entries'
+                     % (len(feature_map_list), len(num_anchors_per_location)))
+  if num_classes < 1:
+    raise ValueError('num_classes must be >= 1, got %r' % (num_classes,))
+  boxes, classes = [], []
+  with _head_scope(activation_fn, is_training):
+    for i, (net, num_anchors) in enumerate(zip(feature_map_list, num_anchors_per_location)):
+      with tf.variable_scope('BoxPredictor_%d' % i):
+        box = _predict(net, num_anchors * BOX_CODE_SIZE, _BOX_SCOPE, 0.0)
+        cls = _predict(net, num_anchors * (num_classes + 1), _CLASS_SCOPE, class_prediction_bias_init)
+      boxes.append(_flatten(box, BOX_CODE_SIZE))
+      classes.append(_flatten(cls, num_classes + 1))
+  return {BOX_ENCODINGS: tf.concat(boxes, 1, name='box_encodings'),
+          CLASS_PREDICTIONS_WITH_BACKGROUND: tf.concat(classes, 1, name='class_predictions_with_background')}
