@@ -138,11 +138,11 @@ def feature_maps(images, depth_multiplier=1.0, is_training=None, min_depth=16, u
 
 def _flatten(prediction, size):
   """[B, h, w, A * size] -> [B, h * w * A, size]: cells row-major, then anchors (the API's order)."""
-  batch = prediction.get_shape().as_list()[0]
-  if batch is None:
-    batch = tf.shape(prediction)[0]
-    return tf.reshape(prediction, tf.stack([batch, -1, size]))
-  return tf.reshape(prediction, [batch, -1, size])
+  shape = prediction.get_shape().as_list()
+  if None not in shape[1:]:
+    # Static rows keep the anchor count known even when the batch size is not.
+    return tf.reshape(prediction, [-1, shape[1] * shape[2] * shape[3] // size, size])
+  return tf.reshape(prediction, tf.stack([tf.shape(prediction)[0], -1, size]))
 
 
 def _predict(net, num_outputs, scope, bias_init):

@@ -49,9 +49,9 @@ def test_pinned_counts_at_320():
   assert round(smaller.params / 1e4) / 100 == 4.34 and round(smaller.madds / 1e5) / 10 == 788.8
 
 
-def test_output_shapes_at_300(graph):
-  _, maps, out = _build(300, num_classes=3, batch=3)
-  _check_shapes(maps, out, 3, [19, 10, 5, 3, 2, 1], 1917, 3)
+def test_output_shapes_at_300_with_unknown_batch(graph):
+  _, maps, out = _build(300, num_classes=3, batch=None)
+  _check_shapes(maps, out, None, [19, 10, 5, 3, 2, 1], 1917, 3)
 
 
 def test_predictions_are_ordered_cells_then_anchors(graph):
