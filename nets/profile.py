@@ -37,9 +37,15 @@ def _op_madds(op):
   kernel = kernel_shape.as_list()
   if op.type == 'MatMul':
     return int(np.prod(kernel))
-  # Conv2D kernel [kh, kw, cin, cout]; depthwise [kh, kw, cin, mult]: both cost kh*kw*cin*(cout/cin or mult)
-  # per output pixel and channel group, i.e. H*W*prod(kernel) for conv and H*W*prod(kernel) for depthwise.
-  return int(out[1] * out[2] * np.prod(kernel))
+  # Conv2D kernel [kh, kw, cin, cout] and depthwise [kh, kw, cin, mult] both cost prod(kernel) per output pixel.
+  hw = out[1] * out[2]
+  # TF builds an atrous conv as SpaceToBatchND -> conv -> BatchToSpaceND; the conv then sees rate^2 smaller
+  # blocks, so count the pixels of the reassembled output (atrous costs the same as a regular conv).
+  for consumer in op.outputs[0].consumers():
+    shape = consumer.outputs[0].get_shape() if consumer.type == 'BatchToSpaceND' else None
+    if shape is not None and shape[1:3].is_fully_defined():
+      hw = int(np.prod(shape.as_list()[1:3]))
+  return int(hw * np.prod(kernel))
 
 
 def profile_graph(graph=None, scope=None):

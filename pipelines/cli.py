@@ -6,6 +6,7 @@ nothing here holds logic that the Python API does not also expose.
 """
 import argparse
 import json
+import logging
 import os
 import sys
 import warnings
@@ -23,9 +24,10 @@ def _add_run_args(parser, model_dir=True):
                       help='override a config value, e.g. --set train.steps=100 (repeatable)')
 
 
-def _quiet_tf(verbose=True):
+def _quiet_tf(verbose=False):
+  """Our progress lines always print; TensorFlow's own INFO stream only with `mnv2 -v`."""
   import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
-  tf.logging.set_verbosity(tf.logging.INFO if verbose else tf.logging.WARN)
+  tf.logging.set_verbosity(tf.logging.INFO if verbose or _VERBOSE[0] else tf.logging.WARN)
 
 
 def _add_train(parser):
@@ -71,7 +73,7 @@ def _add_export(parser):
 def _run_export(args):
   from pipelines import runner  # pylint: disable=g-import-not-at-top
   config = runner.load_config(args.config, args.set)
-  _quiet_tf(verbose=False)
+  _quiet_tf()
   print(runner.export(config, args.model_dir, args.export_dir, args.checkpoint))
   return 0
 
@@ -94,12 +96,12 @@ def _run_predict(args):
   if missing:
     raise ValueError('image file not found: %s' % ', '.join(missing))
   if args.saved_model:
-    _quiet_tf(verbose=False)
+    _quiet_tf()
     results = predict.predict_saved_model(args.saved_model, args.images)
   elif args.config and args.model_dir:
     from pipelines import runner  # pylint: disable=g-import-not-at-top
     config = runner.load_config(args.config, args.set)
-    _quiet_tf(verbose=False)
+    _quiet_tf()
     results = predict.predict_checkpoint(config, args.model_dir, args.images, args.checkpoint)
   else:
     raise ValueError('predict needs --saved-model DIR, or --config FILE and --model-dir DIR')
@@ -195,8 +197,12 @@ _COMMANDS = {
 }
 
 
+_VERBOSE = [False]
+
+
 def build_parser():
   parser = argparse.ArgumentParser(prog='mnv2', description=__doc__.split('\n')[0])
+  parser.add_argument('-v', '--verbose', action='store_true', help="also show TensorFlow's INFO logs")
   sub = parser.add_subparsers(dest='command', metavar='COMMAND')
   sub.required = True
   for name in _COMMANDS:
@@ -210,6 +216,14 @@ def build_parser():
 
 def main(argv=None):
   args = build_parser().parse_args(argv)
+  _VERBOSE[0] = args.verbose
+  logger = logging.getLogger('mnv2')
+  if not logger.handlers:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter('%(asctime)s %(message)s', '%H:%M:%S'))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
   from pipelines import config_lib  # pylint: disable=g-import-not-at-top
   try:
     return _COMMANDS[args.command][2](args)

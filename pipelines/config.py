@@ -172,6 +172,7 @@ class DetectionConfig:
   matched_threshold: float = 0.5
   unmatched_threshold: float = 0.5
   neg_pos_ratio: float = 3.0
+  min_negatives_per_image: int = 3  # hard negatives kept even in images without positives (public SSD configs)
   classification_loss: str = 'sigmoid'  # sigmoid | softmax
   localization_weight: float = 1.0
   classification_weight: float = 1.0
@@ -189,6 +190,8 @@ class DetectionConfig:
       raise ValueError('iou_threshold: must be in (0, 1], got %r' % (self.iou_threshold,))
     if self.unmatched_threshold > self.matched_threshold:
       raise ValueError('unmatched_threshold: must be <= matched_threshold')
+    if self.min_negatives_per_image < 0:
+      raise ValueError('min_negatives_per_image: must be >= 0, got %r' % (self.min_negatives_per_image,))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,6 +208,7 @@ class SegmentationConfig:
   hard_pixel_top_k: float = 1.0  # fraction of the hardest pixels kept in the loss (1.0 = all)
   eval_scales: List[float] = dataclasses.field(default_factory=lambda: [1.0])
   eval_flip: bool = False
+  export_probabilities: bool = False  # predict/export also return float32 [B, H, W, C] softmax probabilities
 
   def validate(self):
     _positive('crop_size', self.crop_size)

@@ -46,7 +46,18 @@ def voc_palette():
 def _classification(path, pred, out):
   top = [{'class': int(c), 'name': _text(n), 'probability': float(p)}
          for c, n, p in zip(pred['top_k_classes'], pred['top_k_class_names'], pred['top_k_probabilities'])]
-  return {'image': path, 'task': 'classification', 'top_k': top}
+  item = {'image': path, 'task': 'classification', 'top_k': top}
+  if out:
+    image = Image.open(path).convert('RGB')
+    scale = max(1, 192 // max(image.size))
+    image = image.resize((image.size[0] * scale, image.size[1] * scale), Image.NEAREST)
+    canvas = Image.new('RGB', (image.size[0], image.size[1] + 14), (0, 0, 0))
+    canvas.paste(image, (0, 0))
+    ImageDraw.Draw(canvas).text((2, image.size[1] + 1), '%s %.2f' % (top[0]['name'], top[0]['probability']),
+                                fill=(255, 255, 255))
+    canvas.save(out)
+    item['output'] = out
+  return item
 
 
 def _detection(path, pred, out):
@@ -98,7 +109,8 @@ def describe(path, prediction, out=None):
 
 def summary_line(item):
   if item['task'] == 'classification':
-    return '%s: %s' % (item['image'], ', '.join('%s (%.3f)' % (t['name'], t['probability']) for t in item['top_k']))
+    return '%s: %s%s' % (item['image'], ', '.join('%s (%.3f)' % (t['name'], t['probability']) for t in item['top_k']),
+                         ' -> %s' % item['output'] if 'output' in item else '')
   if item['task'] == 'detection':
     dets = ', '.join('%s %.2f' % (d['name'], d['score']) for d in item['detections'][:5])
     return '%s: %d detections %s%s' % (item['image'], len(item['detections']), dets,

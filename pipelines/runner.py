@@ -6,6 +6,7 @@ Resuming is the Estimator's: training restarts from the last checkpoint in `mode
 """
 import importlib
 import json
+import logging
 import os
 
 import numpy as np
@@ -14,6 +15,8 @@ import tensorflow.compat.v1 as tf
 from pipelines import config as config_schema
 from pipelines import config_lib
 from pipelines import skeleton
+
+LOG = logging.getLogger('mnv2')
 
 # task name -> 'module:Class' (imported on demand, so a task's dependencies load only when used)
 _TASKS = {
@@ -111,21 +114,21 @@ def evaluate(config, model_dir, checkpoint_path=None, continuous=False):
                                  checkpoint_path=path)
     return write_metrics(metrics, metrics_path)
   metrics = None
-  tf.logging.info('waiting for checkpoints in %s (timeout %ds)', model_dir, config.eval.continuous_timeout_secs)
+  LOG.info('waiting for checkpoints in %s (timeout %ds)', model_dir, config.eval.continuous_timeout_secs)
   for path in tf.train.checkpoints_iterator(model_dir, timeout=config.eval.continuous_timeout_secs,
                                             timeout_fn=lambda: _log_timeout(model_dir)):
     metrics = write_metrics(estimator.evaluate(task.input_fn(tf.estimator.ModeKeys.EVAL), steps=config.eval.steps,
                                                checkpoint_path=path), metrics_path)
-    tf.logging.info('evaluated %s: %s', path, metrics)
+    LOG.info('evaluated %s: %s', path, metrics)
     step = int(os.path.basename(path).split('-')[-1])
     if step >= config.train.steps:
       break
-    tf.logging.info('waiting for a new checkpoint in %s', model_dir)
+    LOG.info('waiting for a new checkpoint in %s', model_dir)
   return metrics
 
 
 def _log_timeout(model_dir):
-  tf.logging.info('no new checkpoint in %s before the timeout; stopping', model_dir)
+  LOG.info('no new checkpoint in %s before the timeout; stopping', model_dir)
   return True
 
 

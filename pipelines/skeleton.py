@@ -9,6 +9,7 @@ the Saver of the scaffold), warm start, summaries and progress logging.
 Nothing here pins a device or builds per-replica state by hand, so `tf.distribute` strategies passed to
 the RunConfig keep working; loss scaling for mixed precision can wrap the optimizer in `_train_op`.
 """
+import logging
 import time
 
 import tensorflow.compat.v1 as tf
@@ -17,6 +18,8 @@ from pipelines import optimization
 from pipelines import warm_start as warm_start_lib
 
 ModeKeys = tf.estimator.ModeKeys
+# Progress goes to the 'mnv2' logger (the CLI prints it), not to TensorFlow's verbose INFO stream.
+LOG = logging.getLogger('mnv2')
 
 
 class Task(object):
@@ -63,7 +66,7 @@ class ProgressHook(tf.train.SessionRunHook):
     self._tensors = tensors
     self._batch_size = batch_size
     self._every = every_n_steps
-    self._print = printer or (lambda text: tf.logging.info(text))
+    self._print = printer or LOG.info
     self._last = None
 
   def begin(self):

@@ -6,12 +6,14 @@ changes), and maps scope prefixes (a classification checkpoint's `MobilenetV2/` 
 `FeatureExtractor/MobilenetV2/`). It goes through `tf.train.init_from_checkpoint`, which only changes
 variable initializers: when `model_dir` already holds a checkpoint, training resumes from that instead.
 """
+import logging
 import os
 import re
 
 import tensorflow.compat.v1 as tf
 
 # Never warm-started: optimizer slots, step counters and moving averages belong to the run, not the model.
+LOG = logging.getLogger('mnv2')
 _RUN_STATE = re.compile(r'(^global_step$|/(RMSProp|Momentum|Adam)(_1)?$|ExponentialMovingAverage$|^beta[12]_power)')
 
 
@@ -77,9 +79,9 @@ def warm_start(warm_config, log_dir=None):
   if not assignment:
     raise ValueError('train.warm_start.checkpoint: no variable of the model matches %r (check scope_map)' % path)
   tf.train.init_from_checkpoint(path, assignment)
-  tf.logging.info('warm start from %s: restored %d variables, skipped %d', path, len(assignment), len(skipped))
+  LOG.info('warm start from %s: restored %d variables, skipped %d', path, len(assignment), len(skipped))
   for name, reason in skipped:
-    tf.logging.info('  warm start skipped %s: %s', name, reason)
+    LOG.info('  warm start skipped %s: %s', name, reason)
   if log_dir:
     tf.gfile.MakeDirs(log_dir)
     with tf.gfile.GFile(os.path.join(log_dir, 'warm_start.txt'), 'w') as f:

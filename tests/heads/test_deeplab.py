@@ -22,11 +22,11 @@ def _variables():
   return [(v.op.name, 'x'.join(str(d) for d in v.get_shape().as_list())) for v in tf.global_variables()]
 
 
-def _profile_counts_atrous_at_full_cost():
-  """True when nets.profile counts a dilated conv (TF builds it as SpaceToBatchND -> conv) like a regular one."""
+def test_profile_counts_atrous_at_full_cost():
+  """nets.profile counts a dilated conv (TF builds it as SpaceToBatchND -> conv) like a regular one."""
   with tf.Graph().as_default() as graph:
     slim.separable_conv2d(tf.zeros([1, 8, 8, 1]), None, 3, depth_multiplier=1, rate=2, normalizer_fn=None)
-    return profile.profile_graph(graph).madds == 8 * 8 * 9
+    assert profile.profile_graph(graph).madds == 8 * 8 * 9
 
 
 def test_variables_match_public_manifest_and_logits_shape_os16(graph):
@@ -49,8 +49,6 @@ def test_pinned_parameter_counts():
 
 
 def test_pinned_madds():
-  if not _profile_counts_atrous_at_full_cost():
-    pytest.xfail('nets.profile counts SpaceToBatchND-dilated convs at the reduced per-block size')
   assert profile_models.profile_deeplab().madds == 2740709056
   # 3 atrous branches at 33x33 (9*320*256 each) + 3*256 more concat_projection inputs (x256 outputs).
   atrous = profile_models.profile_deeplab(aspp_rates=(6, 12, 18)).madds

@@ -1,0 +1,221 @@
+"""`mnv2 demo`: the whole system on embedded data, on CPU, with nothing downloaded.
+
+Phases, each timed and reported: generate the "shapes" world in the three public raw formats
+(`datasets.shapes`) -> convert with the real converters -> for each task train a small model from scratch
+with the real config system (`configs/demo_*.yaml`) -> evaluate on the held-out split with the real
+metrics -> export a SavedModel -> reload it and predict on held-out images -> `report.md` with the metrics
+(read back from each `eval/metrics.json`) and pictures. Nothing here has its own training or metric code.
+"""
+import collections
+import glob
+import json
+import logging
+import os
+import time
+
+from datasets import shapes
+from pipelines import predict
+from pipelines import render
+from pipelines import runner
+
+LOG = logging.getLogger('mnv2')
+TASKS = ('classification', 'detection', 'segmentation')
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
+# task -> (metric key in metrics.json, target on the held-out split, display name)
+TARGETS = {
+    'classification': ('top1_accuracy', 0.90, 'top-1 accuracy'),
+    'detection': ('AP50', 0.5, 'COCO AP50'),
+    'segmentation': ('miou', 0.6, 'mIoU'),
+}
+NUM_PICTURES = 6
+Result = collections.namedtuple('Result', ['task', 'metric', 'value', 'target', 'seconds', 'metrics', 'pictures'])
+
+
+def add_arguments(parser):
+  parser.add_argument('--output-dir', default='demo_output', help='where everything goes (default demo_output)')
+  parser.add_argument('--tasks', default=','.join(TASKS), help='comma-separated subset of %s' % ', '.join(TASKS))
+  parser.add_argument('--steps', type=int, help='training steps for every task (default: the demo configs)')
+  parser.add_argument('--scale', type=float, default=1.0, help='multiplies the number of generated images')
+  parser.add_argument('--image-size', type=int, default=shapes.DEFAULT_IMAGE_SIZE, help='generated image size')
+  parser.add_argument('--seed', type=int, default=0, help='data generator seed')
+  parser.add_argument('--set', action='append', default=[], metavar='TASK:KEY=VALUE',
+                      help='override a demo config value, e.g. detection:train.batch_size=8 (repeatable)')
+  parser.add_argument('--strict', action='store_true', help='exit 1 when a target is missed')
+
+
+class Timer(object):
+  """Context manager that logs a phase's start and duration."""
+
+  def __init__(self, name):
+    self.name, self.seconds = name, 0.0
+
+  def __enter__(self):
+    LOG.info('== %s', self.name)
+    self._start = time.time()
+    return self
+
+  def __exit__(self, *exc):
+    self.seconds = time.time() - self._start
+    LOG.info('== %s done in %.1fs', self.name, self.seconds)
+
+
+def _parse_tasks(text):
+  tasks = [t.strip() for t in text.split(',') if t.strip()]
+  unknown = [t for t in tasks if t not in TASKS]
+  if unknown or not tasks:
+    raise ValueError('--tasks: unknown %s (valid: %s)' % (', '.join(unknown) or '(none)', ', '.join(TASKS)))
+  return tasks
+
+
+def generate_data(out, tasks, scale, image_size, seed):
+  formats = {'classification': 'imagenet', 'detection': 'coco', 'segmentation': 'voc'}
+  counts = shapes.scaled_counts(scale)
+  with Timer('generating the shapes data (%s)' % ', '.join(formats[t] for t in tasks)):
+    return shapes.generate(os.path.join(out, 'data'), seed=seed, image_size=image_size, counts=counts,
+                           formats=tuple(formats[t] for t in tasks))
+
+
+def convert(task, raw, records):
+  """Runs the task's real converter on both splits; returns data overrides for the config."""
+  from datasets import coco, imagenet, voc  # pylint: disable=g-import-not-at-top
+  with Timer('converting %s data' % task):
+    if task == 'classification':
+      paths = raw['imagenet']
+      for split, src in (('train', paths['train_dir']), ('val', paths['val_dir'])):
+        stats = imagenet.convert(src, records, split, labels_file=paths['labels_file'], num_shards=2)
+      labels = os.path.join(records, 'labels.txt')
+    elif task == 'detection':
+      paths = raw['coco']
+      for split in ('train', 'val'):
+        stats = coco.convert(paths['%s_images' % split], paths['%s_annotations' % split], records, split,
+                             num_shards=2)
+      labels = os.path.join(records, 'label_map.pbtxt')
+    else:
+      names = ('background',) + tuple(shapes.CLASSES)
+      for split in ('train', 'val'):
+        stats = voc.convert(raw['voc']['devkit_dir'], records, split, num_shards=2, num_classes=len(names),
+                            class_names=names)
+      labels = os.path.join(records, 'labels.txt')
+  del stats
+  return ['data.train_files=%s' % os.path.join(records, 'train-*'),
+          'data.eval_files=%s' % os.path.join(records, 'val-*'),
+          'data.labels_file=%s' % labels]
+
+
+def held_out_images(task, raw):
+  if task == 'classification':
+    files = sorted(glob.glob(os.path.join(raw['imagenet']['val_dir'], '*', '*.JPEG')))
+    # one per class first, so the pictures show every class
+    by_class = collections.OrderedDict()
+    for path in files:
+      by_class.setdefault(os.path.basename(os.path.dirname(path)), []).append(path)
+    ordered = [p for group in zip(*by_class.values()) for p in group]
+    return ordered[:NUM_PICTURES]
+  if task == 'detection':
+    return sorted(glob.glob(os.path.join(raw['coco']['val_images'], '*.jpg')))[:NUM_PICTURES]
+  with open(os.path.join(raw['voc']['sets_dir'], 'val.txt')) as f:
+    ids = [line.strip() for line in f if line.strip()][:NUM_PICTURES]
+  return [os.path.join(raw['voc']['images_dir'], i + '.jpg') for i in ids]
+
+
+def _train_examples(records_dir):
+  import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
+  return sum(1 for path in glob.glob(os.path.join(records_dir, 'train-*'))
+             for _ in tf.python_io.tf_record_iterator(path))
+
+
+def run_task(task, raw, out, steps, extra_sets):
+  """Convert -> train -> eval -> export -> predict for one task; returns a Result."""
+  start = time.time()
+  records = os.path.join(out, 'records', task)
+  overrides = convert(task, raw, records)
+  overrides.append('data.num_train_examples=%d' % _train_examples(records))
+  if steps:
+    overrides.append('train.steps=%d' % steps)
+  overrides += extra_sets
+  config_path = os.path.join(CONFIG_DIR, 'demo_%s.yaml' % task)
+  config = runner.load_config(config_path, overrides, 'train')
+  model_dir = os.path.join(out, 'models', task)
+  with Timer('training %s (%d steps)' % (task, config.train.steps)):
+    runner.train(config, model_dir)
+  with Timer('evaluating %s' % task):
+    runner.evaluate(config, model_dir)
+  with open(os.path.join(model_dir, 'eval', 'metrics.json')) as f:
+    metrics = json.load(f)
+  with Timer('exporting %s and predicting from the SavedModel' % task):
+    export_dir = runner.export(config, model_dir)
+    images = held_out_images(task, raw)
+    picture_dir = os.path.join(out, 'pictures', task)
+    if not os.path.isdir(picture_dir):
+      os.makedirs(picture_dir)
+    pictures = []
+    for path, pred in zip(images, predict.predict_saved_model(export_dir, images)):
+      item = render.describe(path, pred, os.path.join(picture_dir, os.path.splitext(os.path.basename(path))[0] + '.png'))
+      LOG.info('  %s', render.summary_line(item))
+      pictures.append(item)
+  key, target, _ = TARGETS[task]
+  return Result(task, key, metrics.get(key), target, time.time() - start, metrics, pictures)
+
+
+def summary_table(results):
+  lines = ['| task | metric | value | target | pass | time |', '|---|---|---|---|---|---|']
+  for r in results:
+    name = TARGETS[r.task][2]
+    ok = r.value is not None and r.value >= r.target
+    lines.append('| %s | %s | %s | >= %.2f | %s | %.0fs |' % (
+        r.task, name, 'n/a' if r.value is None else '%.3f' % r.value, r.target, 'PASS' if ok else 'FAIL',
+        r.seconds))
+  return '\n'.join(lines)
+
+
+def write_report(out, results, total_seconds):
+  """`report.md`: summary, every metric from each eval/metrics.json, and the prediction pictures."""
+  lines = ['# mnv2 demo report', '', summary_table(results), '',
+           'Total time: %.0fs. Metrics are read from each `models/<task>/eval/metrics.json`; TensorBoard logs: '
+           '`tensorboard --logdir %s`.' % (total_seconds, os.path.join(out, 'models')), '']
+  for r in results:
+    lines += ['## %s' % r.task, '', '| metric | value |', '|---|---|']
+    for key, value in sorted(r.metrics.items()):
+      if isinstance(value, (int, float)):
+        lines.append('| %s | %.4g |' % (key, value))
+    lines.append('')
+    for item in r.pictures:
+      rel = os.path.relpath(item['output'], out)
+      lines.append('![%s](%s) %s  ' % (os.path.basename(item['image']), rel, render.summary_line(item)))
+    lines.append('')
+  path = os.path.join(out, 'report.md')
+  with open(path + '.tmp', 'w') as f:
+    f.write('\n'.join(lines))
+  os.rename(path + '.tmp', path)
+  return path
+
+
+def _task_sets(sets, task):
+  picked = []
+  for text in sets:
+    name, sep, rest = text.partition(':')
+    if not sep or name not in TASKS:
+      raise ValueError('--set %r: expected TASK:KEY=VALUE with TASK in %s' % (text, ', '.join(TASKS)))
+    if name == task:
+      picked.append(rest)
+  return picked
+
+
+def run(args):
+  import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
+  tf.logging.set_verbosity(tf.logging.WARN)
+  tasks = _parse_tasks(args.tasks)
+  for task in tasks:
+    _task_sets(args.set, task)  # validate before any work
+  start = time.time()
+  out = os.path.abspath(args.output_dir)
+  raw = generate_data(out, tasks, args.scale, args.image_size, args.seed)
+  results = [run_task(task, raw, out, args.steps, _task_sets(args.set, task)) for task in tasks]
+  total = time.time() - start
+  report = write_report(out, results, total)
+  print('\n' + summary_table(results))
+  print('\nall phases done in %.0fs; report: %s' % (total, report))
+  missed = [r.task for r in results if r.value is None or r.value < r.target]
+  if missed:
+    print('targets missed: %s (see README.md "Demo results" for what this hardware reaches)' % ', '.join(missed))
+  return 1 if missed and args.strict else 0

@@ -1,0 +1,285 @@
+"""DeepLabv3 semantic segmentation on PASCAL VOC: MobileNetV2 + ASPP head as a tf.estimator task.
+
+Model: `heads.deeplab.features` (MobilenetV2 up to layer_18, atrous at `model.output_stride`) and
+`heads.deeplab.aspp_head` (image pooling + aspp0 [+ aspp<i> per `segmentation.aspp_rates`] ->
+concat_projection -> dropout [-> decoder] -> logits/semantic), variable names as the public DeepLab
+checkpoints. Batch norm follows DeepLab: the backbone uses the MobileNetV2 training scope (decay
+`model.bn_decay`, epsilon 1e-3), the head decay 0.9997 / epsilon 1e-5; `train.freeze_batch_norm` null
+freezes every batch norm while training when `train.batch_size` < 12 (DeepLab's advice), dropout still
+follows the mode. Logits are upsampled bilinearly (corners aligned) to the label / input size.
+
+Loss: softmax cross-entropy over pixels whose label is in [0, num_classes) (255 and the eval padding are
+skipped), optionally only the `segmentation.hard_pixel_top_k` fraction of the hardest of them, divided by
+the number of pixels kept. Metrics: `pipelines.segmentation_metrics` (one split-level confusion matrix).
+Evaluation may average softmax probabilities over `segmentation.eval_scales` and left-right flips at the
+label resolution, with the variables shared across scales.
+
+Inference (SavedModel `serving_default` and `predict_input_fn`): an image is downscaled only if a side
+exceeds `segmentation.eval_crop_size` (keeping its aspect ratio), padded bottom/right to that square like
+the eval input, run through the same (multi-scale) model, then the probabilities are cropped back and
+resized to the original size: prediction `mask` int32 [B, H, W] has the input image's resolution.
+Images of one request must share a size (send one image per request for mixed sizes).
+
+Not here: the network layers (`heads.deeplab`), record decoding and augmentation (`datasets.voc`,
+`datasets.segmentation_augment`), the metric maths (`pipelines.segmentation_metrics`).
+"""
+import tensorflow.compat.v1 as tf
+import tf_slim as slim
+
+from datasets import segmentation_augment
+from datasets import tfrecord
+from datasets import voc
+from heads import deeplab
+from nets import mobilenet_v2
+from pipelines import segmentation_metrics
+from pipelines import skeleton
+
+# DeepLab trains batch norm only with at least this many images per step (research/deeplab/train.py).
+MIN_BATCH_FOR_BATCH_NORM = 12
+# DeepLab's batch-norm settings of its own layers (ASPP, decoder); the backbone keeps MobileNetV2's.
+HEAD_BN_DECAY = 0.9997
+HEAD_BN_EPSILON = 1e-5
+LOGITS = 'logits'
+PROBABILITIES = 'probabilities'
+MASK = 'mask'
+_MIN_PROBABILITY = 1e-12
+
+
+def freeze_batch_norm(config):
+  """bool: whether training keeps batch norm in inference mode (`train.freeze_batch_norm`, null = auto)."""
+  freeze = config.train.freeze_batch_norm
+  return config.train.batch_size < MIN_BATCH_FOR_BATCH_NORM if freeze is None else bool(freeze)
+
+
+def class_names(config):
+  """`model.num_classes` names from `data.labels_file` (TF-Slim labels.txt); missing ones are the index."""
+  path = config.data.labels_file
+  names = tfrecord.read_label_file(path) if path else {}
+  return [names.get(i, str(i)) for i in range(config.model.num_classes)]
+
+
+def _size(images):
+  """[height, width] of a [B, H, W, C] tensor: Python ints where static, else int32 scalars."""
+  static = images.get_shape().as_list()[1:3]
+  dynamic = tf.shape(images)
+  return [static[0] if static[0] is not None else dynamic[1], static[1] if static[1] is not None else dynamic[2]]
+
+
+def _scaled_size(size, scale):
+  """DeepLab's `scale_dimension`: (dim - 1) * scale + 1, so corner-aligned resizes keep the grid."""
+  def one(dim):
+    if isinstance(dim, int):
+      return int((dim - 1.0) * scale + 1.0)
+    return tf.cast((tf.cast(dim, tf.float32) - 1.0) * scale + 1.0, tf.int32)
+  return [one(d) for d in size]
+
+
+def single_scale_logits(config, images, is_training, reuse=None):
+  """DeepLabv3 logits at the feature (or decoder) resolution.
+
+  Args:
+    config: `pipelines.config.Config`.
+    images: float32 [B, H, W, 3] in [-1, 1].
+    is_training: bool; dropout mode, and batch-norm mode unless `freeze_batch_norm(config)`.
+    reuse: None, or True to share the variables of an earlier call (multi-scale evaluation).
+
+  Returns:
+    float32 [B, ceil(H / os), ceil(W / os), num_classes] (stride 4 with the decoder).
+  """
+  model, seg = config.model, config.segmentation
+  bn_training = is_training and not freeze_batch_norm(config)
+  scope = mobilenet_v2.training_scope(is_training=bn_training, weight_decay=model.weight_decay,
+                                      stddev=model.init_stddev, dropout_keep_prob=model.dropout_keep_prob,
+                                      bn_decay=model.bn_decay)
+  with tf.variable_scope(tf.get_variable_scope(), reuse=reuse), slim.arg_scope(scope), \
+      slim.arg_scope([slim.dropout], is_training=is_training):
+    features, end_points = deeplab.features(images, output_stride=model.output_stride or 32,
+                                            depth_multiplier=model.depth_multiplier)
+    with slim.arg_scope([slim.batch_norm], decay=HEAD_BN_DECAY, epsilon=HEAD_BN_EPSILON):
+      outputs = deeplab.aspp_head(
+          features, model.num_classes, aspp_rates=seg.aspp_rates, image_pooling=seg.image_pooling,
+          dropout_keep_prob=model.dropout_keep_prob, end_points=end_points,
+          decoder_endpoint=deeplab.DECODER_ENDPOINT if seg.decoder else None)
+  return outputs[deeplab.LOGITS]
+
+
+def multi_scale_probabilities(config, images):
+  """Softmax probabilities averaged over `segmentation.eval_scales` (x left-right flips if `eval_flip`).
+
+  Args:
+    config: `pipelines.config.Config`.
+    images: float32 [B, H, W, 3] in [-1, 1].
+
+  Returns:
+    float32 [B, H, W, num_classes], each pixel sums to 1.
+  """
+  seg = config.segmentation
+  size = _size(images)
+  total, count = None, 0
+  for scale in seg.eval_scales:
+    scaled = images if scale == 1.0 else deeplab.upsample_logits(images, _scaled_size(size, scale))
+    for flip in ((False, True) if seg.eval_flip else (False,)):
+      net = tf.reverse(scaled, [2]) if flip else scaled
+      logits = single_scale_logits(config, net, False, reuse=True if count else None)
+      logits = deeplab.upsample_logits(logits, size)
+      probabilities = tf.nn.softmax(tf.reverse(logits, [2]) if flip else logits)
+      total = probabilities if total is None else total + probabilities
+      count += 1
+  return total / float(count)
+
+
+def pixel_loss(logits, labels, num_classes, top_k_fraction=1.0):
+  """Softmax cross-entropy over labelled pixels, optionally over the hardest ones only.
+
+  Args:
+    logits: float32 [B, H, W, num_classes].
+    labels: integer [B, H, W] or [B, H, W, 1]; ids outside [0, num_classes) (255) are skipped.
+    num_classes: int.
+    top_k_fraction: float in (0, 1]; keep the ceil(fraction x labelled pixels) largest losses of the batch.
+
+  Returns:
+    float32 [] >= 0: sum of the kept pixel losses / their count (0 when no pixel is labelled).
+  """
+  labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
+  logits = tf.reshape(logits, [-1, num_classes])
+  valid = tf.logical_and(labels >= 0, labels < num_classes)
+  losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
+      labels=tf.where(valid, labels, tf.zeros_like(labels)), logits=logits)
+  num_valid = tf.reduce_sum(tf.cast(valid, tf.int32))
+  if top_k_fraction >= 1.0:
+    kept = tf.where(valid, losses, tf.zeros_like(losses))
+    count = num_valid
+  else:
+    # Skipped pixels get -1 so top_k (k <= labelled pixels) never picks them: every real loss is >= 0.
+    ranked = tf.where(valid, losses, -tf.ones_like(losses))
+    count = tf.minimum(tf.cast(tf.ceil(top_k_fraction * tf.cast(num_valid, tf.float32)), tf.int32), num_valid)
+    kept = tf.nn.top_k(ranked, k=count, sorted=False).values
+  return tf.reduce_sum(kept) / tf.cast(tf.maximum(count, 1), tf.float32)
+
+
+def _decode_rgb(encoded):
+  """uint8 [H, W, 3] from JPEG (accurate DCT, as the eval records are decoded), PNG, GIF or BMP bytes."""
+  image = tf.cond(tf.image.is_jpeg(encoded),
+                  lambda: tf.image.decode_jpeg(encoded, channels=3, dct_method='INTEGER_ACCURATE'),
+                  lambda: tf.image.decode_image(encoded, channels=3, expand_animations=False))
+  image.set_shape([None, None, 3])
+  return image
+
+
+def _fit_and_pad(encoded, crop_size):
+  """One encoded image -> eval-style padded image, its size, and the size it has inside the padding."""
+  image = _decode_rgb(encoded)
+  size = tf.shape(image)[:2]
+  scale = tf.minimum(1.0, crop_size / tf.cast(tf.reduce_max(size), tf.float32))
+  fitted_size = tf.clip_by_value(tf.cast(tf.round(tf.cast(size, tf.float32) * scale), tf.int32), 1, crop_size)
+  fitted = tf.cond(scale < 1.0,
+                   lambda: tf.image.resize_bilinear(image[tf.newaxis], fitted_size, align_corners=True)[0],
+                   lambda: tf.cast(image, tf.float32))
+  padded, _ = segmentation_augment.preprocess_for_eval(fitted, None, crop_size=crop_size)
+  return padded, size[0], size[1], fitted_size[0], fitted_size[1]
+
+
+def inference_features(encoded, crop_size):
+  """Features of a batch of encoded images for `build_outputs` / `build_predictions`.
+
+  Args:
+    encoded: string [B], encoded JPEG/PNG/GIF/BMP images.
+    crop_size: int, the padded square side (`segmentation.eval_crop_size`).
+
+  Returns:
+    dict: 'image' float32 [B, crop, crop, 3] in [-1, 1]; 'height', 'width' int32 [B] original size;
+    'valid_height', 'valid_width' int32 [B] size of the (possibly downscaled) image inside the padding.
+  """
+  dtypes = (tf.float32, tf.int32, tf.int32, tf.int32, tf.int32)
+  image, height, width, valid_height, valid_width = tf.map_fn(
+      lambda data: _fit_and_pad(data, crop_size), encoded, dtype=dtypes, back_prop=False)
+  image.set_shape([None, crop_size, crop_size, 3])
+  return {'image': image, 'height': height, 'width': width, 'valid_height': valid_height,
+          'valid_width': valid_width}
+
+
+def _example(decoded, seg, is_training, seed):
+  """(features, label) of one decoded VOC record: DeepLab's train or eval preprocessing."""
+  if is_training:
+    image, label = segmentation_augment.preprocess_for_train(
+        decoded['image'], decoded['label'], crop_size=seg.crop_size, min_scale=seg.min_scale,
+        max_scale=seg.max_scale, scale_step=seg.scale_step, ignore_label=seg.ignore_label, seed=seed)
+  else:
+    image, label = segmentation_augment.preprocess_for_eval(
+        decoded['image'], decoded['label'], crop_size=seg.eval_crop_size, ignore_label=seg.ignore_label)
+  return {'image': image, 'height': decoded['height'], 'width': decoded['width']}, label
+
+
+class SegmentationTask(skeleton.Task):
+  """DeepLabv3 + MobileNetV2: the four graph methods plus input / serving functions."""
+
+  def build_outputs(self, features, is_training):
+    """dict: LOGITS float32 [B, H, W, C] at the input size; PROBABILITIES float32 [B, H, W, C] in [0, 1].
+
+    With several eval scales or flips (not training), LOGITS are the log of the averaged probabilities.
+    """
+    images = features['image']
+    seg = self.config.segmentation
+    if is_training or (list(seg.eval_scales) == [1.0] and not seg.eval_flip):
+      logits = deeplab.upsample_logits(single_scale_logits(self.config, images, is_training), _size(images))
+      return {LOGITS: logits, PROBABILITIES: tf.nn.softmax(logits)}
+    probabilities = multi_scale_probabilities(self.config, images)
+    return {LOGITS: tf.log(tf.maximum(probabilities, _MIN_PROBABILITY)), PROBABILITIES: probabilities}
+
+  def build_losses(self, outputs, labels, features):
+    seg = self.config.segmentation
+    return {'segmentation': pixel_loss(outputs[LOGITS], labels, self.config.model.num_classes,
+                                       seg.hard_pixel_top_k)}
+
+  def build_metrics(self, outputs, labels, features):
+    predictions = tf.argmax(outputs[PROBABILITIES], 3, output_type=tf.int32)
+    return segmentation_metrics.eval_metric_ops(labels, predictions, class_names(self.config))
+
+  def build_predictions(self, outputs, features):
+    """MASK int32 [B, H, W] class ids at the input image size (+ PROBABILITIES if `export_probabilities`)."""
+    height, width = features['height'], features['width']
+    valid_height = features.get('valid_height', height)
+    valid_width = features.get('valid_width', width)
+    same = tf.reduce_all(tf.logical_and(tf.equal(height, height[0]), tf.equal(width, width[0])))
+    check = tf.debugging.Assert(same, ['images of one batch must have the same size (send one image per '
+                                       'request for mixed sizes); heights, widths:', height, width])
+    with tf.control_dependencies([check]):
+      probabilities = outputs[PROBABILITIES][:, :valid_height[0], :valid_width[0], :]
+    # An identity when the image was not downscaled (corner-aligned resize to the same size).
+    probabilities = tf.image.resize_bilinear(probabilities, tf.stack([height[0], width[0]]), align_corners=True)
+    predictions = {MASK: tf.argmax(probabilities, 3, output_type=tf.int32)}
+    if self.config.segmentation.export_probabilities:
+      predictions[PROBABILITIES] = probabilities
+    return predictions
+
+  def input_fn(self, mode):
+    cfg = self.config
+    is_training = mode == tf.estimator.ModeKeys.TRAIN
+    pattern = cfg.data.train_files if is_training else cfg.data.eval_files
+    batch = cfg.train.batch_size if is_training else cfg.eval.batch_size
+
+    def fn(params=None):  # pylint: disable=unused-argument
+      return tfrecord.read_dataset(
+          pattern, voc.decode, lambda decoded: _example(decoded, cfg.segmentation, is_training, cfg.runtime.seed),
+          batch, is_training, shuffle_buffer=cfg.data.shuffle_buffer, num_parallel_reads=cfg.data.num_parallel_reads,
+          num_parallel_calls=cfg.data.num_parallel_calls or None, prefetch=cfg.data.prefetch, seed=cfg.runtime.seed,
+          drop_remainder=is_training)
+    return fn
+
+  def serving_input_receiver_fn(self):
+    crop_size = self.config.segmentation.eval_crop_size
+
+    def fn():
+      encoded = tf.placeholder(tf.string, [None], name='encoded_image')
+      return tf.estimator.export.ServingInputReceiver(inference_features(encoded, crop_size),
+                                                      {'encoded_image': encoded})
+    return fn
+
+  def predict_input_fn(self, image_paths):
+    """input_fn over image files for `Estimator.predict` from a checkpoint (one image per batch)."""
+    crop_size = self.config.segmentation.eval_crop_size
+
+    def fn(params=None):  # pylint: disable=unused-argument
+      data = tf.data.Dataset.from_tensor_slices(list(image_paths)).map(tf.io.read_file).batch(1)
+      return data.map(lambda encoded: inference_features(encoded, crop_size))
+    return fn
