@@ -17,6 +17,7 @@ import contextlib
 import copy
 import io
 import json
+import logging
 import os
 import threading
 
@@ -29,6 +30,7 @@ METRIC_NAMES = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'AR1', 'AR10', 'AR100
 CATEGORY_PREFIX = 'AP/'
 RESULTS_NAME = 'detections.json'
 UNDEFINED = -1.0
+LOG = logging.getLogger('mnv2')  # the CLI prints this logger; TensorFlow's INFO stream is verbose
 
 
 def image_id_from_source_id(source_id, fallback):
@@ -101,7 +103,7 @@ class CocoEvaluator(object):
       bool, whether the image was added.
     """
     if image_id in self._seen:
-      tf.logging.warning('CocoEvaluator: image id %r seen twice; keeping the first', image_id)
+      LOG.warning('COCO evaluation: image id %r seen twice; keeping the first', image_id)
       return False
     self._seen.add(image_id)
     self._cache = None
@@ -153,7 +155,7 @@ class CocoEvaluator(object):
       evaluator.evaluate()
       evaluator.accumulate()
       evaluator.summarize()
-    tf.logging.info('COCO evaluation of %d images:\n%s', len(self._images), log.getvalue())
+    LOG.info('COCO evaluation of %d images:\n%s', len(self._images), log.getvalue())
     metrics = dict(zip(METRIC_NAMES, [float(v) for v in evaluator.stats[:len(METRIC_NAMES)]]))
     # precision: [IoU thresholds, recall points, categories, area ranges, max dets]; -1 = no ground truth.
     precision = evaluator.eval['precision']

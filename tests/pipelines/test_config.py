@@ -94,6 +94,7 @@ def test_int_accepted_for_float(tmp_path):
     ('detection.unmatched_threshold=0.7', 'detection.unmatched_threshold'),
     ('detection.max_objects=0', 'detection.max_objects'),
     ('detection.max_detections=0', 'detection.max_detections'),
+    ('detection.min_negatives_per_image=-1', 'detection.min_negatives_per_image'),
     ('segmentation.crop_size=0', 'segmentation.crop_size'),
     ('segmentation.eval_crop_size=0', 'segmentation.eval_crop_size'),
     ('segmentation.min_scale=3', 'segmentation.min_scale'),

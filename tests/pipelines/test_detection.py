@@ -1,0 +1,180 @@
+"""Detection task: losses and post-processing against hand-computed values; input checks; and end to end
+shapes COCO json -> convert -> train 2 steps -> COCO eval -> export -> predict (SavedModel and checkpoint)."""
+import dataclasses
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import tensorflow.compat.v1 as tf
+from PIL import Image
+
+from datasets import coco
+from datasets import shapes
+from heads import ssdlite
+from heads.core import fields
+from pipelines import cli
+from pipelines import coco_metrics
+from pipelines import detection
+from pipelines import predict
+from pipelines import runner
+
+CONFIG = """
+task: detection
+model: {depth_multiplier: 0.35, image_size: 64, num_classes: 7}
+data: {train_files: '%(data)s/train-*', eval_files: '%(data)s/val-*', labels_file: '%(data)s/label_map.pbtxt',
+       num_train_examples: 6, shuffle_buffer: 8, num_parallel_reads: 1}
+train: {batch_size: 2, steps: 2, learning_rate: {schedule: constant, base: 0.004}}
+eval: {batch_size: 2}
+runtime: {save_checkpoints_steps: 2, log_every_n_steps: 1, seed: 1}
+"""
+VAL_IDS = [1000000 + 3 * i for i in range(6)]  # datasets.shapes' val image ids; 3 is empty, 5 has a crowd
+
+
+@pytest.fixture(scope='module')
+def dataset_dir(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp('shapes'))
+  paths = shapes.generate(root, seed=0, image_size=64, counts={'coco': {'train': 6, 'val': 6}},
+                          formats=('coco',))['coco']
+  out = os.path.join(root, 'records')
+  for split in ('train', 'val'):
+    coco.convert(paths[split + '_images'], paths[split + '_annotations'], out, split, num_shards=1, num_workers=1)
+  return out
+
+
+def _config(tmp_path, dataset_dir, overrides=()):
+  path = str(tmp_path / 'config.yaml')
+  with open(path, 'w') as f:
+    f.write(CONFIG % {'data': dataset_dir})
+  return runner.load_config(path, overrides, 'train')
+
+
+def _task(tmp_path, dataset_dir, **detection_fields):
+  config = _config(tmp_path, dataset_dir)
+  config = dataclasses.replace(config, detection=dataclasses.replace(config.detection, **detection_fields))
+  return detection.DetectionTask(config)
+
+
+def test_anchors_match_the_network(graph):
+  assert detection.ssd_anchors(320).shape == (2034, 4)
+  assert detection.ssd_anchors(64).shape == (48 + 24 + 4 * 6, 4)  # grids 4x4 (3/cell), 2x2, then 1x1
+
+
+def test_losses_hard_negatives_and_normalization(graph, tmp_path, dataset_dir):
+  # 1 image, 5 anchors, K = 2: anchor 0 positive, 3 ignored (crowd), 1/2/4 negatives with rising logits.
+  logits = np.zeros([1, 5, 3], np.float32)
+  logits[0, 1], logits[0, 2], logits[0, 4] = 1.0, 2.0, 3.0
+  outputs = {ssdlite.BOX_ENCODINGS: tf.zeros([1, 5, 4]),
+             ssdlite.CLASS_PREDICTIONS_WITH_BACKGROUND: tf.constant(logits)}
+  targets = np.zeros([1, 5, 3], np.float32)
+  targets[0, 0, 2] = targets[0, 1, 0] = targets[0, 2, 0] = targets[0, 4, 0] = 1.0
+  reg_targets = np.zeros([1, 5, 4], np.float32)
+  reg_targets[0, 0] = [1.0, 0.5, 0.0, -3.0]
+  labels = {fields.CLS_TARGETS: tf.constant(targets), fields.CLS_WEIGHTS: tf.constant([[1.0, 1, 1, 0, 1]]),
+            fields.REG_TARGETS: tf.constant(reg_targets), fields.REG_WEIGHTS: tf.constant([[1.0, 0, 0, 0, 0]]),
+            fields.MATCHES: tf.constant([[0, -1, -1, -2, -1]])}
+
+  def sigmoid_ce(x, z):
+    return max(x, 0) - x * z + math.log1p(math.exp(-abs(x)))
+
+  task = _task(tmp_path, dataset_dir, neg_pos_ratio=1.0, min_negatives_per_image=0, localization_weight=2.0)
+  with tf.Session() as sess:
+    got = sess.run(task.build_losses(outputs, labels, {}))
+  # Positive: 3 columns at logit 0. Kept negative: the hardest one (anchor 4, logit 3 everywhere, bg target).
+  expected_cls = 3 * math.log(2.0) + sigmoid_ce(3.0, 1.0) + 2 * sigmoid_ce(3.0, 0.0)
+  assert got['classification'] == pytest.approx(expected_cls, rel=1e-5)
+  # Smooth L1 of (1, 0.5, 0, -3): 0.5 + 0.125 + 0 + 2.5 = 3.125, times the weight 2, over 1 positive.
+  assert got['localization'] == pytest.approx(6.25, rel=1e-5)
+
+  softmax_task = _task(tmp_path, dataset_dir, classification_loss='softmax', neg_pos_ratio=3.0,
+                       min_negatives_per_image=0)
+  with tf.Session() as sess:
+    got = sess.run(softmax_task.build_losses(outputs, labels, {}))
+  # All 3 negatives kept (ratio 3); softmax CE with equal logits in a row is log(3).
+  assert got['classification'] == pytest.approx(4 * math.log(3.0), rel=1e-5)
+
+
+def test_postprocess_decodes_clips_and_scales_to_original_pixels(graph, tmp_path, dataset_dir):
+  task = _task(tmp_path, dataset_dir, max_detections=5)
+  num_anchors = len(task.anchors)
+  logits = np.full([1, num_anchors, 8], -10.0, np.float32)
+  logits[0, 0, 4] = 2.0  # anchor 0, label id 4 ('triangle' in the shapes label map)
+  outputs = {ssdlite.BOX_ENCODINGS: tf.zeros([1, num_anchors, 4]),
+             ssdlite.CLASS_PREDICTIONS_WITH_BACKGROUND: tf.constant(logits)}
+  with tf.Session() as sess:
+    got = sess.run(task.postprocess(outputs, tf.constant([50]), tf.constant([80])))
+  # Zero codes decode to the anchor; the first anchor (0.1 square centred at 1/8) is inside [0, 1].
+  anchor = np.clip(task.anchors[0], 0.0, 1.0)
+  np.testing.assert_allclose(got['detection_boxes'][0, 0], anchor * [50, 80, 50, 80], rtol=1e-5)
+  assert got['detection_classes'][0, 0] == 4 and got['detection_class_names'][0, 0] == b'triangle'
+  assert got['detection_scores'][0, 0] == pytest.approx(1.0 / (1.0 + math.exp(-2.0)), rel=1e-5)
+  n = got['num_detections'][0]
+  assert n == 5  # score threshold 1e-8 lets the 1/(1+e^10) scores through
+  assert (got['detection_boxes'][0, :n, 2] <= 50 + 1e-3).all() and (got['detection_boxes'][0, :n, 3] <= 80 + 1e-3).all()
+
+
+def test_input_pipeline_targets_and_groundtruth(graph, tmp_path, dataset_dir):
+  task = detection.DetectionTask(_config(tmp_path, dataset_dir))
+  features, labels = tf.data.make_one_shot_iterator(task.dataset(tf.estimator.ModeKeys.EVAL, 6, False)).get_next()
+  with tf.Session() as sess:
+    f, l = sess.run([features, labels])
+  assert f['image'].shape == (6, 64, 64, 3) and -1.0 <= f['image'].min() and f['image'].max() <= 1.0
+  assert l[fields.CLS_TARGETS].shape == (6, 96, 8) and l[detection.GT_BOXES].shape == (6, 100, 4)
+  ids = [int(s) for s in l[detection.SOURCE_ID]]
+  assert sorted(ids) == VAL_IDS
+  empty = ids.index(1000009)
+  assert l[detection.NUM_OBJECTS][empty] == 0 and (l[fields.MATCHES][empty] == -1).all()
+  crowd = ids.index(1000015)
+  assert l[detection.GT_IS_CROWD][crowd].any()
+  for b in range(6):
+    n = l[detection.NUM_OBJECTS][b]
+    assert set(l[detection.GT_CLASSES][b, :n]) <= {1, 2, 4, 7} and (l[detection.GT_CLASSES][b, n:] == 0).all()
+    assert l[fields.NUM_POSITIVES][b] == (l[fields.MATCHES][b] >= 0).sum()
+  assert (l[detection.ORIGINAL_HEIGHT] == 64).all() and (l[detection.GT_AREA][crowd][:1] > 0).all()
+
+
+def test_class_ids_above_num_classes_fail_at_input_time(graph, tmp_path, dataset_dir):
+  task = detection.DetectionTask(_config(tmp_path, dataset_dir, ['model.num_classes=4']))
+  _, labels = tf.data.make_one_shot_iterator(task.dataset(tf.estimator.ModeKeys.TRAIN, 6)).get_next()
+  with tf.Session() as sess:
+    with pytest.raises(tf.errors.InvalidArgumentError, match='model.num_classes=4'):
+      sess.run(labels)
+
+
+def test_train_eval_export_predict(tmp_path, dataset_dir):
+  config = _config(tmp_path, dataset_dir)
+  model_dir = str(tmp_path / 'model')
+  runner.train(config, model_dir)
+  assert tf.train.latest_checkpoint(model_dir).endswith('-2')
+  metrics = runner.evaluate(config, model_dir)
+  with open(os.path.join(model_dir, 'eval', 'metrics.json')) as f:
+    saved = json.load(f)
+  assert saved['global_step'] == 2 and np.isfinite(saved['loss'])
+  for name in coco_metrics.METRIC_NAMES + ('AP/circle', 'AP/square', 'AP/triangle', 'AP/star'):
+    assert -1.0 <= saved[name] <= 1.0, name
+  assert metrics['AP'] == saved['AP']
+  with open(os.path.join(model_dir, 'eval', 'detections.json')) as f:
+    results = json.load(f)
+  assert results and set(r['image_id'] for r in results) <= set(VAL_IDS)
+  assert all(1 <= r['category_id'] <= 7 and len(r['bbox']) == 4 for r in results)
+
+  export_dir = runner.export(config, model_dir)
+  image = str(tmp_path / 'probe.png')
+  Image.fromarray(np.random.RandomState(0).randint(0, 255, [50, 80, 3]).astype(np.uint8)).save(image)
+  from_saved = predict.predict_saved_model(export_dir, [image])[0]
+  n = int(from_saved['num_detections'])
+  boxes = from_saved['detection_boxes'][:n]
+  assert n > 0 and boxes.shape == (n, 4)
+  assert (boxes >= 0).all() and (boxes[:, 2] <= 50 + 1e-3).all() and (boxes[:, 3] <= 80 + 1e-3).all()
+  assert (boxes[:, 2] >= boxes[:, 0]).all() and boxes[:, 3].max() > 50  # scaled by width 80, not 50 or 64
+  names = {0: b'', 1: b'circle', 2: b'square', 4: b'triangle', 7: b'star'}
+  for c, name in zip(from_saved['detection_classes'][:n], from_saved['detection_class_names'][:n]):
+    assert name == names.get(int(c), str(int(c)).encode())
+  from_ckpt = predict.predict_checkpoint(config, model_dir, [image])[0]
+  np.testing.assert_allclose(from_saved['detection_scores'], from_ckpt['detection_scores'], rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(from_saved['detection_boxes'], from_ckpt['detection_boxes'], rtol=1e-4, atol=1e-3)
+
+  out = str(tmp_path / 'out.png')
+  assert cli.main(['predict', image, '--saved-model', export_dir, '--output', out]) == 0
+  assert Image.open(out).size == (80, 50)
