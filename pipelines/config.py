@@ -160,9 +160,12 @@ class RuntimeConfig:
 @dataclasses.dataclass(frozen=True)
 class ClassificationConfig:
   top_k: int = 5  # classes returned by predict/export
+  min_crop_area: float = 0.08  # Inception-style training crop covers this to 100% of the image area
 
   def validate(self):
     _positive('top_k', self.top_k)
+    if not 0 < self.min_crop_area <= 1:
+      raise ValueError('min_crop_area: must be in (0, 1], got %r' % (self.min_crop_area,))
 
 
 @dataclasses.dataclass(frozen=True)
