@@ -178,3 +178,28 @@ def test_train_eval_export_predict(tmp_path, dataset_dir):
   out = str(tmp_path / 'out.png')
   assert cli.main(['predict', image, '--saved-model', export_dir, '--output', out]) == 0
   assert Image.open(out).size == (80, 50)
+
+
+def test_paper_config_warm_start_maps_every_backbone_variable(graph):
+  import tf_slim as slim
+  from nets import mobilenet_v2
+  from pipelines import config as schema
+  from pipelines import warm_start
+  config = schema.load(os.path.join(os.path.dirname(__file__), '..', '..', 'configs', 'ssdlite_mobilenet_v2_coco.yaml'),
+                       ['model.image_size=64'])  # variable shapes do not depend on the input size
+  with tf.Graph().as_default():
+    with slim.arg_scope(mobilenet_v2.training_scope(is_training=False)):
+      mobilenet_v2.mobilenet(tf.zeros([1, 64, 64, 3]), num_classes=1001)
+    classifier = dict((v.op.name, v.get_shape().as_list()) for v in tf.global_variables())
+  task = detection.DetectionTask(config)
+  outputs = task.build_outputs({'image': tf.zeros([1, 64, 64, 3])}, is_training=True)
+  assert outputs[ssdlite.CLASS_PREDICTIONS_WITH_BACKGROUND].get_shape().as_list() == [1, 96, 91]
+  names = [v.op.name for v in tf.global_variables()]
+  assert 'FeatureExtractor/MobilenetV2/Conv/weights' in names
+  assert 'BoxPredictor_0/ClassPredictor/biases' in names
+  ws = config.train.warm_start
+  assignment, skipped = warm_start.plan(tf.global_variables(), classifier, ws.include, ws.exclude, ws.scope_map)
+  assert skipped == []
+  backbone = [n for n in names if n.startswith('FeatureExtractor/MobilenetV2/') and 'layer_19_' not in n]
+  assert sorted(v.op.name for v in assignment.values()) == sorted(backbone)
+  assert len(backbone) == 260  # 52 convolutions x (weights + 4 batch-norm variables)
