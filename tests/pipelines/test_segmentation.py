@@ -15,6 +15,7 @@ from pipelines import config as config_schema
 from pipelines import predict
 from pipelines import runner
 from pipelines import segmentation
+from tests.conftest import read_tsv
 
 CLASS_NAMES = ['background', 'circle', 'square', 'triangle', 'star']
 CONFIG = """
@@ -55,6 +56,23 @@ def test_output_shapes_and_names(graph, tmp_path, output_stride, feature_size):
                'concat_projection/BatchNorm/moving_mean', 'logits/semantic/weights', 'logits/semantic/biases'):
     assert name in names
   assert not any(n.startswith('aspp1') or n.startswith('decoder') for n in names)
+
+
+def test_full_model_variables_are_the_public_checkpoint_manifest(graph, tmp_path):
+  config = _config(tmp_path, ['model.depth_multiplier=1.0', 'model.num_classes=21'])
+  segmentation.SegmentationTask(config).build_outputs({'image': tf.zeros([1, 33, 33, 3])}, is_training=True)
+  variables = [(v.op.name, 'x'.join(str(d) for d in v.get_shape().as_list())) for v in tf.global_variables()]
+  assert variables == [tuple(row) for row in read_tsv('manifest_deeplab_full_os16.tsv')]
+
+
+def test_aspp_rates_and_decoder_options(graph, tmp_path):
+  config = _config(tmp_path, ['segmentation.aspp_rates=[2, 3]', 'segmentation.decoder=true'])
+  outputs = segmentation.SegmentationTask(config).build_outputs({'image': tf.zeros([1, 33, 33, 3])}, False)
+  assert outputs['logits'].get_shape().as_list() == [1, 33, 33, 5]
+  names = {v.op.name for v in tf.global_variables()}
+  assert {'aspp1/weights', 'aspp2/weights', 'decoder/feature_projection0/weights',
+          'decoder/decoder_conv1_pointwise/weights'} <= names
+  assert 'aspp3/weights' not in names
 
 
 def test_multi_scale_flip_averages_shared_single_scale_probabilities(graph, tmp_path):
