@@ -305,11 +305,13 @@ def preprocess_for_eval(image, image_size, central_fraction=0.875):
 
 
 def dataset(file_pattern, is_training, batch_size, image_size, shuffle_buffer=1024, num_parallel_reads=8,
-            num_parallel_calls=None, prefetch=2, seed=None):
+            num_parallel_calls=None, prefetch=2, seed=None, area_range=(0.08, 1.0)):
   """The ImageNet input pipeline for tf.estimator (see `tfrecord.read_dataset` for the tuning).
 
   Training repeats forever with full batches (static batch size). Evaluation reads every record once
   and keeps the last, partial batch, so its batch dimension is None: no image is left out of the metrics.
+
+  `area_range` is the training crop's area range (Inception-style, the paper's 0.08-1 by default).
 
   Returns:
     tf.data.Dataset of (features, labels): features = {'image': float32 [B, S, S, 3] in [-1, 1]},
@@ -317,7 +319,7 @@ def dataset(file_pattern, is_training, batch_size, image_size, shuffle_buffer=10
   """
   def map_fn(decoded):
     if is_training:
-      image = preprocess_for_train(decoded['image'], image_size, seed=seed)
+      image = preprocess_for_train(decoded['image'], image_size, area_range=area_range, seed=seed)
     else:
       image = preprocess_for_eval(decoded['image'], image_size)
     return {'image': image}, decoded['label']

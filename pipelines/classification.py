@@ -102,7 +102,7 @@ class ClassificationTask(skeleton.Task):
       return imagenet.dataset(pattern, is_training, batch, cfg.model.image_size,
                               shuffle_buffer=cfg.data.shuffle_buffer, num_parallel_reads=cfg.data.num_parallel_reads,
                               num_parallel_calls=cfg.data.num_parallel_calls or None, prefetch=cfg.data.prefetch,
-                              seed=cfg.runtime.seed)
+                              seed=cfg.runtime.seed, area_range=(cfg.classification.min_crop_area, 1.0))
     return fn
 
   def serving_input_receiver_fn(self):

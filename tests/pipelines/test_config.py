@@ -89,6 +89,7 @@ def test_int_accepted_for_float(tmp_path):
     ('runtime.save_checkpoints_steps=0', 'runtime.save_checkpoints_steps'),
     ('task=regression', 'task'),
     ('classification.top_k=0', 'classification.top_k'),
+    ('classification.min_crop_area=0', 'classification.min_crop_area'),
     ('detection.classification_loss=focal', 'detection.classification_loss'),
     ('detection.iou_threshold=0', 'detection.iou_threshold'),
     ('detection.unmatched_threshold=0.7', 'detection.unmatched_threshold'),
