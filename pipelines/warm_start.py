@@ -14,6 +14,7 @@ import tensorflow.compat.v1 as tf
 
 # Never warm-started: optimizer slots, step counters and moving averages belong to the run, not the model.
 LOG = logging.getLogger('mnv2')
+_EMA_SUFFIX = 'ExponentialMovingAverage'
 _RUN_STATE = re.compile(r'(^global_step$|/(RMSProp|Momentum|Adam)(_1)?$|ExponentialMovingAverage$|^beta[12]_power)')
 
 
@@ -44,15 +45,22 @@ def plan(variables, checkpoint_shapes, include=('.*',), exclude=(), scope_map=No
     scope_map: dict model-name prefix -> checkpoint-name prefix.
 
   Returns:
-    (assignment dict checkpoint name -> variable, list of (model name, reason) skipped).
+    (assignment dict checkpoint name -> variable, list of (model name, reason) skipped). Trainable
+    variables take the checkpoint's `<name>/ExponentialMovingAverage` when it has one.
   """
   assignment, skipped = {}, []
+  trainable = {v.op.name for v in tf.trainable_variables()}
   for var in variables:
     name = var.op.name
     if _RUN_STATE.search(name) or not any(re.search(p, name) for p in include) or \
         any(re.search(p, name) for p in exclude):
       continue
     ckpt_name = _checkpoint_name(name, scope_map or {})
+    # Prefer a checkpoint's moving average (TF-Slim's public checkpoints carry one per weight): those are
+    # the values the checkpoint was evaluated with.
+    averaged = ckpt_name + '/' + _EMA_SUFFIX
+    if averaged in checkpoint_shapes and name in trainable:
+      ckpt_name = averaged
     if ckpt_name not in checkpoint_shapes:
       skipped.append((name, 'not in checkpoint'))
       continue
