@@ -142,7 +142,18 @@ class DetectionTask(skeleton.Task):
             'classification': det.classification_weight * tf.reduce_sum(cls) / normalizer}
 
   def postprocess(self, outputs, heights, widths):
-    """NMS detections in absolute pixels of images of size heights x widths (int32 [B] each)."""
+    """Decoded, NMS-ed detections in absolute pixels of the original images.
+
+    Args:
+      outputs: dict from `build_outputs` (box codes float32 [B, A, 4], logits float32 [B, A, K + 1]).
+      heights, widths: int32 [B] original image sizes in pixels.
+
+    Returns:
+      dict (D = detection.max_detections): detection_boxes float32 [B, D, 4] [ymin, xmin, ymax, xmax] in
+      [0, height] x [0, width]; detection_scores float32 [B, D] in [0, 1]; detection_classes int32 [B, D]
+      label ids in 1..K (0 on padding); detection_class_names string [B, D] ('' on padding);
+      num_detections int32 [B]. Rows sorted by score, zero after num_detections.
+    """
     det = self.config.detection
     logits = outputs[ssdlite.CLASS_PREDICTIONS_WITH_BACKGROUND]
     probs = tf.nn.softmax(logits) if det.classification_loss == 'softmax' else tf.sigmoid(logits)
@@ -200,7 +211,14 @@ class DetectionTask(skeleton.Task):
     return dict(targets)
 
   def example(self, decoded, is_training, pattern=''):
-    """(features, labels) of one decoded record (`datasets.coco.decode`), before batching."""
+    """(features, labels) of one decoded record (`datasets.coco.decode`), before batching.
+
+    features: image float32 [S, S, 3] in [-1, 1] (+ eval: original_height/original_width int32 []).
+    labels: the target assigner's dict for the `A` anchors (+ eval: groundtruth_boxes float32 [M, 4]
+    normalized, groundtruth_classes int32 [M], groundtruth_is_crowd bool [M], groundtruth_area float32 [M],
+    num_objects int32 [], source_id string [], original_height/original_width int32 []), M = max_objects.
+    `pattern` names the files in the error raised for class ids outside 1..num_classes.
+    """
     cfg = self.config
     size, max_objects = cfg.model.image_size, cfg.detection.max_objects
     if is_training and cfg.detection.random_crop:
