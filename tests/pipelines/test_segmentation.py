@@ -209,6 +209,18 @@ def test_train_eval_export_predict(tmp_path, dataset):
     assert saved['mask'].shape == ckpt['mask'].shape
     np.testing.assert_allclose(saved['probabilities'], ckpt['probabilities'], rtol=1e-4, atol=1e-5)
 
+  # A batch of equal-sized images is one request; mixed sizes fail with a clear message.
+  predictor = predict.Predictor(export_dir)
+  try:
+    encoded = [open(p, 'rb').read() for p in images]
+    batch = predictor(encoded[:2])
+    assert batch['mask'].shape == (2,) + val_labels[0].shape
+    np.testing.assert_array_equal(batch['mask'][1], from_ckpt[1]['mask'])
+    with pytest.raises(tf.errors.InvalidArgumentError, match='same size'):
+      predictor(encoded[2:])
+  finally:
+    predictor.close()
+
   out = str(tmp_path / 'out.png')
   assert cli.main(['predict', probe, '--saved-model', export_dir, '--output', out]) == 0
   assert Image.open(out).size == (30, 50) and os.path.isfile(str(tmp_path / 'out_overlay.png'))
