@@ -60,7 +60,8 @@ class ClassificationTask(skeleton.Task):
         _, end_points = mobilenet_v2.mobilenet_base(
             features['image'], depth_multiplier=model.depth_multiplier, scope=scope,
             finegrain_classification_mode=model.finegrain_classification_mode,
-            output_stride=model.output_stride, use_explicit_padding=model.use_explicit_padding)
+            output_stride=model.output_stride, use_explicit_padding=model.use_explicit_padding,
+            divisible_by=model.divisible_by)
         return head_lib.head(end_points, model.num_classes, is_training)
 
   def build_losses(self, outputs, labels, features):

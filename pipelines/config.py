@@ -33,6 +33,10 @@ class ModelConfig:
   finegrain_classification_mode: bool = False
   output_stride: Optional[int] = None  # None = 32; 8 or 16 use atrous convolution (segmentation)
   use_explicit_padding: bool = False
+  # Channel rounding of the backbone; null = the task's public convention: 8 (TF-Slim, OD API) for
+  # classification/detection, DeepLab's (8 at multiplier 1.0, else 1) for segmentation. Set 8 to warm-start
+  # a segmentation model from a TF-Slim classifier of another width.
+  divisible_by: Optional[int] = None
   dropout_keep_prob: float = 0.8
   weight_decay: float = 0.00004
   bn_decay: float = 0.997
@@ -42,6 +46,8 @@ class ModelConfig:
     _positive('depth_multiplier', self.depth_multiplier)
     _positive('image_size', self.image_size)
     _positive('num_classes', self.num_classes)
+    if self.divisible_by is not None and self.divisible_by <= 0:
+      raise ValueError('divisible_by: must be > 0 or null, got %r' % (self.divisible_by,))
     if self.output_stride not in (None, 8, 16, 32):
       raise ValueError('output_stride: must be null, 8, 16 or 32, got %r' % (self.output_stride,))
     if not 0 < self.dropout_keep_prob <= 1:

@@ -132,6 +132,14 @@ def run_task(task, raw, out, steps, extra_sets):
   overrides.append('data.num_train_examples=%d' % _train_examples(records))
   if steps:
     overrides.append('train.steps=%d' % steps)
+  classifier = os.path.join(out, 'models', 'classification')
+  if task != 'classification':
+    # The paper's recipe: detection and segmentation start from a classifier's backbone.
+    if glob.glob(os.path.join(classifier, 'model.ckpt-*.index')):
+      overrides.append('train.warm_start.checkpoint=%s' % classifier)
+    else:
+      LOG.info('no demo classifier in %s: %s trains from scratch (run the classification task first for '
+               'the warm start)', classifier, task)
   overrides += extra_sets
   config_path = os.path.join(CONFIG_DIR, 'demo_%s.yaml' % task)
   config = runner.load_config(config_path, overrides, 'train')

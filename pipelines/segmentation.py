@@ -94,7 +94,8 @@ def single_scale_logits(config, images, is_training, reuse=None):
   with tf.variable_scope(tf.get_variable_scope(), reuse=reuse), slim.arg_scope(scope), \
       slim.arg_scope([slim.dropout], is_training=is_training):
     features, end_points = deeplab.features(images, output_stride=model.output_stride or 32,
-                                            depth_multiplier=model.depth_multiplier)
+                                            depth_multiplier=model.depth_multiplier,
+                                            divisible_by=model.divisible_by)
     with slim.arg_scope([slim.batch_norm], decay=HEAD_BN_DECAY, epsilon=HEAD_BN_EPSILON):
       outputs = deeplab.aspp_head(
           features, model.num_classes, aspp_rates=seg.aspp_rates, image_pooling=seg.image_pooling,

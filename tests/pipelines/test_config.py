@@ -66,6 +66,7 @@ def test_int_accepted_for_float(tmp_path):
 @pytest.mark.parametrize('override,key', [
     ('model.depth_multiplier=0', 'model.depth_multiplier'),
     ('model.output_stride=4', 'model.output_stride'),
+    ('model.divisible_by=0', 'model.divisible_by'),
     ('model.dropout_keep_prob=0', 'model.dropout_keep_prob'),
     ('model.weight_decay=-1', 'model.weight_decay'),
     ('model.bn_decay=1.0', 'model.bn_decay'),
