@@ -36,6 +36,8 @@ import numpy as np
 from PIL import Image
 from PIL import ImageDraw
 
+from datasets.voc import voc_colormap  # noqa: F401  (one PASCAL colour map for the project; re-exported)
+
 CLASSES = ('circle', 'square', 'triangle', 'star')
 SYNSETS = tuple('n%08d' % (i + 1) for i in range(len(CLASSES)))
 COCO_CATEGORY_IDS = (1, 2, 4, 7)
@@ -72,23 +74,6 @@ occlusion. area: int number of visible pixels."""
 Scene = collections.namedtuple('Scene', ['image', 'instances', 'objects'])
 Scene.__doc__ = """A rendered image. image: uint8 [H, W, 3] RGB in [0, 255]. instances: int32 [H, W], 0 for
 background and k for the visible pixels of objects[k - 1]. objects: list of ShapeObject."""
-
-
-def voc_colormap():
-  """The standard PASCAL VOC colour map (bits of the index interleaved into R, G, B from the top bit).
-
-  Returns:
-    uint8 array [256, 3]; row i is the RGB colour of label i (0 black, 1 (128, 0, 0), 255 (224, 224, 192)).
-  """
-  cmap = np.zeros((256, 3), dtype=np.uint8)
-  for label in range(256):
-    value, rgb = label, [0, 0, 0]
-    for bit in range(8):
-      for channel in range(3):
-        rgb[channel] |= ((value >> channel) & 1) << (7 - bit)
-      value >>= 3
-    cmap[label] = rgb
-  return cmap
 
 
 def _shape_vertices(class_index, cx, cy, radius, angle):

@@ -269,7 +269,7 @@ def run(args):
   return 0
 
 
-def _decode_rgb(encoded):
+def decode_rgb(encoded):
   """JPEG with the accurate integer DCT (the fast default is off by up to ~7 levels); PNG/GIF/BMP too."""
   image = tf.cond(tf.image.is_jpeg(encoded),
                   lambda: tf.image.decode_jpeg(encoded, channels=3, dct_method='INTEGER_ACCURATE'),
@@ -293,7 +293,7 @@ def decode(serialized):
       KEY_IMAGE_FILENAME: tf.FixedLenFeature([], tf.string, default_value=''),
       KEY_LABEL_ENCODED: tf.FixedLenFeature([], tf.string),
   })
-  image = _decode_rgb(features[KEY_IMAGE_ENCODED])
+  image = decode_rgb(features[KEY_IMAGE_ENCODED])
   label = tf.image.decode_png(features[KEY_LABEL_ENCODED], channels=1)
   image_size, label_size = tf.shape(image)[:2], tf.shape(label)[:2]
   check = tf.debugging.assert_equal(image_size, label_size, message='label size differs from image size',

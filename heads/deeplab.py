@@ -15,11 +15,10 @@ Width multiplier: as DeepLab, the backbone uses min_depth 8 and divisible_by 8 a
 Not here: losses, label handling, input preprocessing and cropping, multi-scale inference, the
 dense-prediction cell, squeeze-and-excitation ASPP.
 """
-import contextlib
-
 import tensorflow.compat.v1 as tf
 import tf_slim as slim
 
+from heads import scopes
 from nets import mobilenet_v2
 
 FEATURE_ENDPOINT = 'layer_18'
@@ -63,18 +62,6 @@ def features(images, output_stride=16, depth_multiplier=1.0, is_training=None, d
       images, depth_multiplier=depth_multiplier, output_stride=output_stride, final_endpoint=FEATURE_ENDPOINT,
       min_depth=8 if exact else 1, divisible_by=divisible_by, scope=mobilenet_v2.DEFAULT_SCOPE, reuse=reuse,
       **kwargs)
-
-
-@contextlib.contextmanager
-def _head_scope(activation_fn, is_training):
-  """DeepLab's own defaults for its layers: batch norm (scaled) + activation, SAME padding."""
-  bn_args = {'center': True, 'scale': True}
-  if is_training is not None:
-    bn_args['is_training'] = is_training
-  with slim.arg_scope([slim.conv2d, slim.separable_conv2d], normalizer_fn=slim.batch_norm,
-                      activation_fn=activation_fn, padding='SAME', stride=1), \
-      slim.arg_scope([slim.batch_norm], **bn_args):
-    yield
 
 
 def _resize_bilinear(net, size):
@@ -215,7 +202,7 @@ def aspp_head(features_tensor, num_classes, aspp_rates=None, image_pooling=True,
     raise ValueError('num_classes must be >= 1, got %r' % (num_classes,))
   if decoder_endpoint is not None:
     _check_endpoint(end_points, decoder_endpoint)
-  with _head_scope(tf.nn.relu, is_training):
+  with scopes.conv_bn_scope(tf.nn.relu, is_training):
     net = _aspp(features_tensor, depth, aspp_rates, image_pooling, separable_aspp, dropout_keep_prob, is_training)
     if decoder_endpoint is not None:
       net = _decoder(net, end_points, decoder_endpoint, depth)

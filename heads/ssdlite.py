@@ -19,11 +19,10 @@ both to the backbone and to the extra layers (max(int(d x multiplier), min_depth
 
 Not here: anchors (`heads.core.anchors`), box decoding, losses, post-processing, input preprocessing.
 """
-import contextlib
-
 import tensorflow.compat.v1 as tf
 import tf_slim as slim
 
+from heads import scopes
 from nets import mobilenet_v2
 
 FEATURE_EXTRACTOR_SCOPE = 'FeatureExtractor'
@@ -40,18 +39,6 @@ CLASS_PREDICTIONS_WITH_BACKGROUND = 'class_predictions_with_background'
 
 _BOX_SCOPE = 'BoxEncodingPredictor'
 _CLASS_SCOPE = 'ClassPredictor'
-
-
-@contextlib.contextmanager
-def _head_scope(activation_fn, is_training):
-  """The head's own layer defaults: BN + activation on every conv (the public `conv_hyperparams`)."""
-  bn_args = {'center': True, 'scale': True}
-  if is_training is not None:
-    bn_args['is_training'] = is_training
-  with slim.arg_scope([slim.conv2d, slim.separable_conv2d], normalizer_fn=slim.batch_norm,
-                      activation_fn=activation_fn, padding='SAME', stride=1), \
-      slim.arg_scope([slim.batch_norm], **bn_args):
-    yield
 
 
 def _fixed_padding_3x3(net):
@@ -96,7 +83,7 @@ def extra_feature_maps(end_points, from_layers=FEATURE_ENDPOINTS, layer_depths=E
   def depth_fn(depth):
     return max(int(depth * depth_multiplier), min_depth)
 
-  with _head_scope(activation_fn, is_training):
+  with scopes.conv_bn_scope(activation_fn, is_training):
     for index, depth in enumerate(layer_depths, len(from_layers)):
       net = slim.conv2d(maps[-1], depth_fn(depth // 2), 1,
                         scope='%s_1_Conv2d_%d_1x1_%d' % (base, index, depth_fn(depth // 2)))
@@ -180,7 +167,7 @@ def box_predictor(feature_map_list, num_classes, num_anchors_per_location=NUM_AN
   if num_classes < 1:
     raise ValueError('num_classes must be >= 1, got %r' % (num_classes,))
   boxes, classes = [], []
-  with _head_scope(activation_fn, is_training):
+  with scopes.conv_bn_scope(activation_fn, is_training):
     for i, (net, num_anchors) in enumerate(zip(feature_map_list, num_anchors_per_location)):
       with tf.variable_scope('BoxPredictor_%d' % i):
         box = _predict(net, num_anchors * BOX_CODE_SIZE, _BOX_SCOPE, 0.0)

@@ -95,9 +95,7 @@ class ClassificationTask(skeleton.Task):
 
   def input_fn(self, mode):
     cfg = self.config
-    is_training = mode == tf.estimator.ModeKeys.TRAIN
-    pattern = cfg.data.train_files if is_training else cfg.data.eval_files
-    batch = cfg.train.batch_size if is_training else cfg.eval.batch_size
+    pattern, batch, is_training = self.split(mode)
 
     def fn(params=None):  # pylint: disable=unused-argument
       return imagenet.dataset(pattern, is_training, batch, cfg.model.image_size,

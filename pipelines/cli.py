@@ -25,9 +25,9 @@ def _add_run_args(parser, model_dir=True):
 
 
 def _quiet_tf(verbose=False):
-  """Our progress lines always print; TensorFlow's own INFO stream only with `mnv2 -v`."""
+  """Our progress lines always print; TensorFlow's own log (INFO, deprecation warnings) only with `mnv2 -v`."""
   import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
-  tf.logging.set_verbosity(tf.logging.INFO if verbose or _VERBOSE[0] else tf.logging.WARN)
+  tf.logging.set_verbosity(tf.logging.INFO if verbose or _VERBOSE[0] else tf.logging.ERROR)
 
 
 def _add_train(parser):
@@ -87,6 +87,8 @@ def _add_predict(parser):
   parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE', help='config override')
   parser.add_argument('--output', help='detection/segmentation: image to write (one input image), or a directory')
   parser.add_argument('--json', help='also write the predictions to this JSON file')
+  parser.add_argument('--min-score', type=float, default=0.3,
+                      help='detection: list and draw only boxes scoring at least this (default 0.3)')
 
 
 def _run_predict(args):
@@ -105,7 +107,8 @@ def _run_predict(args):
     results = predict.predict_checkpoint(config, args.model_dir, args.images, args.checkpoint)
   else:
     raise ValueError('predict needs --saved-model DIR, or --config FILE and --model-dir DIR')
-  described = [render.describe(path, result, render.output_path(args.output, path, len(args.images)))
+  described = [render.describe(path, result, render.output_path(args.output, path, len(args.images)),
+                               args.min_score)
                for path, result in zip(args.images, results)]
   for item in described:
     print(render.summary_line(item))
@@ -161,6 +164,7 @@ def _dataset_module(name):
 
 
 def _run_convert(args):
+  _quiet_tf()
   return _dataset_module(args.dataset).run(args)
 
 
@@ -181,6 +185,7 @@ def _add_demo(parser):
 
 def _run_demo(args):
   from pipelines import demo  # pylint: disable=g-import-not-at-top
+  _quiet_tf()
   return demo.run(args)
 
 

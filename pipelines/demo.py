@@ -210,8 +210,6 @@ def _task_sets(sets, task):
 
 
 def run(args):
-  import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
-  tf.logging.set_verbosity(tf.logging.WARN)
   tasks = _parse_tasks(args.tasks)
   for task in tasks:
     _task_sets(args.set, task)  # validate before any work

@@ -244,15 +244,9 @@ class DetectionTask(skeleton.Task):
 
   def dataset(self, mode, batch_size=None, repeat=None):
     """tf.data.Dataset of batched (features, labels); training batches are full (static batch size)."""
-    cfg = self.config
-    is_training = mode == tf.estimator.ModeKeys.TRAIN
-    pattern = cfg.data.train_files if is_training else cfg.data.eval_files
-    batch = batch_size or (cfg.train.batch_size if is_training else cfg.eval.batch_size)
-    return tfrecord.read_dataset(
-        pattern, coco.decode, lambda decoded: self.example(decoded, is_training, pattern), batch, is_training,
-        shuffle_buffer=cfg.data.shuffle_buffer, num_parallel_reads=cfg.data.num_parallel_reads,
-        num_parallel_calls=cfg.data.num_parallel_calls or None, prefetch=cfg.data.prefetch, seed=cfg.runtime.seed,
-        drop_remainder=is_training, repeat=repeat)
+    pattern, _, is_training = self.split(mode)
+    return self.read_records(mode, coco.decode, lambda decoded: self.example(decoded, is_training, pattern),
+                             batch_size=batch_size, repeat=repeat)
 
   def input_fn(self, mode):
     return lambda params=None: self.dataset(mode)

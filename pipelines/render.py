@@ -3,13 +3,15 @@
 Classification: the top-k classes with names and probabilities. Detection: boxes (absolute pixels) with
 class names and scores, drawn on the image. Segmentation: a VOC-palette class mask PNG plus a blended
 overlay. The task is recognised from the prediction's keys, so SavedModel and checkpoint predictions
-render the same way. Pillow only; no TensorFlow here.
+render the same way. No graph is built here: Pillow and numpy draw what a model returned.
 """
 import os
 
 import numpy as np
 from PIL import Image
 from PIL import ImageDraw
+
+from datasets import voc
 
 
 def _text(value):
@@ -26,21 +28,6 @@ def output_path(output, image_path, num_images):
     os.makedirs(output)
   stem = os.path.splitext(os.path.basename(image_path))[0]
   return os.path.join(output, stem + '.png')
-
-
-def voc_palette():
-  """The PASCAL VOC colour map as a flat list for `Image.putpalette` (index 255 -> (224, 224, 192))."""
-  palette = np.zeros((256, 3), np.uint8)
-  for index in range(256):
-    c, r, g, b = index, 0, 0, 0
-    for shift in range(7, -1, -1):
-      r |= ((c >> 0) & 1) << shift
-      g |= ((c >> 1) & 1) << shift
-      b |= ((c >> 2) & 1) << shift
-      c >>= 3
-    palette[index] = (r, g, b)
-  palette[255] = (224, 224, 192)
-  return palette
 
 
 def _classification(path, pred, out):
@@ -60,11 +47,12 @@ def _classification(path, pred, out):
   return item
 
 
-def _detection(path, pred, out):
+def _detection(path, pred, out, min_score):
   count = int(pred['num_detections'])
   names = pred.get('detection_class_names', [str(int(c)) for c in pred['detection_classes']])
   dets = [{'box': [float(v) for v in pred['detection_boxes'][i]], 'class': int(pred['detection_classes'][i]),
-           'name': _text(names[i]), 'score': float(pred['detection_scores'][i])} for i in range(count)]
+           'name': _text(names[i]), 'score': float(pred['detection_scores'][i])} for i in range(count)
+          if pred['detection_scores'][i] >= min_score]
   item = {'image': path, 'task': 'detection', 'detections': dets}
   if out:
     image = Image.open(path).convert('RGB')
@@ -84,7 +72,7 @@ def _segmentation(path, pred, out):
   item = {'image': path, 'task': 'segmentation',
           'pixels_per_class': {int(c): int(n) for c, n in zip(classes, counts)}}
   if out:
-    palette = voc_palette()
+    palette = voc.voc_colormap()
     mask_image = Image.fromarray(mask, 'P')
     mask_image.putpalette(palette.flatten().tolist())
     mask_image.save(out)
@@ -96,12 +84,17 @@ def _segmentation(path, pred, out):
   return item
 
 
-def describe(path, prediction, out=None):
-  """JSON-able dict for one prediction; writes the picture to `out` for detection/segmentation."""
+# Detections below this score are neither drawn nor listed by default: the exported model keeps up to 100
+# per image with a near-zero threshold (what COCO AP needs), far too many to look at.
+DEFAULT_MIN_SCORE = 0.3
+
+
+def describe(path, prediction, out=None, min_score=DEFAULT_MIN_SCORE):
+  """JSON-able dict for one prediction; writes the picture to `out` (detections: those >= `min_score`)."""
   if 'top_k_classes' in prediction:
     return _classification(path, prediction, out)
   if 'detection_boxes' in prediction:
-    return _detection(path, prediction, out)
+    return _detection(path, prediction, out, min_score)
   if 'mask' in prediction:
     return _segmentation(path, prediction, out)
   raise ValueError('unrecognised prediction outputs: %s' % ', '.join(sorted(prediction)))

@@ -158,18 +158,9 @@ def pixel_loss(logits, labels, num_classes, top_k_fraction=1.0):
   return tf.reduce_sum(kept) / tf.cast(tf.maximum(count, 1), tf.float32)
 
 
-def _decode_rgb(encoded):
-  """uint8 [H, W, 3] from JPEG (accurate DCT, as the eval records are decoded), PNG, GIF or BMP bytes."""
-  image = tf.cond(tf.image.is_jpeg(encoded),
-                  lambda: tf.image.decode_jpeg(encoded, channels=3, dct_method='INTEGER_ACCURATE'),
-                  lambda: tf.image.decode_image(encoded, channels=3, expand_animations=False))
-  image.set_shape([None, None, 3])
-  return image
-
-
 def _fit_and_pad(encoded, crop_size):
   """One encoded image -> eval-style padded image, its size, and the size it has inside the padding."""
-  image = _decode_rgb(encoded)
+  image = voc.decode_rgb(encoded)
   size = tf.shape(image)[:2]
   scale = tf.minimum(1.0, crop_size / tf.cast(tf.reduce_max(size), tf.float32))
   fitted_size = tf.clip_by_value(tf.cast(tf.round(tf.cast(size, tf.float32) * scale), tf.int32), 1, crop_size)
@@ -255,16 +246,11 @@ class SegmentationTask(skeleton.Task):
 
   def input_fn(self, mode):
     cfg = self.config
-    is_training = mode == tf.estimator.ModeKeys.TRAIN
-    pattern = cfg.data.train_files if is_training else cfg.data.eval_files
-    batch = cfg.train.batch_size if is_training else cfg.eval.batch_size
+    is_training = self.split(mode)[2]
 
     def fn(params=None):  # pylint: disable=unused-argument
-      return tfrecord.read_dataset(
-          pattern, voc.decode, lambda decoded: _example(decoded, cfg.segmentation, is_training, cfg.runtime.seed),
-          batch, is_training, shuffle_buffer=cfg.data.shuffle_buffer, num_parallel_reads=cfg.data.num_parallel_reads,
-          num_parallel_calls=cfg.data.num_parallel_calls or None, prefetch=cfg.data.prefetch, seed=cfg.runtime.seed,
-          drop_remainder=is_training)
+      return self.read_records(mode, voc.decode,
+                               lambda decoded: _example(decoded, cfg.segmentation, is_training, cfg.runtime.seed))
     return fn
 
   def serving_input_receiver_fn(self):

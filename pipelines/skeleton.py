@@ -14,6 +14,7 @@ import time
 
 import tensorflow.compat.v1 as tf
 
+from datasets import tfrecord
 from pipelines import optimization
 from pipelines import warm_start as warm_start_lib
 
@@ -51,6 +52,26 @@ class Task(object):
     """float32 [B, H, W, 3] in [0, 1] for TensorBoard, or None."""
     image = features.get('image') if isinstance(features, dict) else None
     return None if image is None else tf.clip_by_value(image * 0.5 + 0.5, 0.0, 1.0)
+
+  def split(self, mode):
+    """(file pattern, batch size, is_training) of the split a mode reads: train for TRAIN, else eval."""
+    cfg = self.config
+    if mode == ModeKeys.TRAIN:
+      return cfg.data.train_files, cfg.train.batch_size, True
+    return cfg.data.eval_files, cfg.eval.batch_size, False
+
+  def read_records(self, mode, decode_fn, map_fn, batch_size=None, repeat=None):
+    """The mode's TFRecords through `tfrecord.read_dataset` with the config's data settings.
+
+    Training batches are full (static batch size) and repeat; evaluation reads the split once and keeps
+    the last partial batch.
+    """
+    cfg = self.config
+    pattern, batch, is_training = self.split(mode)
+    return tfrecord.read_dataset(
+        pattern, decode_fn, map_fn, batch_size or batch, is_training, shuffle_buffer=cfg.data.shuffle_buffer,
+        num_parallel_reads=cfg.data.num_parallel_reads, num_parallel_calls=cfg.data.num_parallel_calls or None,
+        prefetch=cfg.data.prefetch, seed=cfg.runtime.seed, drop_remainder=is_training, repeat=repeat)
 
   def input_fn(self, mode):
     raise NotImplementedError
@@ -121,9 +142,26 @@ def _train_op(task, total_loss, model_dir):
     train_op = opt.apply_gradients(grads_and_vars, global_step=global_step)
   ema = _moving_average(config)
   if ema is not None:
-    with tf.control_dependencies([train_op]):
-      train_op = ema.apply(tf.trainable_variables())
+    train_op = _apply_moving_average(ema, train_op)
   return train_op, rate
+
+
+def _apply_moving_average(ema, train_op):
+  """Updates the weights' moving averages after `train_op`.
+
+  Under a distribution strategy the averages are created and updated once, in cross-replica context
+  (`merge_call`): creating them per replica fails on TF 1.15 and would average each replica separately.
+  """
+  variables = tf.trainable_variables()
+
+  def apply(strategy, op):
+    ops = strategy.experimental_local_results(op) if strategy is not None else [op]
+    with tf.control_dependencies(list(ops)):
+      return ema.apply(variables)
+
+  if tf.distribute.has_strategy() and not tf.distribute.in_cross_replica_context():
+    return tf.distribute.get_replica_context().merge_call(apply, args=(train_op,))
+  return apply(None, train_op)
 
 
 def make_model_fn(task, model_dir=None):

@@ -55,6 +55,8 @@ def test_train_eval_export_predict(tmp_path, dataset_dir):
     saved = json.load(f)
   assert saved['global_step'] == 2 and 0.0 <= saved['top1_accuracy'] <= saved['top5_accuracy'] <= 1.0
   assert metrics['top1_accuracy'] == saved['top1_accuracy']
+  # --continuous evaluates the checkpoints as they come and stops at the run's last step.
+  assert runner.evaluate(config, model_dir, continuous=True)['global_step'] == 2
 
   export_dir = runner.export(config, model_dir)
   image = os.path.join(str(tmp_path), 'probe.png')
