@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 from PIL import Image
 
+from datasets import shard_writer
 from datasets import tfrecord
 from datasets.detection_augment import make_class_mapping  # noqa: F401  (public API)
 from datasets.detection_augment import pad_objects  # noqa: F401
@@ -335,7 +336,7 @@ def convert(images_dir, annotations_file, output_dir, split, num_shards=4, num_w
     annotations_file: a COCO `instances_*.json` (or `image_info_*.json`, giving images without objects).
     output_dir: local folder for the shards, `label_map.pbtxt` and `labels.txt` (created if missing).
     split: shard name prefix, e.g. 'train' or 'val'.
-    num_shards, num_workers, on_error: as `tfrecord.write_sharded` (on_error acts on unreadable images).
+    num_shards, num_workers, on_error: as `shard_writer.write_sharded` (on_error acts on unreadable images).
     include_masks: also write `image/object/mask` (PNG 0/1 masks, as the OD API with include_masks).
 
   Returns:
@@ -364,8 +365,8 @@ def convert(images_dir, annotations_file, output_dir, split, num_shards=4, num_w
     os.makedirs(output_dir)
   _write_text(os.path.join(output_dir, LABEL_MAP_NAME), format_label_map(categories))
   tfrecord.write_label_file(categories, os.path.join(output_dir, LABELS_NAME))
-  stats = tfrecord.write_sharded(items, _encode_item, output_dir, split, num_shards, num_workers=num_workers,
-                                 on_error=on_error, desc='coco %s' % split)
+  stats = shard_writer.write_sharded(items, _encode_item, output_dir, split, num_shards,
+                                     num_workers=num_workers, on_error=on_error, desc='coco %s' % split)
   failed = set(path for path, _ in stats['errors'])
   kept = [item for item in items if item['path'] not in failed]
   kept_objects = [o for item in kept for o in item['objects']]

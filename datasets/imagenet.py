@@ -16,6 +16,7 @@ import sys
 
 import tensorflow.compat.v1 as tf
 
+from datasets import shard_writer
 from datasets import tfrecord
 
 ENCODED_KEY = 'image/encoded'
@@ -162,10 +163,10 @@ def convert(input_dir, output_dir, split, labels_file=None, ground_truth_file=No
       layout its order also gives the labels, so list exactly the training classes (e.g. the 1000-line
       `synset_words.txt`), else labels would differ from the training split's.
     ground_truth_file: str or None, one synset per line for the flat layout.
-    num_shards, num_workers, on_error: see `tfrecord.write_sharded`.
+    num_shards, num_workers, on_error: see `shard_writer.write_sharded`.
 
   Returns:
-    `tfrecord.write_sharded`'s stats plus 'num_classes' and 'labels_path'.
+    `shard_writer.write_sharded`'s stats plus 'num_classes' and 'labels_path'.
 
   Raises:
     ValueError: naming the folder or file, for an empty/missing input_dir or inconsistent label files.
@@ -181,8 +182,8 @@ def convert(input_dir, output_dir, split, labels_file=None, ground_truth_file=No
   if not os.path.isdir(output_dir):
     os.makedirs(output_dir)
   labels_path = _write_labels(names, output_dir)
-  stats = tfrecord.write_sharded(items, encode_example, output_dir, split, num_shards,
-                                 num_workers=num_workers, on_error=on_error, desc='imagenet %s' % split)
+  stats = shard_writer.write_sharded(items, encode_example, output_dir, split, num_shards,
+                                     num_workers=num_workers, on_error=on_error, desc='imagenet %s' % split)
   stats.update(num_classes=len(names), labels_path=labels_path)
   return stats
 

@@ -17,6 +17,7 @@ import tensorflow.compat.v1 as tf
 from PIL import Image
 
 from datasets import segmentation_augment
+from datasets import shard_writer
 from datasets import tfrecord
 from datasets.segmentation_augment import preprocess_for_eval  # noqa: F401  (public API)
 from datasets.segmentation_augment import preprocess_for_train  # noqa: F401  (public API)
@@ -203,12 +204,12 @@ def convert(devkit_dir, output_dir, split, year='2012', extra_masks_dir=None, sp
     year: str, devkit year.
     extra_masks_dir: optional str, SBD-style `<id>.png` class-index masks for ids without a VOC mask.
     split_file: optional str, id list used instead of `ImageSets/Segmentation/<split>.txt`.
-    num_shards, num_workers, on_error: as `tfrecord.write_sharded`.
+    num_shards, num_workers, on_error: as `shard_writer.write_sharded`.
     num_classes: int, valid mask values are below it (plus 255); default len(class_names) or 21.
     class_names: optional list of names for `labels.txt`; default the 21 VOC classes.
 
   Returns:
-    `tfrecord.write_sharded`'s stats dict plus 'num_ids' and 'labels_file'.
+    `shard_writer.write_sharded`'s stats dict plus 'num_ids' and 'labels_file'.
 
   Raises:
     tfrecord.ConversionError: missing devkit or split list, or a bad item with on_error='fail'.
@@ -227,8 +228,9 @@ def convert(devkit_dir, output_dir, split, year='2012', extra_masks_dir=None, sp
     if extra_masks_dir:
       masks.append(os.path.join(extra_masks_dir, image_id + '.png'))
     items.append((image_id, os.path.join(root, 'JPEGImages', image_id + '.jpg'), tuple(masks), num_classes))
-  stats = tfrecord.write_sharded(items, encode_example, output_dir, split, num_shards,
-                                 num_workers=num_workers, on_error=on_error, desc='VOC%s %s' % (year, split))
+  stats = shard_writer.write_sharded(items, encode_example, output_dir, split, num_shards,
+                                     num_workers=num_workers, on_error=on_error,
+                                     desc='VOC%s %s' % (year, split))
   stats['num_ids'] = len(ids)
   stats['labels_file'] = os.path.join(output_dir, LABELS_FILENAME)
   tfrecord.write_label_file(dict(enumerate(class_names)), stats['labels_file'])
