@@ -1,35 +1,31 @@
-"""COCO detection data: raw COCO -> Object Detection API TFRecords, label maps, and the record decoder.
+"""COCO detection data: raw COCO -> Object Detection API TFRecords, and the record decoder.
 
 `convert` writes the keys of the Object Detection API's `create_coco_tf_record.py`, so its records and
 ours are interchangeable: boxes normalized to [0, 1] and clipped to the image, class labels the COCO
 category ids as they are (not remapped; see `detection_augment.make_class_mapping`), crowd objects kept
 and flagged, images without objects kept. Next to the shards it writes `label_map.pbtxt` (OD API text
-format) and `labels.txt` (TF-Slim). Data problems (missing files, annotations of unknown images,
-degenerate boxes) are reported on stderr and counted, never fatal. `mnv2 convert coco` wraps `convert`.
+format, see `datasets.label_maps`) and `labels.txt` (TF-Slim). Data problems (missing files, annotations
+of unknown images, degenerate boxes) are reported on stderr and counted, never fatal. `decode` parses one
+record. `mnv2 convert coco` wraps `convert`.
 
-Not here: augmentation and resizing (re-exported from `datasets.detection_augment`), keypoints,
-captions, panoptic data, evaluation (pycocotools' COCOeval reads the original json).
+Not here: the label map format (`datasets.label_maps`), augmentation and resizing
+(`datasets.detection_augment`), the shard writer (`datasets.shard_writer`), keypoints, captions, panoptic
+data, evaluation (pycocotools' COCOeval reads the original json).
 """
 import collections
 import hashlib
 import io
 import json
 import os
-import re
 import sys
 
 import numpy as np
 import tensorflow.compat.v1 as tf
 from PIL import Image
 
+from datasets import label_maps
 from datasets import shard_writer
 from datasets import tfrecord
-from datasets.detection_augment import make_class_mapping  # noqa: F401  (public API)
-from datasets.detection_augment import pad_objects  # noqa: F401
-from datasets.detection_augment import preprocess_for_eval  # noqa: F401
-from datasets.detection_augment import preprocess_for_train  # noqa: F401
-from datasets.detection_augment import random_horizontal_flip  # noqa: F401
-from datasets.detection_augment import ssd_random_crop  # noqa: F401
 
 HEIGHT = 'image/height'
 WIDTH = 'image/width'
@@ -54,88 +50,6 @@ _MAX_REPORTED = 20  # problems of one kind printed before "... and N more"
 
 # One object as shipped to the worker processes: normalized clipped box, COCO id, name, flags.
 _Object = collections.namedtuple('_Object', 'ymin xmin ymax xmax label text is_crowd area segmentation')
-
-
-# ----------------------------------------------------------------------------------------- label maps
-
-
-def _quote(text):
-  return '"%s"' % text.replace('\\', '\\\\').replace('"', '\\"')
-
-
-def format_label_map(categories):
-  """Object Detection API label map text for dict id -> name, sorted by id."""
-  blocks = ['item {\n  id: %d\n  name: %s\n  display_name: %s\n}\n' % (i, _quote(n), _quote(n))
-            for i, n in sorted(categories.items())]
-  return ''.join(blocks)
-
-
-def _write_text(path, text):
-  tmp_path = '%s.tmp-%d' % (path, os.getpid())
-  with io.open(tmp_path, 'w', encoding='utf-8') as f:
-    f.write(text)
-  os.rename(tmp_path, path)
-
-
-_STRING_RE = r'"((?:[^"\\]|\\.)*)"|\'((?:[^\'\\]|\\.)*)\''
-_NESTED_RE = re.compile(r'\w+\s*:?\s*\{[^{}]*\}')
-
-
-def _field(body, name):
-  match = re.search(r'(?<![\w])%s\s*:\s*(?:%s|(-?\d+))' % (name, _STRING_RE), body)
-  if match is None:
-    return None
-  if match.group(3) is not None:
-    return int(match.group(3))
-  raw = match.group(1) if match.group(1) is not None else match.group(2)
-  return re.sub(r'\\(.)', r'\1', raw)
-
-
-def _item_bodies(text, path):
-  """Top-level `item { ... }` bodies of a pbtxt, with nested blocks (e.g. keypoints) removed."""
-  text = re.sub(r'(?m)^\s*#.*$', '', text)
-  bodies, pos = [], 0
-  for match in re.finditer(r'\bitem\s*\{', text):
-    if match.start() < pos:
-      continue
-    depth, end = 1, match.end()
-    while depth and end < len(text):
-      depth += {'{': 1, '}': -1}.get(text[end], 0)
-      end += 1
-    if depth:
-      raise ValueError('%s: unbalanced braces in the item starting at offset %d' % (path, match.start()))
-    body = text[match.end():end - 1]
-    while _NESTED_RE.search(body):
-      body = _NESTED_RE.sub('', body)
-    bodies.append(body)
-    pos = end
-  return bodies
-
-
-def read_label_map(path):
-  """Parses an Object Detection API label map (`item { id: N name: "..." display_name: "..." }`).
-
-  Returns:
-    dict int id -> str name, display_name preferred when present.
-
-  Raises:
-    ValueError: naming the file, for an item without id or name, a duplicate id, or no items at all.
-  """
-  with tf.io.gfile.GFile(path, 'r') as f:
-    text = f.read()
-  labels = {}
-  for body in _item_bodies(text, path):
-    item_id = _field(body, 'id')
-    name = _field(body, 'display_name')
-    name = name if name is not None else _field(body, 'name')
-    if not isinstance(item_id, int) or name is None or isinstance(name, int):
-      raise ValueError('%s: label map item without an integer id and a quoted name: %r' % (path, body.strip()))
-    if item_id in labels:
-      raise ValueError('%s: duplicate id %d' % (path, item_id))
-    labels[item_id] = name
-  if not labels:
-    raise ValueError('%s: no `item { ... }` entries found; is it a label map?' % path)
-  return labels
 
 
 # ------------------------------------------------------------------------------------- raw annotations
@@ -363,7 +277,7 @@ def convert(images_dir, annotations_file, output_dir, split, num_shards=4, num_w
            for image_id, image in sorted(valid.items(), key=lambda kv: str(kv[0]))]
   if not os.path.isdir(output_dir):
     os.makedirs(output_dir)
-  _write_text(os.path.join(output_dir, LABEL_MAP_NAME), format_label_map(categories))
+  label_maps.write_label_map(categories, os.path.join(output_dir, LABEL_MAP_NAME))
   tfrecord.write_label_file(categories, os.path.join(output_dir, LABELS_NAME))
   stats = shard_writer.write_sharded(items, _encode_item, output_dir, split, num_shards,
                                      num_workers=num_workers, on_error=on_error, desc='coco %s' % split)

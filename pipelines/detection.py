@@ -26,6 +26,7 @@ import tf_slim as slim
 
 from datasets import coco
 from datasets import detection_augment as augment
+from datasets import label_maps
 from datasets import tfrecord
 from heads import ssdlite
 from heads.core import anchors as anchors_lib
@@ -54,7 +55,7 @@ def read_labels(labels_file):
   if not labels_file:
     return {}
   if labels_file.endswith('.pbtxt'):
-    return coco.read_label_map(labels_file)
+    return label_maps.read_label_map(labels_file)
   return tfrecord.read_label_file(labels_file)
 
 

@@ -1,4 +1,4 @@
-"""Tests of the COCO converter, label maps, decoder and the SSD-style detection preprocessing."""
+"""Tests of the COCO converter (with its label maps), decoder and the SSD-style detection preprocessing."""
 import argparse
 import glob
 import io
@@ -12,6 +12,7 @@ from PIL import Image
 
 from datasets import coco
 from datasets import detection_augment
+from datasets import label_maps
 from datasets import tfrecord
 
 
@@ -131,20 +132,10 @@ def test_label_maps_round_trip(raw_coco):
   images_dir, annotations, output_dir = raw_coco
   coco.convert(images_dir, annotations, output_dir, 'val', num_shards=1, num_workers=1)
   expected = {1: 'person', 90: 'tooth "brush"'}
-  assert coco.read_label_map(os.path.join(output_dir, coco.LABEL_MAP_NAME)) == expected
+  assert label_maps.read_label_map(os.path.join(output_dir, coco.LABEL_MAP_NAME)) == expected
   assert tfrecord.read_label_file(os.path.join(output_dir, coco.LABELS_NAME)) == expected
   with open(os.path.join(output_dir, coco.LABEL_MAP_NAME)) as f:
     assert f.read().startswith('item {\n  id: 1\n  name: "person"\n  display_name: "person"\n}\n')
-
-
-def test_read_label_map_od_api_variants(tmp_path):
-  path = tmp_path / 'map.pbtxt'
-  path.write_text('# a comment\nitem {\n  name: "/m/01g317"\n  id: 1\n  display_name: "person"\n}\n'
-                  "item { id: 3 name: 'car' keypoints { id: 0 label: \"x\" } }\n")
-  assert coco.read_label_map(str(path)) == {1: 'person', 3: 'car'}
-  path.write_text('nothing here')
-  with pytest.raises(ValueError, match='map.pbtxt'):
-    coco.read_label_map(str(path))
 
 
 def test_cli_fatal_errors_name_the_file(tmp_path, capsys):
@@ -339,8 +330,8 @@ def test_preprocess_shapes_and_range(graph):
              'boxes': tf.constant([[0.1, 0.1, 0.6, 0.6]]), 'classes': tf.constant([90]),
              'is_crowd': tf.constant([False]), 'source_id': tf.constant('1'),
              'height': tf.constant(20), 'width': tf.constant(40)}
-  train = coco.preprocess_for_train(decoded, 32, seed=3)
-  evaluation = coco.preprocess_for_eval(decoded, 32)
+  train = detection_augment.preprocess_for_train(decoded, 32, seed=3)
+  evaluation = detection_augment.preprocess_for_eval(decoded, 32)
   assert train['image'].get_shape().as_list() == [32, 32, 3]
   with tf.Session() as sess:
     t, e = sess.run([train, evaluation])
