@@ -10,6 +10,8 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from datasets import shapes
+from datasets import shapes_render
+from datasets import voc
 
 SIZE = 64
 COUNTS = {'imagenet': {'train': 8, 'val': 4}, 'coco': {'train': 8, 'val': 6}, 'voc': {'train': 4, 'val': 3}}
@@ -41,7 +43,7 @@ def _saturation(rgb):
 
 
 def test_voc_colormap_golden():
-  cmap = shapes.voc_colormap()
+  cmap = voc.voc_colormap()
   assert cmap.shape == (256, 3) and cmap.dtype == np.uint8
   expected = {0: (0, 0, 0), 1: (128, 0, 0), 2: (0, 128, 0), 3: (128, 128, 0), 4: (0, 0, 128),
               15: (192, 128, 128), 20: (0, 64, 128), 255: (224, 224, 192)}
@@ -81,17 +83,17 @@ def test_rerun_in_place_prunes_and_reproduces(tmp_path):
 
 
 def test_render_is_reproducible_and_consistent():
-  a = shapes.render('coco', 7, 'val', 11, (48, 80))
-  b = shapes.render('coco', 7, 'val', 11, (48, 80))
+  a = shapes_render.render('coco', 7, 'val', 11, (48, 80))
+  b = shapes_render.render('coco', 7, 'val', 11, (48, 80))
   assert a.image.shape == (48, 80, 3) and a.image.dtype == np.uint8
   np.testing.assert_array_equal(a.image, b.image)
   np.testing.assert_array_equal(a.instances, b.instances)
   assert a.objects == b.objects
   assert sorted(np.unique(a.instances)) == list(range(len(a.objects) + 1))
   for k, obj in enumerate(a.objects, start=1):
-    full = shapes._rasterize(obj.polygons, 48, 80)
+    full = shapes_render._rasterize(obj.polygons, 48, 80)
     visible = a.instances == k
-    assert obj.area == visible.sum() >= shapes.MIN_VISIBLE * full.sum()
+    assert obj.area == visible.sum() >= shapes_render.MIN_VISIBLE * full.sum()
     assert not (visible & ~full).any()  # visible pixels are a subset of the drawn shape
     x, y, w, h = obj.box
     ys, xs = np.nonzero(full)
@@ -110,7 +112,7 @@ def test_imagenet_layout(trees):
       assert len(names) == per_class and all(n.endswith('.JPEG') for n in names)
       with Image.open(os.path.join(split_dir, synset, names[0])) as im:
         assert im.format == 'JPEG' and im.mode == 'RGB' and im.size == (SIZE, SIZE)
-  scene = shapes.render('imagenet', 0, 'train', 5, SIZE)
+  scene = shapes_render.render('imagenet', 0, 'train', 5, SIZE)
   assert len(scene.objects) == 1 and scene.objects[0].class_index == 2  # index 5 -> class 5 % 4 + 1
   assert 0.2 * SIZE <= max(scene.objects[0].box[2:]) <= 0.85 * SIZE
 
@@ -156,7 +158,7 @@ def test_voc_devkit(trees):
   assert lists['train'] == ['shapes_%06d' % i for i in range(1, 5)]
   assert lists['val'] == ['shapes_%06d' % i for i in range(500001, 500004)]
   assert lists['trainval'] == lists['train'] + lists['val']
-  cmap = shapes.voc_colormap()
+  cmap = voc.voc_colormap()
   seen = set()
   for image_id in lists['trainval']:
     with Image.open(os.path.join(base, 'SegmentationClass', image_id + '.png')) as png:
@@ -177,15 +179,15 @@ def test_voc_devkit(trees):
 
 
 def test_voc_label_band():
-  scene = shapes.render('voc', 0, 'train', 0, SIZE)
-  label = shapes.voc_label(scene)
+  scene = shapes_render.render('voc', 0, 'train', 0, SIZE)
+  label = shapes_render.voc_label(scene)
   classes = np.array([0] + [o.class_index for o in scene.objects])[scene.instances]
   # Outside the void band the label is the drawn class; the band covers every instance edge.
   keep = label != 255
   np.testing.assert_array_equal(label[keep], classes[keep])
   edges = scene.instances[:, 1:] != scene.instances[:, :-1]
   assert (label[:, 1:][edges] == 255).all() and (label[:, :-1][edges] == 255).all()
-  wide = shapes.voc_label(scene, band_half_width=3)
+  wide = shapes_render.voc_label(scene, band_half_width=3)
   assert (wide == 255).sum() > (label == 255).sum()
 
 
