@@ -5,8 +5,8 @@ SBD-style extra masks and an id-list override such as train_aug) and writes shar
 keys, the label stored as a single-channel PNG of class indices, and TF-Slim's `labels.txt`. `decode` reads
 these records and DeepLab's own; `dataset` batches them through `datasets.segmentation_augment`.
 
-Not here: the augmentation maths (`datasets.segmentation_augment`), shard writing (`datasets.shard_writer`) and reading (`datasets.tfrecord`),
-downloading the devkit or SBD, instance masks (SegmentationObject).
+Not here: the augmentation maths (`datasets.segmentation_augment`), shard writing (`datasets.shard_writer`)
+and reading (`datasets.tfrecord`), downloading the devkit or SBD, instance masks (SegmentationObject).
 """
 import io
 import os

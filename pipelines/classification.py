@@ -104,15 +104,10 @@ class ClassificationTask(skeleton.Task):
                               seed=cfg.runtime.seed, area_range=(cfg.classification.min_crop_area, 1.0))
     return fn
 
+  def features_from_bytes(self, encoded):
+    return {'image': decode_and_preprocess_bytes(encoded, self.config.model.image_size)}
+
   def serving_input_receiver_fn(self):
+    """Adds a `float_images` signature (preprocessed float32 batch) to the encoded-bytes default."""
     size = self.config.model.image_size
-    return lambda: serving_receiver(size, lambda encoded: decode_and_preprocess_bytes(encoded, size))
-
-  def predict_input_fn(self, image_paths):
-    """input_fn over image files for `Estimator.predict` from a checkpoint."""
-    size = self.config.model.image_size
-
-    def fn(params=None):  # pylint: disable=unused-argument
-      data = tf.data.Dataset.from_tensor_slices(list(image_paths)).map(tf.io.read_file).batch(1)
-      return data.map(lambda encoded: {'image': decode_and_preprocess_bytes(encoded, size)})
-    return fn
+    return lambda: serving_receiver(size, lambda encoded: self.features_from_bytes(encoded)['image'])

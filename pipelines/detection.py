@@ -252,19 +252,5 @@ class DetectionTask(skeleton.Task):
   def input_fn(self, mode):
     return lambda params=None: self.dataset(mode)
 
-  def serving_input_receiver_fn(self):
-    size = self.config.model.image_size
-
-    def fn():
-      encoded = tf.placeholder(tf.string, [None], name='encoded_image')
-      return tf.estimator.export.ServingInputReceiver(decode_image_bytes(encoded, size), {'encoded_image': encoded})
-    return fn
-
-  def predict_input_fn(self, image_paths):
-    """input_fn over image files for `Estimator.predict` from a checkpoint (same outputs as serving)."""
-    size = self.config.model.image_size
-
-    def fn(params=None):  # pylint: disable=unused-argument
-      data = tf.data.Dataset.from_tensor_slices(list(image_paths)).map(tf.io.read_file).batch(1)
-      return data.map(lambda encoded: decode_image_bytes(encoded, size))
-    return fn
+  def features_from_bytes(self, encoded):
+    return decode_image_bytes(encoded, self.config.model.image_size)

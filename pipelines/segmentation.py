@@ -253,20 +253,6 @@ class SegmentationTask(skeleton.Task):
                                lambda decoded: _example(decoded, cfg.segmentation, is_training, cfg.runtime.seed))
     return fn
 
-  def serving_input_receiver_fn(self):
-    crop_size = self.config.segmentation.eval_crop_size
-
-    def fn():
-      encoded = tf.placeholder(tf.string, [None], name='encoded_image')
-      return tf.estimator.export.ServingInputReceiver(inference_features(encoded, crop_size),
-                                                      {'encoded_image': encoded})
-    return fn
-
-  def predict_input_fn(self, image_paths):
-    """input_fn over image files for `Estimator.predict` from a checkpoint (one image per batch)."""
-    crop_size = self.config.segmentation.eval_crop_size
-
-    def fn(params=None):  # pylint: disable=unused-argument
-      data = tf.data.Dataset.from_tensor_slices(list(image_paths)).map(tf.io.read_file).batch(1)
-      return data.map(lambda encoded: inference_features(encoded, crop_size))
-    return fn
+  def features_from_bytes(self, encoded):
+    """Images padded to `eval_crop_size` (shrunk first only if larger), with their sizes to crop back."""
+    return inference_features(encoded, self.config.segmentation.eval_crop_size)

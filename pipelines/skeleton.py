@@ -76,8 +76,23 @@ class Task(object):
   def input_fn(self, mode):
     raise NotImplementedError
 
-  def serving_input_receiver_fn(self):
+  def features_from_bytes(self, encoded):
+    """Model features (dict of tensors) from string [B] encoded images: what serving and prediction feed."""
     raise NotImplementedError
+
+  def serving_input_receiver_fn(self):
+    """Export input: `encoded_image` string [B] (JPEG/PNG bytes) -> `features_from_bytes`."""
+    def fn():
+      encoded = tf.placeholder(tf.string, [None], name='encoded_image')
+      return tf.estimator.export.ServingInputReceiver(self.features_from_bytes(encoded), {'encoded_image': encoded})
+    return fn
+
+  def predict_input_fn(self, image_paths):
+    """input_fn over image files for `Estimator.predict` from a checkpoint (one image per batch)."""
+    def fn(params=None):  # pylint: disable=unused-argument
+      data = tf.data.Dataset.from_tensor_slices(list(image_paths)).map(tf.io.read_file).batch(1)
+      return data.map(self.features_from_bytes)
+    return fn
 
 
 class ProgressHook(tf.train.SessionRunHook):
