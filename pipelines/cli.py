@@ -11,7 +11,6 @@ import os
 import sys
 import warnings
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 # tf-slim calls the deprecated `Layer.apply` on TF 2.15; the warning is noise for users.
 warnings.filterwarnings('ignore', message='`layer.apply` is deprecated')
 
