@@ -23,3 +23,23 @@ def read_tsv(name):
   """Rows of a tab-separated reference file in tests/data (copied from the public models' manifests)."""
   with open(os.path.join(DATA_DIR, name)) as f:
     return [line.rstrip('\n').split('\t') for line in f if line.strip()]
+
+
+def tiny_imagenet_records(root, num_classes, images_per_class=4):
+  """Converts a tiny ImageNet-style folder dataset (brightness differs per class) under `root`.
+
+  Returns the records directory (shards `train-*` and `labels.txt`).
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  from datasets import imagenet  # pylint: disable=g-import-not-at-top
+  rng = np.random.RandomState(0)
+  for c in range(num_classes):
+    folder = os.path.join(str(root), 'raw', 'n%03d' % (c + 1))
+    os.makedirs(folder)
+    for i in range(images_per_class):
+      pixels = (rng.uniform(0, 60, [36, 40, 3]) + 60 * c).astype(np.uint8)
+      Image.fromarray(pixels).save(os.path.join(folder, '%d.JPEG' % i))
+  records = os.path.join(str(root), 'records')
+  imagenet.convert(os.path.join(str(root), 'raw'), records, 'train', num_shards=2, num_workers=1)
+  return records

@@ -11,6 +11,7 @@ from datasets import imagenet
 from pipelines import cli
 from pipelines import predict
 from pipelines import runner
+from tests.conftest import tiny_imagenet_records
 
 CONFIG = """
 task: classification
@@ -25,16 +26,7 @@ runtime: {save_checkpoints_steps: 2, log_every_n_steps: 1, seed: 1}
 
 @pytest.fixture(scope='module')
 def dataset_dir(tmp_path_factory):
-  root = tmp_path_factory.mktemp('imagenet')
-  rng = np.random.RandomState(0)
-  for c, synset in enumerate(['n001', 'n002', 'n003']):
-    os.makedirs(str(root / 'raw' / synset))
-    for i in range(4):
-      pixels = (rng.uniform(0, 60, [36, 40, 3]) + 60 * c).astype(np.uint8)
-      Image.fromarray(pixels).save(str(root / 'raw' / synset / ('%d.JPEG' % i)))
-  out = str(root / 'records')
-  imagenet.convert(str(root / 'raw'), out, 'train', num_shards=2, num_workers=1)
-  return out
+  return tiny_imagenet_records(tmp_path_factory.mktemp('imagenet'), 3)
 
 
 def _config(tmp_path, dataset_dir, overrides=()):

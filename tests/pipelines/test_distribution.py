@@ -8,12 +8,10 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import tensorflow.compat.v1 as tf
-from PIL import Image
 
-from datasets import imagenet
 from pipelines import runner
+from tests.conftest import tiny_imagenet_records
 
 CONFIG = """
 task: classification
@@ -37,14 +35,7 @@ def train_mirrored(tmp_dir):
   """Converts a tiny dataset, trains 3 steps under MirroredStrategy and checks the checkpoint."""
   import pathlib  # pylint: disable=g-import-not-at-top
   tmp_path = pathlib.Path(tmp_dir)
-  rng = np.random.RandomState(0)
-  for c, synset in enumerate(['n001', 'n002']):
-    os.makedirs(str(tmp_path / 'raw' / synset))
-    for i in range(4):
-      pixels = (rng.uniform(0, 60, [36, 40, 3]) + 60 * c).astype(np.uint8)
-      Image.fromarray(pixels).save(str(tmp_path / 'raw' / synset / ('%d.JPEG' % i)))
-  records = str(tmp_path / 'records')
-  imagenet.convert(str(tmp_path / 'raw'), records, 'train', num_shards=2, num_workers=1)
+  records = tiny_imagenet_records(tmp_path, 2)
   path = str(tmp_path / 'config.yaml')
   with open(path, 'w') as f:
     f.write(CONFIG % {'data': records})
