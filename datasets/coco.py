@@ -204,12 +204,7 @@ def _mask_png(obj, height, width, path):
 def _encode_item(item):
   """write_sharded's encode_fn: one image dict -> [serialized tf.train.Example]."""
   path = item['path']
-  try:
-    with open(path, 'rb') as f:
-      data = f.read()
-  except (IOError, OSError) as e:
-    raise tfrecord.ConversionError(path, 'cannot read: %s' % e)
-  encoded, height, width = tfrecord.to_rgb_jpeg(data, path)
+  encoded, height, width = tfrecord.read_rgb_jpeg(path)
   if (height, width) != (item['height'], item['width']):
     raise tfrecord.ConversionError(path, 'image is %dx%d but the annotations say %dx%d (height x width)'
                                    % (height, width, item['height'], item['width']))

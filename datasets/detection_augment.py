@@ -12,6 +12,8 @@ not use it), anchor matching (see `heads.core`), record decoding (see `datasets.
 import numpy as np
 import tensorflow.compat.v1 as tf
 
+from heads.core import box_ops
+
 # The SSD paper's sampler: None keeps the whole image, the rest are minimum IoU thresholds.
 SSD_MIN_IOU_CHOICES = (None, 0.1, 0.3, 0.5, 0.7, 0.9)
 # Rounds of tf.image.sample_distorted_bounding_box per image before giving up and keeping the whole
@@ -28,18 +30,6 @@ def _op_seed(seed, offset):
 def _select(values, keep):
   """Rows of `values` [N, ...] where `keep` bool [N] is True (tf.boolean_mask warns on TF 1.15)."""
   return tf.gather(values, tf.reshape(tf.where_v2(keep), [-1]))
-
-
-def _iou(window, boxes):
-  """IoU of one box `window` float32 [4] with each of `boxes` float32 [N, 4] -> float32 [N]."""
-  ymin = tf.maximum(window[0], boxes[:, 0])
-  xmin = tf.maximum(window[1], boxes[:, 1])
-  ymax = tf.minimum(window[2], boxes[:, 2])
-  xmax = tf.minimum(window[3], boxes[:, 3])
-  inter = tf.maximum(ymax - ymin, 0.0) * tf.maximum(xmax - xmin, 0.0)
-  area_w = (window[2] - window[0]) * (window[3] - window[1])
-  area_b = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-  return inter / tf.maximum(area_w + area_b - inter, 1e-12)
 
 
 def _window(begin, size, image_hw):
@@ -86,7 +76,7 @@ def _sample_patch(image_shape, ref_boxes, threshold, sampler_args, seed):
         min_object_covered=tf.maximum(threshold, 0.0), aspect_ratio_range=list(aspect_ratio_range),
         area_range=list(area_range), max_attempts=max_attempts, use_image_if_no_bounding_boxes=True)
     window = _window(new_begin, new_size, image_shape[:2])
-    ok = tf.reduce_max(_iou(window, ref_boxes)) >= threshold
+    ok = tf.reduce_max(box_ops.iou(window[None], ref_boxes)[0]) >= threshold
     return i + 1, ok, tf.where_v2(ok, new_begin, begin), tf.where_v2(ok, new_size, size)
 
   def cond(i, done, unused_begin, unused_size):

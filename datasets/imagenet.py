@@ -117,12 +117,7 @@ def encode_example(item):
     tfrecord.ConversionError: naming the path, if the file cannot be read or decoded.
   """
   path, label, synset, text = item
-  try:
-    with open(path, 'rb') as f:
-      data = f.read()
-  except (IOError, OSError) as e:
-    raise tfrecord.ConversionError(path, 'cannot read: %s' % e)
-  jpeg, height, width = tfrecord.to_rgb_jpeg(data, path)
+  jpeg, height, width = tfrecord.read_rgb_jpeg(path)
   feature = {
       ENCODED_KEY: tfrecord.bytes_feature(jpeg),
       FORMAT_KEY: tfrecord.bytes_feature('JPEG'),

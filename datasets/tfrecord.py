@@ -125,6 +125,20 @@ def to_rgb_jpeg(data, path, quality=95):
   return out.getvalue(), height, width
 
 
+def read_rgb_jpeg(path, quality=95):
+  """`to_rgb_jpeg` of the image file at `path`: (jpeg_bytes, height, width).
+
+  Raises:
+    ConversionError: naming `path`, when the file cannot be read or decoded.
+  """
+  try:
+    with open(path, 'rb') as f:
+      data = f.read()
+  except (IOError, OSError) as e:
+    raise ConversionError(path, 'cannot read: %s' % e)
+  return to_rgb_jpeg(data, path, quality)
+
+
 # ------------------------------------------------------------------------------------------------ reading
 
 

@@ -151,8 +151,7 @@ def encode_example(item):
   if mask_path is None:
     raise tfrecord.ConversionError(mask_paths[0], 'mask file not found' + (
         ' (nor %s)' % ', '.join(mask_paths[1:]) if len(mask_paths) > 1 else ''))
-  with open(image_path, 'rb') as f:
-    jpeg, height, width = tfrecord.to_rgb_jpeg(f.read(), image_path)
+  jpeg, height, width = tfrecord.read_rgb_jpeg(image_path)
   mask = read_mask(mask_path, num_classes)
   if mask.shape != (height, width):
     raise tfrecord.ConversionError(mask_path, 'mask is %dx%d (WxH) but its image %s is %dx%d' % (
