@@ -27,10 +27,10 @@ import tensorflow.compat.v1 as tf
 import tf_slim as slim
 
 from datasets import segmentation_augment
-from datasets import tfrecord
 from datasets import voc
 from heads import deeplab
 from nets import mobilenet_v2
+from pipelines import classification
 from pipelines import segmentation_metrics
 from pipelines import skeleton
 
@@ -53,9 +53,7 @@ def freeze_batch_norm(config):
 
 def class_names(config):
   """`model.num_classes` names from `data.labels_file` (TF-Slim labels.txt); missing ones are the index."""
-  path = config.data.labels_file
-  names = tfrecord.read_label_file(path) if path else {}
-  return [names.get(i, str(i)) for i in range(config.model.num_classes)]
+  return classification.class_names(config.data.labels_file, config.model.num_classes)
 
 
 def _size(images):
