@@ -2,7 +2,8 @@
 
 Measures on the same machine and inputs: training images/s (RMSProp, batch norm in training mode, train op
 depending on the batch-norm updates, like our model_fn), inference images/s per batch size, the training
-input pipeline of `datasets.imagenet.dataset` on a converted shapes dataset, and the peak RSS of each model.
+input pipeline (`pipelines.classification_input.dataset` with the paper config) on a converted shapes dataset,
+and the peak RSS of each model.
 Every measurement runs in its own child process (this script re-invoked with `--_child`), so graphs never
 share a process and peaks do not mix. Both models are built the same way: tf.compat.v1 graph + Session,
 same fixed random inputs, same loss and the same `tf.train.RMSPropOptimizer`; TF thread settings are left at
@@ -29,6 +30,7 @@ if ROOT not in sys.path:
 
 NUM_CLASSES = 1001
 IMAGE_SIZE = 224
+CONFIG = os.path.join(ROOT, 'configs', 'mobilenet_v2_imagenet.yaml')  # the input pipeline's settings
 RESULT_TAG = 'BENCH_RESULT '
 ONEDNN_ENV = 'TF_ENABLE_ONEDNN_OPTS'
 ONEDNN_VALUES = {'on': '1', 'off': '0'}
@@ -180,11 +182,16 @@ def _convert_shapes(opts):
 
 
 def _job_pipeline(tf, opts):
-  from datasets import imagenet  # pylint: disable=g-import-not-at-top
+  # The training pipeline exactly as `mnv2 train` builds it from the paper config, on the shapes records.
+  from pipelines import classification_input  # pylint: disable=g-import-not-at-top
+  from pipelines import config as config_schema  # pylint: disable=g-import-not-at-top
   pattern = _convert_shapes(opts)
+  config = config_schema.load(CONFIG, ['data.train_files=%s' % pattern, 'data.labels_file=null',
+                                       'train.batch_size=%d' % opts.train_batch_size, 'runtime.seed=%d' % opts.seed,
+                                       'classification.image_size=%d' % IMAGE_SIZE])
   graph = tf.Graph()
   with graph.as_default():
-    data = imagenet.dataset(pattern, True, opts.train_batch_size, IMAGE_SIZE, seed=opts.seed)
+    data = classification_input.dataset(config, tf.estimator.ModeKeys.TRAIN)
     # Fetching a group runs the iterator without copying each 19 MB batch into Python.
     step = tf.group(*tf.nest.flatten(tf.data.make_one_shot_iterator(data).get_next()))
     sess = tf.Session(graph=graph)
@@ -307,7 +314,7 @@ def _model_rows(runs, opts):
 def _pipeline_rows(pipeline, slim_train, opts):
   rate, train = _get(pipeline, 'pipeline', 'img_s'), _get(slim_train, 'train', 'img_s')
   ratio = _ratio(rate, train)
-  return ['input pipeline: datasets.imagenet.dataset, training mode (Inception crop + flip + color), %d px, b%d, '
+  return ['input pipeline: pipelines.classification_input.dataset, training mode (Inception crop + flip), %d px, b%d, '
           '%d shapes JPEGs of %d px' % (IMAGE_SIZE, opts.train_batch_size, opts.pipeline_images,
                                         opts.pipeline_image_size),
           '  %s img/s = %s x the slim training step (%s img/s)   target >= %.1fx %s   peak RSS %s MB' % (

@@ -2,7 +2,7 @@
 
 Prints, from one run on this machine: detector inference images/s per batch size (network alone, and network +
 box decoding + NMS as exported), NMS (decode + per-class NMS) milliseconds per image, the training input
-pipeline (`DetectionTask.dataset`: decode, SSD random crop, flip, resize, target assignment) images/s on a
+pipeline (`pipelines.detection_input.dataset`: decode, SSD random crop, flip, resize, target assignment) images/s on a
 converted shapes dataset, and our MobileNetV2 classifier's inference images/s at 320x320 with the ratio
 detector / classifier. The detector is built by `pipelines.detection.DetectionTask` from
 `configs/ssdlite_mobilenet_v2_coco.yaml` (90 classes), with random weights and fixed random inputs held in a
@@ -35,6 +35,7 @@ from datasets import shapes  # noqa: E402
 from heads import ssdlite  # noqa: E402
 from nets import mobilenet_v2  # noqa: E402
 from pipelines import config as schema  # noqa: E402
+from pipelines import detection_input  # noqa: E402
 
 CONFIG = os.path.join(ROOT, 'configs', 'ssdlite_mobilenet_v2_coco.yaml')
 
@@ -73,7 +74,7 @@ def _session(init):
 
 def detector_inference(config, batch, args):
   """(network img/s, network+NMS img/s) of the detector on a fixed random batch."""
-  size = config.model.image_size
+  size = config.detection.image_size
   with tf.Graph().as_default():
     task = detection.DetectionTask(config)
     images, init = _fixed([batch, size, size, 3], batch)
@@ -88,14 +89,14 @@ def detector_inference(config, batch, args):
 
 def nms_ms_per_image(config, batch, args):
   """Milliseconds per image of box decoding + score conversion + batched per-class NMS alone."""
-  num_anchors = len(detection.ssd_anchors(config.model.image_size))
+  num_anchors = len(detection.ssd_anchors(config))
   with tf.Graph().as_default():
     task = detection.DetectionTask(config)
     # Background-dominated logits (sigmoid ~0.02), as a trained model gives: all pass the 1e-8 threshold.
     codes, init_codes = _fixed([batch, num_anchors, 4], 1, scale=0.5)
-    logits, init_logits = _fixed([batch, num_anchors, config.model.num_classes + 1], 2, mean=-4.0)
+    logits, init_logits = _fixed([batch, num_anchors, config.detection.num_classes + 1], 2, mean=-4.0)
     outputs = {ssdlite.BOX_ENCODINGS: codes, ssdlite.CLASS_PREDICTIONS_WITH_BACKGROUND: logits}
-    size = tf.fill([batch], config.model.image_size)
+    size = tf.fill([batch], config.detection.image_size)
     predictions = task.postprocess(outputs, size, size)
     with tf.Session() as sess:
       sess.run(init_codes[0], init_codes[1])
@@ -120,11 +121,12 @@ def input_pipeline(config, workdir, args):
                           counts={'coco': {'train': args.pipeline_images, 'val': 0}}, formats=('coco',))['coco']
   records = os.path.join(workdir, 'records')
   coco.convert(paths['train_images'], paths['train_annotations'], records, 'train', num_shards=2, num_workers=1)
-  config = schema.load(CONFIG, ['data.train_files=%s/train-*' % records, 'model.num_classes=%d' % max(
-      shapes.COCO_CATEGORY_IDS), 'model.image_size=%d' % config.model.image_size, 'data.labels_file=null'])
+  config = schema.load(CONFIG, ['data.train_files=%s/train-*' % records, 'detection.num_classes=%d' % max(
+      shapes.COCO_CATEGORY_IDS), 'detection.image_size=%d' % config.detection.image_size, 'data.labels_file=null'])
   with tf.Graph().as_default():
-    task = detection.DetectionTask(config)
-    batch = tf.data.make_one_shot_iterator(task.dataset(tf.estimator.ModeKeys.TRAIN, args.pipeline_batch)).get_next()
+    anchors = detection.ssd_anchors(config)
+    data = detection_input.dataset(config, tf.estimator.ModeKeys.TRAIN, anchors, args.pipeline_batch)
+    batch = tf.data.make_one_shot_iterator(data).get_next()
     fetch = _numeric(dict(enumerate(tf.nest.flatten(batch))))
     with tf.Session() as sess:
       # More warm-up than the models: the prefetched batches would otherwise be counted as free.
@@ -158,10 +160,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
   args = parse_args(argv)
-  config = schema.load(CONFIG, ['model.image_size=%d' % args.image_size, 'data.labels_file=null'])
+  config = schema.load(CONFIG, ['detection.image_size=%d' % args.image_size, 'data.labels_file=null'])
   batches = [int(b) for b in args.batch_sizes.split(',') if b.strip()]
   print('SSDLite-MobileNetV2 %dx%d, %d classes; TF %s; load average %s' % (
-      args.image_size, args.image_size, config.model.num_classes, tf.__version__, os.getloadavg()))
+      args.image_size, args.image_size, config.detection.num_classes, tf.__version__, os.getloadavg()))
   results = {'image_size': args.image_size, 'tf': tf.__version__}
   for batch in batches:
     net, full = detector_inference(config, batch, args)
@@ -171,7 +173,7 @@ def main(argv=None):
           % (batch, full, net, classifier, full / classifier))
   results['nms_ms_per_image'] = nms_ms_per_image(config, max(batches), args)
   print('NMS (decode + sigmoid + per-class NMS, %d anchors x %d classes): %.1f ms/image' % (
-      len(detection.ssd_anchors(args.image_size)), config.model.num_classes, results['nms_ms_per_image']))
+      len(detection.ssd_anchors(config)), config.detection.num_classes, results['nms_ms_per_image']))
   workdir = tempfile.mkdtemp(prefix='detection_bench_')
   try:
     results['pipeline_img_s'] = input_pipeline(config, workdir, args)

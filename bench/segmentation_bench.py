@@ -3,7 +3,7 @@
 Measures (1) inference images/s of the paper config (`configs/deeplabv3_mobilenet_v2_voc.yaml`) on one
 513x513 image, at output stride 16 and 8: backbone + head + bilinear upsampling of the logits + argmax,
 as `SegmentationTask.build_outputs` / the exported model run it, without JPEG decoding; and (2) the
-training input pipeline of the task (`SegmentationTask.input_fn`: decode, random scale, pad, 513 crop,
+training input pipeline of the task (`pipelines.segmentation_input.dataset`: decode, random scale, pad, 513 crop,
 flip, batch) on a VOC devkit of VOC-sized images generated with `datasets.shapes` in a temporary folder.
 Graph mode, tf.compat.v1 Session, TensorFlow's default thread settings.
 
@@ -28,6 +28,7 @@ if ROOT not in sys.path:
 
 from pipelines import segmentation  # noqa: E402  pylint: disable=g-import-not-at-top (after sys.path)
 from pipelines import config as config_schema  # noqa: E402
+from pipelines import segmentation_input  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tensorflow.compat.v1 as tf  # noqa: E402
@@ -42,7 +43,7 @@ def _config(overrides):
 
 def inference_rate(output_stride, size, iterations, warmup):
   """Median images/s of one [1, size, size, 3] image through the model to the int32 mask."""
-  config = _config(['model.output_stride=%d' % output_stride])
+  config = _config(['segmentation.output_stride=%d' % output_stride])
   with tf.Graph().as_default():
     image = tf.constant(np.random.RandomState(0).uniform(-1, 1, [1, size, size, 3]).astype(np.float32))
     outputs = segmentation.SegmentationTask(config).build_outputs({'image': image}, is_training=False)
@@ -72,11 +73,11 @@ def make_dataset(directory, num_images):
 
 
 def pipeline_rate(records, batch_size, num_batches, warmup):
-  """Images/s of the training input_fn (decode + DeepLab augmentation + batching) after `warmup` batches."""
+  """Images/s of the training input pipeline (decode + DeepLab augmentation + batching) after `warmup` batches."""
   config = _config(['data.train_files=%s' % os.path.join(records, 'train-*'), 'data.shuffle_buffer=64',
                     'train.batch_size=%d' % batch_size])
   with tf.Graph().as_default():
-    dataset = segmentation.SegmentationTask(config).input_fn(tf.estimator.ModeKeys.TRAIN)()
+    dataset = segmentation_input.dataset(config, tf.estimator.ModeKeys.TRAIN)
     features, labels = tf.data.make_one_shot_iterator(dataset).get_next()
     fetch = [features['image'], labels]
     with tf.Session() as sess:

@@ -1,15 +1,16 @@
-"""COCO detection data: raw COCO -> Object Detection API TFRecords, and the record decoder.
+"""COCO detection data: raw COCO -> Object Detection API TFRecords (+ the `mnv2 convert coco` CLI).
 
-`convert` writes the keys of the Object Detection API's `create_coco_tf_record.py`, so its records and
-ours are interchangeable: boxes normalized to [0, 1] and clipped to the image, class labels the COCO
-category ids as they are (not remapped; see `detection_augment.make_class_mapping`), crowd objects kept
-and flagged, images without objects kept. Next to the shards it writes `label_map.pbtxt` (OD API text
-format, see `datasets.label_maps`) and `labels.txt` (TF-Slim). Data problems (missing files, annotations
-of unknown images, degenerate boxes) are reported on stderr and counted, never fatal. `decode` parses one
-record. `mnv2 convert coco` wraps `convert`.
+`convert` writes the keys of the Object Detection API's `create_coco_tf_record.py` (the feature-key
+constants here), so its records and ours are interchangeable: boxes normalized to [0, 1] and clipped to
+the image, class labels the COCO category ids as they are (not remapped; see
+`detection_preprocessing.make_class_mapping`), crowd objects kept and flagged, images without objects kept.
+Next to the shards it writes `label_map.pbtxt` (OD API text format, see `datasets.label_maps`) and
+`labels.txt` (TF-Slim). Data problems (missing files, annotations of unknown images, degenerate boxes) are
+reported on stderr and counted, never fatal. `mnv2 convert coco` wraps `convert`.
 
-Not here: the label map format (`datasets.label_maps`), augmentation and resizing
-(`datasets.detection_augment`), the shard writer (`datasets.shard_writer`), keypoints, captions, panoptic
+Not here: reading records back (`datasets.decoders.decode_detection`), the label map format
+(`datasets.label_maps`), augmentation and resizing (`datasets.detection_preprocessing`), the input pipeline
+(`pipelines.detection_input`), the shard writer (`datasets.shard_writer`), keypoints, captions, panoptic
 data, evaluation (pycocotools' COCOeval reads the original json).
 """
 import collections
@@ -283,54 +284,6 @@ def convert(images_dir, annotations_file, output_dir, split, num_shards=4, num_w
                images_without_objects=sum(1 for item in kept if not item['objects']))
   stats.update((kind, report.counts[kind]) for kind in _COUNTED)
   return stats
-
-
-# ------------------------------------------------------------------------------------------- decoding
-
-
-def decode(serialized):
-  """Parses one OD API detection record (ours or the OD API's own `create_coco_tf_record.py`).
-
-  Args:
-    serialized: string scalar tensor, a serialized tf.train.Example.
-
-  Returns:
-    dict with image uint8 [H, W, 3] (0..255); boxes float32 [N, 4] normalized [ymin, xmin, ymax, xmax];
-    classes int32 [N] (the stored labels, COCO ids); is_crowd bool [N] (False when the key is absent);
-    area float32 [N] (0 when absent); source_id string []; height, width int32 [] (of the decoded image).
-  """
-  keys = {
-      ENCODED: tf.FixedLenFeature((), tf.string),
-      SOURCE_ID: tf.FixedLenFeature((), tf.string, default_value=''),
-      CLASS_LABEL: tf.VarLenFeature(tf.int64),
-      IS_CROWD: tf.VarLenFeature(tf.int64),
-      AREA: tf.VarLenFeature(tf.float32),
-  }
-  for key in (YMIN, XMIN, YMAX, XMAX):
-    keys[key] = tf.VarLenFeature(tf.float32)
-  parsed = tf.parse_single_example(serialized, keys)
-  dense = {k: tf.sparse_tensor_to_dense(v) for k, v in parsed.items() if isinstance(v, tf.SparseTensor)}
-  image = tf.image.decode_image(parsed[ENCODED], channels=3, expand_animations=False)
-  image.set_shape([None, None, 3])
-  boxes = tf.stack([dense[YMIN], dense[XMIN], dense[YMAX], dense[XMAX]], axis=1)
-  num = tf.shape(boxes)[0]
-
-  def per_object(values, dtype):
-    # Absent keys parse as empty lists: pad with zeros up to the object count (a no-op when present).
-    values = tf.cast(values, dtype)
-    return tf.concat([values, tf.zeros([num], dtype)], 0)[:num]
-
-  shape = tf.shape(image)
-  return {
-      'image': image,
-      'boxes': boxes,
-      'classes': tf.cast(dense[CLASS_LABEL], tf.int32),
-      'is_crowd': tf.cast(per_object(dense[IS_CROWD], tf.int32), tf.bool),
-      'area': per_object(dense[AREA], tf.float32),
-      'source_id': parsed[SOURCE_ID],
-      'height': shape[0],
-      'width': shape[1],
-  }
 
 
 # ------------------------------------------------------------------------------------------------ CLI

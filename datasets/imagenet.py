@@ -1,4 +1,4 @@
-"""ImageNet in TF-Slim's TFRecord format: converter (+ CLI), decoder, MobileNetV2 preprocessing, dataset.
+"""ImageNet in TF-Slim's TFRecord format: the converter (+ the `mnv2 convert imagenet` CLI) and its feature keys.
 
 Records carry TF-Slim's feature keys (the `*_KEY` constants), so shards written here and shards from
 TF-Slim's `build_imagenet_data.py` are interchangeable. Labels are 1..K with 0 reserved for background
@@ -7,8 +7,10 @@ TF-Slim's `build_imagenet_data.py` are interchangeable. Labels are 1..K with 0 r
 Input layouts: one folder per synset (`<input_dir>/n01440764/*.JPEG`), or the official flat validation
 folder plus a ground-truth file (one synset per line, images in sorted filename order).
 
-Not here: bounding-box annotations (the records carry none; training crops use the whole image, as
-MobileNetV2 did), colour distortion by default, and model code.
+Not here: reading records back (`datasets.decoders.decode_classification`), preprocessing
+(`datasets.classification_preprocessing`), the input pipeline (`pipelines.classification_input`),
+bounding-box annotations (the records carry none; training crops use the whole image, as MobileNetV2 did)
+and model code.
 """
 import io
 import os
@@ -33,9 +35,6 @@ FILENAME_KEY = 'image/filename'
 IMAGE_EXTENSIONS = ('.jpeg', '.jpg', '.png')
 LABELS_FILENAME = 'labels.txt'
 BACKGROUND = 'background'
-
-
-# ---------------------------------------------------------------------------------------------- converter
 
 
 def read_synset_texts(path):
@@ -209,118 +208,3 @@ def run(args):
         % (args.split, stats['written'], stats['skipped'], len(stats['errors']), stats['shards_skipped'],
            stats['num_classes'], stats['labels_path']))
   return 0
-
-
-# ------------------------------------------------------------------------------------------------ reading
-
-
-def decode(serialized):
-  """Parses one record (ours or TF-Slim's; text and filename may be missing).
-
-  Args:
-    serialized: string scalar tensor, a serialized tf.train.Example.
-
-  Returns:
-    dict with image (uint8 [H, W, 3], 0..255), label (int32 [], 0..K), text (string [], the class
-    name; the synset when the record has no text) and filename (string [], '' when absent).
-  """
-  spec = {
-      ENCODED_KEY: tf.FixedLenFeature([], tf.string),
-      LABEL_KEY: tf.FixedLenFeature([], tf.int64),
-      SYNSET_KEY: tf.FixedLenFeature([], tf.string, default_value=''),
-      TEXT_KEY: tf.FixedLenFeature([], tf.string, default_value=''),
-      FILENAME_KEY: tf.FixedLenFeature([], tf.string, default_value=''),
-  }
-  parsed = tf.parse_single_example(serialized, spec)
-  image = tf.image.decode_jpeg(parsed[ENCODED_KEY], channels=3)
-  image.set_shape([None, None, 3])
-  text = tf.where(tf.equal(parsed[TEXT_KEY], ''), parsed[SYNSET_KEY], parsed[TEXT_KEY])
-  return {'image': image, 'label': tf.cast(parsed[LABEL_KEY], tf.int32), 'text': text,
-          'filename': parsed[FILENAME_KEY]}
-
-
-def _resize_to_unit_range(image, image_size):
-  """Bilinear resize (TF-Slim's `resize_images`: no corner alignment) then 0..255 -> [-1, 1]."""
-  resized = tf.image.resize_bilinear(tf.expand_dims(image, 0), [image_size, image_size], align_corners=False)
-  resized = tf.squeeze(resized, [0])
-  resized.set_shape([image_size, image_size, 3])
-  return resized * (2.0 / 255.0) - 1.0
-
-
-def _distort_color(image):
-  """TF-Slim's fast colour distortion on [0, 1] floats: brightness, saturation, hue, contrast."""
-  image = tf.image.random_brightness(image, max_delta=32.0 / 255.0)
-  image = tf.image.random_saturation(image, lower=0.5, upper=1.5)
-  image = tf.image.random_hue(image, max_delta=0.2)
-  image = tf.image.random_contrast(image, lower=0.5, upper=1.5)
-  return tf.clip_by_value(image, 0.0, 1.0)
-
-
-def preprocess_for_train(image, image_size, area_range=(0.08, 1.0), aspect_ratio_range=(0.75, 1.33),
-                         seed=None, distort_color=False):
-  """Inception-style random crop, resize and flip (the MobileNetV2 ImageNet recipe).
-
-  Args:
-    image: uint8 [H, W, 3] tensor, 0..255.
-    image_size: int, output side S.
-    area_range: (min, max) fraction of the image area the crop covers.
-    aspect_ratio_range: (min, max) width / height of the crop.
-    seed: int or None, op seed of the crop and flip.
-    distort_color: bool, add TF-Slim's colour distortion (off in the MobileNet recipe).
-
-  Returns:
-    float32 [S, S, 3] tensor in [-1, 1].
-  """
-  whole_image = tf.constant([0.0, 0.0, 1.0, 1.0], tf.float32, [1, 1, 4])
-  begin, size, _ = tf.image.sample_distorted_bounding_box(
-      tf.shape(image), bounding_boxes=whole_image, seed=seed, min_object_covered=0.1,
-      aspect_ratio_range=aspect_ratio_range, area_range=area_range, max_attempts=100,
-      use_image_if_no_bounding_boxes=True)
-  # Crop the uint8 image before any float work: the crop is usually much smaller than the image.
-  image = _resize_to_unit_range(tf.slice(image, begin, size), image_size)
-  image = tf.image.random_flip_left_right(image, seed=seed)
-  if distort_color:
-    image = _distort_color((image + 1.0) * 0.5) * 2.0 - 1.0
-  return image
-
-
-def preprocess_for_eval(image, image_size, central_fraction=0.875):
-  """Central crop (87.5% of each side, as TF-Slim evaluates) then bilinear resize.
-
-  Args:
-    image: uint8 [H, W, 3] tensor, 0..255.
-    image_size: int, output side S.
-    central_fraction: float in (0, 1], kept fraction of each side; 1 keeps the whole image.
-
-  Returns:
-    float32 [S, S, 3] tensor in [-1, 1].
-  """
-  if central_fraction < 1.0:
-    image = tf.image.central_crop(image, central_fraction)
-  return _resize_to_unit_range(image, image_size)
-
-
-def dataset(file_pattern, is_training, batch_size, image_size, shuffle_buffer=1024, num_parallel_reads=8,
-            num_parallel_calls=None, prefetch=2, seed=None, area_range=(0.08, 1.0)):
-  """The ImageNet input pipeline for tf.estimator (see `tfrecord.read_dataset` for the tuning).
-
-  Training repeats forever with full batches (static batch size). Evaluation reads every record once
-  and keeps the last, partial batch, so its batch dimension is None: no image is left out of the metrics.
-
-  `area_range` is the training crop's area range (Inception-style, the paper's 0.08-1 by default).
-
-  Returns:
-    tf.data.Dataset of (features, labels): features = {'image': float32 [B, S, S, 3] in [-1, 1]},
-    labels = int32 [B] in 0..K.
-  """
-  def map_fn(decoded):
-    if is_training:
-      image = preprocess_for_train(decoded['image'], image_size, area_range=area_range, seed=seed)
-    else:
-      image = preprocess_for_eval(decoded['image'], image_size)
-    return {'image': image}, decoded['label']
-
-  return tfrecord.read_dataset(
-      file_pattern, decode, map_fn, batch_size, is_training, shuffle_buffer=shuffle_buffer,
-      num_parallel_reads=num_parallel_reads, num_parallel_calls=num_parallel_calls, prefetch=prefetch,
-      seed=seed, drop_remainder=is_training)

@@ -5,7 +5,7 @@ sorted by id; `read_label_map` accepts the OD API's variants (whole-line comment
 with a display_name, nested blocks such as keypoints, fields in any order) and names the file in errors.
 
 Not here: TF-Slim's `labels.txt` (`datasets.tfrecord.read_label_file` / `write_label_file`), class-id
-remapping (`datasets.detection_augment.make_class_mapping`), and a full protobuf text-format parser: only
+remapping (`datasets.detection_preprocessing.make_class_mapping`), and a full protobuf text-format parser: only
 the `id`, `name` and `display_name` fields of top-level items are read.
 """
 import io

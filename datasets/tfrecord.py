@@ -7,7 +7,8 @@ pipeline (files -> interleave -> shuffle -> repeat -> parse -> batch -> prefetch
 `labels.txt` format.
 
 Not here: writing shards (the parallel, resumable `datasets.shard_writer.write_sharded`), dataset-specific
-feature keys, decoders and preprocessing (see `datasets.imagenet`, ...).
+feature keys (the converters `datasets.imagenet`, `coco`, `voc`), decoders (`datasets.decoders`),
+preprocessing (`datasets.*_preprocessing`) and the per-task input pipelines (`pipelines.*_input`).
 """
 import io
 import os

@@ -1,12 +1,13 @@
-"""PASCAL VOC 2012 segmentation: devkit -> DeepLab TFRecords, and the tf.data input pipeline back.
+"""PASCAL VOC 2012 segmentation: devkit -> DeepLab TFRecords (+ the `mnv2 convert voc` CLI) and the VOC colours.
 
 `convert` reads `VOCdevkit/VOC<year>/{JPEGImages,SegmentationClass,ImageSets/Segmentation}` (plus optional
 SBD-style extra masks and an id-list override such as train_aug) and writes shards with DeepLab's feature
-keys, the label stored as a single-channel PNG of class indices, and TF-Slim's `labels.txt`. `decode` reads
-these records and DeepLab's own; `dataset` batches them through `datasets.segmentation_augment`.
+keys (the `KEY_*` constants here), the label stored as a single-channel PNG of class indices, and TF-Slim's
+`labels.txt`. `voc_colormap` / `rgb_mask_to_indices` / `read_mask` handle VOC's colour-coded masks.
 
-Not here: the augmentation maths (`datasets.segmentation_augment`), shard writing (`datasets.shard_writer`)
-and reading (`datasets.tfrecord`), downloading the devkit or SBD, instance masks (SegmentationObject).
+Not here: reading records back (`datasets.decoders.decode_segmentation`), the DeepLab augmentation
+(`datasets.segmentation_preprocessing`), the input pipeline (`pipelines.segmentation_input`), shard writing
+(`datasets.shard_writer`), downloading the devkit or SBD, instance masks (SegmentationObject).
 """
 import io
 import os
@@ -16,11 +17,8 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 from PIL import Image
 
-from datasets import segmentation_augment
 from datasets import shard_writer
 from datasets import tfrecord
-from datasets.segmentation_augment import preprocess_for_eval  # noqa: F401  (public API)
-from datasets.segmentation_augment import preprocess_for_train  # noqa: F401  (public API)
 
 # DeepLab's build_data.py keys.
 KEY_IMAGE_ENCODED = 'image/encoded'
@@ -268,77 +266,3 @@ def run(args):
   if len(stats['errors']) > _MAX_ERRORS_SHOWN:
     print('  ... and %d more (all were reported above)' % (len(stats['errors']) - _MAX_ERRORS_SHOWN))
   return 0
-
-
-def decode_rgb(encoded):
-  """JPEG with the accurate integer DCT (the fast default is off by up to ~7 levels); PNG/GIF/BMP too."""
-  image = tf.cond(tf.image.is_jpeg(encoded),
-                  lambda: tf.image.decode_jpeg(encoded, channels=3, dct_method='INTEGER_ACCURATE'),
-                  lambda: tf.image.decode_image(encoded, channels=3, expand_animations=False))
-  image.set_shape([None, None, 3])
-  return image
-
-
-def decode(serialized):
-  """Parses one DeepLab segmentation record (ours or DeepLab's build_voc2012_data.py).
-
-  Args:
-    serialized: string scalar tensor, a serialized tf.train.Example.
-
-  Returns:
-    dict: 'image' uint8 [H, W, 3] in [0, 255]; 'label' uint8 [H, W, 1] class indices (255 ignore);
-    'filename' string []; 'height', 'width' int32 [] (of the decoded image).
-  """
-  features = tf.parse_single_example(serialized, {
-      KEY_IMAGE_ENCODED: tf.FixedLenFeature([], tf.string),
-      KEY_IMAGE_FILENAME: tf.FixedLenFeature([], tf.string, default_value=''),
-      KEY_LABEL_ENCODED: tf.FixedLenFeature([], tf.string),
-  })
-  image = decode_rgb(features[KEY_IMAGE_ENCODED])
-  label = tf.image.decode_png(features[KEY_LABEL_ENCODED], channels=1)
-  image_size, label_size = tf.shape(image)[:2], tf.shape(label)[:2]
-  check = tf.debugging.assert_equal(image_size, label_size, message='label size differs from image size',
-                                    data=[features[KEY_IMAGE_FILENAME], image_size, label_size])
-  with tf.control_dependencies([check]):
-    label = tf.identity(label)
-  return {'image': image, 'label': label, 'filename': features[KEY_IMAGE_FILENAME],
-          'height': image_size[0], 'width': image_size[1]}
-
-
-def dataset(file_pattern, is_training, batch_size, crop_size, min_scale=0.5, max_scale=2.0,
-            shuffle_buffer=512, seed=None, num_parallel_calls=None, prefetch=2):
-  """Batched, preprocessed VOC records for a tf.estimator `input_fn`.
-
-  Training repeats forever with DeepLab's random scale/crop/flip and drops the last partial batch;
-  evaluation reads once, pads each whole image to crop_size (which must be >= every image side) and keeps
-  the last partial batch, so every image is scored.
-
-  Args:
-    file_pattern: str glob (or list of them) of DeepLab segmentation TFRecords.
-    is_training: bool.
-    batch_size: int.
-    crop_size: int, side of the square crop (training) or padded image (evaluation).
-    min_scale: float, smallest training scale factor.
-    max_scale: float, largest training scale factor.
-    shuffle_buffer: int, records in the training shuffle buffer.
-    seed: optional int, seeds the shuffles and the augmentation.
-    num_parallel_calls: int, decode/preprocess threads (default AUTOTUNE).
-    prefetch: int, batches prefetched.
-
-  Returns:
-    tf.data.Dataset of (features, labels): features 'image' float32 [B, crop, crop, 3] in [-1, 1],
-    'height' / 'width' int32 [B] (the original image size); labels int32 [B, crop, crop, 1] (255 ignore).
-  """
-  def to_features(decoded):
-    if is_training:
-      image, label = segmentation_augment.preprocess_for_train(
-          decoded['image'], decoded['label'], crop_size=crop_size, min_scale=min_scale, max_scale=max_scale,
-          ignore_label=IGNORE_LABEL, seed=seed)
-    else:
-      image, label = segmentation_augment.preprocess_for_eval(
-          decoded['image'], decoded['label'], crop_size=crop_size, ignore_label=IGNORE_LABEL)
-    return {'image': image, 'height': decoded['height'], 'width': decoded['width']}, label
-
-  return tfrecord.read_dataset(file_pattern, decode, to_features, batch_size, is_training,
-                               shuffle_buffer=shuffle_buffer, num_parallel_calls=num_parallel_calls,
-                               prefetch=prefetch, seed=seed, drop_remainder=is_training)

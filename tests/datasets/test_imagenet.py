@@ -1,4 +1,8 @@
-"""Tests for datasets.imagenet: converter (both layouts, error modes, resume), decoder, preprocessing."""
+"""Tests for datasets.imagenet: converter (both layouts, error modes, resume, TF-Slim keys).
+
+Decoder and preprocessing: test_decoders.py, test_classification_preprocessing.py; input pipeline:
+tests/pipelines/test_classification_input.py.
+"""
 import argparse
 import glob
 import io
@@ -9,6 +13,7 @@ import pytest
 import tensorflow.compat.v1 as tf
 from PIL import Image
 
+from datasets import decoders
 from datasets import imagenet
 from datasets import tfrecord
 
@@ -39,12 +44,12 @@ def folders(tmp_path):
 
 
 def _read_all(output_dir, split='train'):
-  """Decodes every record of a split with `imagenet.decode`; returns {filename: decoded dict}."""
+  """Decodes every record of a split with `decoders.decode_classification`; returns {filename: decoded dict}."""
   files = sorted(p for p in glob.glob(os.path.join(output_dir, split + '-*')))
   out = {}
   with tf.Graph().as_default():
     serialized = tf.placeholder(tf.string, [])
-    decoded = imagenet.decode(serialized)
+    decoded = decoders.decode_classification(serialized)
     with tf.Session() as sess:
       for path in files:
         for record in tf.io.tf_record_iterator(path):
@@ -164,88 +169,3 @@ def test_convert_flat_count_mismatch_names_both(tmp_path):
   with pytest.raises(ValueError) as info:
     imagenet.convert(val, str(tmp_path / 'out'), 'validation', ground_truth_file=gt)
   assert gt in str(info.value) and val in str(info.value)
-
-
-def _tf_slim_record(with_text):
-  out = io.BytesIO()
-  Image.new('RGB', SIZE, (10, 200, 30)).save(out, format='JPEG')
-  feature = {
-      'image/encoded': tfrecord.bytes_feature(out.getvalue()), 'image/format': tfrecord.bytes_feature('JPEG'),
-      'image/class/label': tfrecord.int64_feature(7), 'image/class/synset': tfrecord.bytes_feature('n0007'),
-      'image/height': tfrecord.int64_feature(32), 'image/width': tfrecord.int64_feature(40),
-      'image/colorspace': tfrecord.bytes_feature('RGB'), 'image/channels': tfrecord.int64_feature(3)}
-  if with_text:
-    feature['image/class/text'] = tfrecord.bytes_feature('seven')
-  return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
-
-
-@pytest.mark.parametrize('with_text,text', [(True, b'seven'), (False, b'n0007')])
-def test_decode_tf_slim_record(graph, with_text, text):
-  decoded = imagenet.decode(tf.constant(_tf_slim_record(with_text)))
-  assert decoded['image'].shape.as_list() == [None, None, 3]
-  assert decoded['label'].dtype == tf.int32
-  with tf.Session() as sess:
-    value = sess.run(decoded)
-  assert value['image'].shape == (32, 40, 3)
-  assert np.abs(value['image'].astype(int) - np.array([10, 200, 30])).max() <= 8
-  assert (value['label'], value['text'], value['filename']) == (7, text, b'')
-
-
-def _resize_bilinear_reference(image, size):
-  """numpy ResizeBilinear with align_corners=False, half_pixel_centers=False (TF-Slim's resize)."""
-  h, w = image.shape[:2]
-  ys, xs = np.arange(size) * (h / float(size)), np.arange(size) * (w / float(size))
-  y0, x0 = np.floor(ys).astype(int), np.floor(xs).astype(int)
-  y1, x1 = np.minimum(y0 + 1, h - 1), np.minimum(x0 + 1, w - 1)
-  dy, dx = (ys - y0)[:, None, None], (xs - x0)[None, :, None]
-  top = image[y0][:, x0] * (1 - dx) + image[y0][:, x1] * dx
-  bottom = image[y1][:, x0] * (1 - dx) + image[y1][:, x1] * dx
-  return top * (1 - dy) + bottom * dy
-
-
-def test_preprocess_for_eval_matches_numpy(graph):
-  image = np.random.RandomState(0).randint(0, 256, (40, 48, 3)).astype(np.uint8)
-  out = imagenet.preprocess_for_eval(tf.constant(image), 24)
-  assert out.shape.as_list() == [24, 24, 3] and out.dtype == tf.float32
-  with tf.Session() as sess:
-    value = sess.run(out)
-  # central_crop(0.875): 40 rows -> offset int(2.5) = 2, 36 rows; 48 cols -> offset 3, 42 cols.
-  crop = image[2:38, 3:45].astype(np.float64)
-  expected = _resize_bilinear_reference(crop, 24) * (2.0 / 255.0) - 1.0
-  np.testing.assert_allclose(value, expected, atol=1e-4)
-  assert value.min() >= -1.0 and value.max() <= 1.0
-
-
-def test_preprocess_for_train_whole_image_crop_is_image_or_its_flip(graph):
-  image = np.random.RandomState(1).randint(0, 256, (32, 32, 3)).astype(np.uint8)
-  out = imagenet.preprocess_for_train(tf.constant(image), 32, area_range=(1.0, 1.0),
-                                      aspect_ratio_range=(1.0, 1.0), seed=3)
-  random_out = imagenet.preprocess_for_train(tf.constant(image), 16, seed=4)
-  assert out.shape.as_list() == [32, 32, 3] and random_out.shape.as_list() == [16, 16, 3]
-  scaled = image * (2.0 / 255.0) - 1.0
-  with tf.Session() as sess:
-    for _ in range(4):
-      value, other = sess.run([out, random_out])
-      assert (np.abs(value - scaled).max() < 1e-5) or (np.abs(value - scaled[:, ::-1]).max() < 1e-5)
-      assert other.dtype == np.float32 and other.min() >= -1.0 and other.max() <= 1.0
-
-
-def test_dataset_static_shapes(folders, graph):
-  raw, words, out = folders
-  imagenet.convert(raw, out, 'train', labels_file=words, num_shards=2, num_workers=1)
-  pattern = os.path.join(out, 'train-*')
-  train = imagenet.dataset(pattern, True, 2, 24, seed=0)
-  evals = imagenet.dataset(pattern, False, 2, 24)
-  (features, labels) = tf.data.make_one_shot_iterator(train).get_next()
-  assert features['image'].shape.as_list() == [2, 24, 24, 3] and labels.shape.as_list() == [2]
-  assert features['image'].dtype == tf.float32 and labels.dtype == tf.int32
-  eval_features, eval_labels = tf.data.make_one_shot_iterator(evals).get_next()
-  assert eval_features['image'].shape.as_list() == [None, 24, 24, 3]
-  with tf.Session() as sess:
-    images, values = sess.run([features['image'], labels])
-    assert images.min() >= -1.0 and images.max() <= 1.0 and set(values) <= {1, 2, 3}
-    seen = []
-    with pytest.raises(tf.errors.OutOfRangeError):
-      while True:
-        seen.extend(sess.run(eval_labels).tolist())
-  assert sorted(seen) == [1, 1, 2, 2, 3]

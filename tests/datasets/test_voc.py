@@ -1,4 +1,8 @@
-"""VOC converter (tiny devkit built with Pillow), decoder and DeepLab preprocessing."""
+"""VOC converter (tiny devkit built with Pillow).
+
+Decoder and preprocessing: test_decoders.py, test_segmentation_preprocessing.py; input pipeline:
+tests/pipelines/test_segmentation_input.py.
+"""
 import argparse
 import io
 import os
@@ -8,7 +12,7 @@ import pytest
 import tensorflow.compat.v1 as tf
 from PIL import Image
 
-from datasets import segmentation_augment
+from datasets import decoders
 from datasets import tfrecord
 from datasets import voc
 
@@ -65,7 +69,7 @@ def _read_records(pattern):
   out = {}
   with tf.Graph().as_default():
     serialized = tf.placeholder(tf.string, [])
-    decoded = voc.decode(serialized)
+    decoded = decoders.decode_segmentation(serialized)
     with tf.Session() as sess:
       for path in tf.gfile.Glob(pattern):
         for record in tf.python_io.tf_record_iterator(path):
@@ -183,146 +187,3 @@ def test_run_cli(devkit, tmp_path, capsys):
   assert voc.run(args) == 0
   printed = capsys.readouterr().out
   assert '2 records written, 3 skipped' in printed and 'c.png' in printed and 'd.png' in printed
-
-
-def test_decode_deeplab_record():
-  # Smooth, so the JPEG round trip is close to lossless whatever the decoder's DCT method.
-  yy, xx = np.mgrid[0:6, 0:10]
-  image = np.stack([xx * 20, yy * 30, 200 - xx * 10 - yy * 5], axis=2).astype(np.uint8)
-  label = _stripes([0, 5, 255], 6, 10)
-  jpeg, png = io.BytesIO(), io.BytesIO()
-  Image.fromarray(image).save(jpeg, format='JPEG', quality=100, subsampling=0)
-  Image.fromarray(label, mode='L').save(png, format='PNG')
-
-  def feature(**kw):
-    return tf.train.Feature(**kw)
-  example = tf.train.Example(features=tf.train.Features(feature={
-      'image/encoded': feature(bytes_list=tf.train.BytesList(value=[jpeg.getvalue()])),
-      'image/filename': feature(bytes_list=tf.train.BytesList(value=[b'2007_000032.jpg'])),
-      'image/format': feature(bytes_list=tf.train.BytesList(value=[b'jpeg'])),
-      'image/height': feature(int64_list=tf.train.Int64List(value=[6])),
-      'image/width': feature(int64_list=tf.train.Int64List(value=[10])),
-      'image/channels': feature(int64_list=tf.train.Int64List(value=[3])),
-      'image/segmentation/class/encoded': feature(bytes_list=tf.train.BytesList(value=[png.getvalue()])),
-      'image/segmentation/class/format': feature(bytes_list=tf.train.BytesList(value=[b'png'])),
-  }))
-  as_png = tf.train.Example.FromString(example.SerializeToString())
-  png_image = io.BytesIO()
-  Image.fromarray(image).save(png_image, format='PNG')
-  as_png.features.feature['image/encoded'].bytes_list.value[0] = png_image.getvalue()
-  with tf.Graph().as_default():
-    decoded = voc.decode(tf.constant(example.SerializeToString()))
-    assert decoded['image'].dtype == tf.uint8 and decoded['label'].dtype == tf.uint8
-    with tf.Session() as sess:
-      values = sess.run(decoded)
-      png_decoded = voc.decode(tf.constant(as_png.SerializeToString()))
-      np.testing.assert_array_equal(sess.run(png_decoded['image']), image)
-  np.testing.assert_array_equal(values['label'][:, :, 0], label)
-  error = np.abs(values['image'].astype(int) - image)
-  assert values['image'].shape == (6, 10, 3) and error.mean() < 0.5 and error.max() <= 2
-  assert (values['filename'], values['height'], values['width']) == (b'2007_000032.jpg', 6, 10)
-
-
-def _label_image(labels):
-  """uint8 image whose pixels are label * 10 in all channels, so alignment is checkable after augmenting."""
-  return np.repeat(labels[:, :, None] * 10, 3, axis=2).astype(np.uint8)
-
-
-def test_train_crop_and_flip_keep_image_and_label_aligned(graph):
-  labels = np.random.RandomState(1).randint(0, 13, (20, 30)).astype(np.uint8)
-  image, label = segmentation_augment.preprocess_for_train(
-      tf.constant(_label_image(labels)), tf.constant(labels[:, :, None]), crop_size=16, min_scale=1.0,
-      max_scale=1.0, seed=3)
-  assert image.shape.as_list() == [16, 16, 3] and label.shape.as_list() == [16, 16, 1]
-  assert image.dtype == tf.float32 and label.dtype == tf.int32
-  windows = {}
-  for oy in range(20 - 15):
-    for ox in range(30 - 15):
-      windows[labels[oy:oy + 16, ox:ox + 16].tobytes()] = (oy, ox, False)
-      windows[labels[oy:oy + 16, ox:ox + 16][:, ::-1].tobytes()] = (oy, ox, True)
-  seen = set()
-  with tf.Session() as sess:
-    for _ in range(20):
-      img, lab = sess.run([image, label])
-      np.testing.assert_allclose((img + 1.0) * 127.5, np.repeat(lab * 10, 3, axis=2), atol=1e-3)
-      key = lab[:, :, 0].astype(np.uint8).tobytes()
-      assert key in windows
-      seen.add(windows[key])
-  assert len(seen) > 5 and {flip for _, _, flip in seen} == {False, True}
-
-
-def test_train_pads_with_mean_and_ignore(graph):
-  labels = np.random.RandomState(2).randint(1, 13, (5, 7)).astype(np.uint8)
-  image, label = segmentation_augment.preprocess_for_train(
-      tf.constant(_label_image(labels)), tf.constant(labels[:, :, None]), crop_size=12, min_scale=1.0,
-      max_scale=1.0)
-  with tf.Session() as sess:
-    for _ in range(6):
-      img, lab = sess.run([image, label])
-      pad = lab[:, :, 0] == 255
-      assert pad.sum() == 144 - 35 and pad[5:].all()
-      assert pad[:, 7:].all() or pad[:, :5].all()
-      np.testing.assert_array_equal(img[pad], 0.0)
-      np.testing.assert_allclose((img[~pad] + 1.0) * 127.5, np.repeat(lab[~pad] * 10, 3, axis=1), atol=1e-3)
-
-
-def test_train_random_scale_shapes_and_values(graph):
-  labels = _stripes([0, 3, 9, 255])
-  image, label = segmentation_augment.preprocess_for_train(
-      tf.constant(_label_image(labels % 20)), tf.constant(labels[:, :, None]), crop_size=40, seed=7)
-  with tf.Session() as sess:
-    for _ in range(8):
-      img, lab = sess.run([image, label])
-      assert img.shape == (40, 40, 3) and lab.shape == (40, 40, 1)
-      assert set(np.unique(lab)) <= {0, 3, 9, 255}
-      assert img.min() >= -1.0 and img.max() <= 1.0
-
-
-def test_random_scale_factor_is_on_deeplab_grid(graph):
-  discrete = segmentation_augment.random_scale_factor(0.5, 2.0, 0.25, seed=1)
-  continuous = segmentation_augment.random_scale_factor(0.5, 2.0, 0, seed=1)
-  with tf.Session() as sess:
-    values = [sess.run([discrete, continuous]) for _ in range(150)]
-  grid = set(np.round(np.arange(0.5, 2.01, 0.25), 4))
-  assert set(np.round([v[0] for v in values], 4)) == grid
-  cont = np.array([v[1] for v in values])
-  assert cont.min() >= 0.5 and cont.max() <= 2.0 and len(set(np.round(cont, 4)) - grid) > 100
-
-
-def test_eval_pads_bottom_right_and_rejects_large_images(graph):
-  labels = np.random.RandomState(3).randint(0, 21, (5, 7)).astype(np.uint8)
-  image, label = segmentation_augment.preprocess_for_eval(
-      tf.constant(_label_image(labels)), tf.constant(labels[:, :, None]), crop_size=9)
-  with pytest.raises(ValueError, match='crop_size=9'):
-    segmentation_augment.preprocess_for_eval(tf.zeros([10, 4, 3], tf.uint8), None, crop_size=9)
-  big = tf.placeholder(tf.uint8, [None, None, 3])
-  big_image, _ = segmentation_augment.preprocess_for_eval(big, tf.zeros_like(big[:, :, :1]), crop_size=9)
-  with tf.Session() as sess:
-    img, lab = sess.run([image, label])
-    with pytest.raises(tf.errors.InvalidArgumentError, match='crop_size=9'):
-      sess.run(big_image, {big: np.zeros((4, 10, 3), np.uint8)})
-  expected = np.full((9, 9), 255)
-  expected[:5, :7] = labels
-  np.testing.assert_array_equal(lab[:, :, 0], expected)
-  np.testing.assert_allclose(img[:5, :7, 0], labels * 10 / 127.5 - 1.0, atol=1e-6)
-  assert (img[5:] == 0).all() and (img[:, 7:] == 0).all()
-
-
-def test_dataset_batches(converted):
-  out, _ = converted
-  pattern = os.path.join(out, 'train-*')
-  with tf.Graph().as_default():
-    train = tf.data.make_one_shot_iterator(voc.dataset(pattern, True, 2, 20, seed=0)).get_next()
-    evaluation = tf.data.make_one_shot_iterator(voc.dataset(pattern, False, 2, 40)).get_next()
-    with tf.Session() as sess:
-      features, labels = sess.run(train)
-      assert features['image'].shape == (2, 20, 20, 3) and labels.shape == (2, 20, 20, 1)
-      assert features['image'].dtype == np.float32 and labels.dtype == np.int32
-      np.testing.assert_array_equal(features['height'], [H, H])
-      sizes = []
-      for _ in range(2):
-        features, labels = sess.run(evaluation)
-        sizes.append(len(labels))
-        assert features['image'].shape[1:] == (40, 40, 3)
-        assert (labels[:, H:] == 255).all() and (labels[:, :, W:] == 255).all()
-      assert sorted(sizes) == [1, 2]

@@ -6,8 +6,9 @@ Evaluation: pad the whole image bottom/right to the crop size (it must already f
 `eval_crop_size` >= image size). Images come out scaled to [-1, 1] (MobileNet's input range), where the
 mean pixel 127.5 is 0.
 
-Not here: decoding records (see `datasets.voc`), resizing to a min/max side (not used for VOC), colour
-jitter or any augmentation DeepLab does not do.
+Not here: decoding records (`datasets.decoders.decode_segmentation`), batching and the input pipeline
+(`pipelines.segmentation_input`), resizing to a min/max side (not used for VOC), colour jitter or any
+augmentation DeepLab does not do.
 """
 import tensorflow.compat.v1 as tf
 

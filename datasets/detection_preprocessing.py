@@ -1,18 +1,19 @@
-"""Detection input pipeline: SSD's patch sampler and flip, resizing, class-id mapping, static padding.
+"""Detection preprocessing: SSD's patch sampler and flip, resizing, class-id mapping, static padding.
 
 Boxes are float32 [N, 4], normalized [ymin, xmin, ymax, xmax] in [0, 1], as the Object Detection API
 stores them. Per-box tensors (class labels, crowd flags) are filtered together with their boxes.
-`preprocess_for_train` / `preprocess_for_eval` turn a decoded record (`datasets.coco.decode`) into a
-square image in [-1, 1]; `make_class_mapping` maps sparse dataset ids to contiguous indices;
-`pad_objects` gives the per-image object lists a static size so images batch.
+`preprocess_for_train` / `preprocess_for_eval` turn a decoded record
+(`datasets.decoders.decode_detection`) into a square image in [-1, 1]; `make_class_mapping` maps sparse
+dataset ids to contiguous indices; `pad_objects` gives the per-image object lists a static size so
+images batch.
 
 Not here: photometric distortions, the "zoom out" expansion of the SSD paper (SSDLite's pipeline does
-not use it), anchor matching (see `heads.core`), record decoding (see `datasets.coco`).
+not use it), anchor matching (`heads.core.target_assigner`, applied by `pipelines.detection_input`),
+record decoding (`datasets.decoders`). This module does not import `heads`: data flows
+datasets -> heads, never back, so the one IoU the crop sampler needs is computed here (`_window_iou`).
 """
 import numpy as np
 import tensorflow.compat.v1 as tf
-
-from heads.core import box_ops
 
 # The SSD paper's sampler: None keeps the whole image, the rest are minimum IoU thresholds.
 SSD_MIN_IOU_CHOICES = (None, 0.1, 0.3, 0.5, 0.7, 0.9)
@@ -30,6 +31,22 @@ def _op_seed(seed, offset):
 def _select(values, keep):
   """Rows of `values` [N, ...] where `keep` bool [N] is True (tf.boolean_mask warns on TF 1.15)."""
   return tf.gather(values, tf.reshape(tf.where_v2(keep), [-1]))
+
+
+def _window_iou(window, boxes):
+  """IoU of one box `window` float32 [4] with each of `boxes` float32 [N, 4] -> float32 [N] in [0, 1].
+
+  The arithmetic of `heads.core.box_ops.iou(window[None], boxes)[0]`, op for op (so the sampler's
+  accept/reject decisions are the same), written here because datasets/ must not import heads/.
+  0 where the union is 0 (empty window and box), instead of NaN.
+  """
+  ymin, xmin, ymax, xmax = tf.unstack(boxes, num=4, axis=-1)
+  heights = tf.maximum(0.0, tf.minimum(window[2], ymax) - tf.maximum(window[0], ymin))
+  widths = tf.maximum(0.0, tf.minimum(window[3], xmax) - tf.maximum(window[1], xmin))
+  inter = heights * widths
+  union = (window[2] - window[0]) * (window[3] - window[1]) + (ymax - ymin) * (xmax - xmin) - inter
+  safe_union = tf.where(union > 0.0, union, tf.ones_like(union))
+  return tf.where(union > 0.0, inter / safe_union, tf.zeros_like(union))
 
 
 def _window(begin, size, image_hw):
@@ -76,7 +93,7 @@ def _sample_patch(image_shape, ref_boxes, threshold, sampler_args, seed):
         min_object_covered=tf.maximum(threshold, 0.0), aspect_ratio_range=list(aspect_ratio_range),
         area_range=list(area_range), max_attempts=max_attempts, use_image_if_no_bounding_boxes=True)
     window = _window(new_begin, new_size, image_shape[:2])
-    ok = tf.reduce_max(box_ops.iou(window[None], ref_boxes)[0]) >= threshold
+    ok = tf.reduce_max(_window_iou(window, ref_boxes)) >= threshold
     return i + 1, ok, tf.where_v2(ok, new_begin, begin), tf.where_v2(ok, new_size, size)
 
   def cond(i, done, unused_begin, unused_size):
@@ -232,7 +249,8 @@ def preprocess_for_train(decoded, image_size, seed=None):
   """SSD training preprocessing: random patch, random flip, resize to a square, scale to [-1, 1].
 
   Args:
-    decoded: dict from `datasets.coco.decode` (image uint8 [H, W, 3], boxes, classes, is_crowd).
+    decoded: dict from `datasets.decoders.decode_detection` (image uint8 [H, W, 3], boxes, classes,
+      is_crowd).
     image_size: int S, output side in pixels (the aspect ratio is not kept, as in SSD).
     seed: optional int op seed.
 
@@ -251,7 +269,7 @@ def preprocess_for_eval(decoded, image_size):
   """Evaluation preprocessing: resize to a square and scale to [-1, 1]; boxes are unchanged.
 
   Args:
-    decoded: dict from `datasets.coco.decode`.
+    decoded: dict from `datasets.decoders.decode_detection`.
     image_size: int S, output side in pixels.
 
   Returns:

@@ -1,0 +1,70 @@
+"""The classification input pipeline: TF-Slim ImageNet records -> decode -> preprocess -> batch.
+
+The one pipeline that training, evaluation, tests and benchmarks read (`dataset`), and the serving
+preprocessing of encoded images (`features_from_bytes`, the same as evaluation's). Settings come from the
+config: `classification.image_size`, `classification.min_crop_area` (the training crop covers that
+fraction of the image area up to all of it), `runtime.seed`, the batch sizes and the `data.*` reader
+settings (see `pipelines.input_common`).
+
+Not here: the record format (`datasets.imagenet`, `datasets.decoders.decode_classification`), the
+preprocessing maths (`datasets.classification_preprocessing`), the model (`pipelines.classification`).
+"""
+import tensorflow.compat.v1 as tf
+
+from datasets import classification_preprocessing as preprocessing
+from datasets import decoders
+from pipelines import input_common
+
+
+def example(config, decoded, is_training):
+  """(features, label) of one decoded record: {'image': float32 [S, S, 3] in [-1, 1]}, int32 [] in 0..K.
+
+  Training: Inception-style crop (area in [classification.min_crop_area, 1]) + flip; evaluation: central
+  crop (87.5%) + resize. S = classification.image_size.
+  """
+  size = config.classification.image_size
+  if is_training:
+    image = preprocessing.preprocess_for_train(decoded['image'], size,
+                                               area_range=(config.classification.min_crop_area, 1.0),
+                                               seed=config.runtime.seed)
+  else:
+    image = preprocessing.preprocess_for_eval(decoded['image'], size)
+  return {'image': image}, decoded['label']
+
+
+def dataset(config, mode, batch_size=None, repeat=None):
+  """The classification tf.data pipeline of a mode (TRAIN reads data.train_files, other modes eval_files).
+
+  Training repeats forever (unless `repeat` says otherwise) with full batches (static batch size).
+  Evaluation reads every record once and keeps the last, partial batch, so its batch dimension is None:
+  no image is left out of the metrics.
+
+  Args:
+    config: `pipelines.config.Config`.
+    mode: a `tf.estimator.ModeKeys` value.
+    batch_size: int, overrides train.batch_size / eval.batch_size.
+    repeat: see `input_common.read_records`.
+
+  Returns:
+    tf.data.Dataset of (features, labels): features = {'image': float32 [B, S, S, 3] in [-1, 1]},
+    labels = int32 [B] in 0..K.
+  """
+  is_training = input_common.split(config, mode)[2]
+  return input_common.read_records(config, mode, decoders.decode_classification,
+                                   lambda decoded: example(config, decoded, is_training),
+                                   batch_size=batch_size, repeat=repeat)
+
+
+def features_from_bytes(config, encoded):
+  """Serving features of string [B] encoded images (JPEG/PNG/GIF/BMP), preprocessed as in evaluation.
+
+  Returns:
+    {'image': float32 [B, S, S, 3] in [-1, 1]}, S = classification.image_size.
+  """
+  size = config.classification.image_size
+
+  def one(data):
+    image = tf.image.decode_image(data, channels=3, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return preprocessing.preprocess_for_eval(image, size)
+  return {'image': tf.map_fn(one, encoded, dtype=tf.float32, back_prop=False)}
