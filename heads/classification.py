@@ -8,7 +8,7 @@ from nets import mobilenet_v2
 
 LOGITS = mobilenet_spec.LOGITS
 PREDICTIONS = mobilenet_spec.PREDICTIONS
-DEFAULT_ENDPOINT = 'layer_19'
+DEFAULT_ENDPOINT = mobilenet_spec.LAYER_19
 
 
 def head(end_points, num_classes, is_training, endpoint=DEFAULT_ENDPOINT):

@@ -1,4 +1,4 @@
-"""DeepLabv3 on MobileNetV2: tensorflow/models research/deeplab's features, ASPP head, decoder and logits.
+"""DeepLabv3 head on MobileNetV2 endpoints: tensorflow/models research/deeplab's ASPP, decoder and logits.
 
 Variable names are the public checkpoints' (`MobilenetV2/...`, `image_pooling`, `aspp0`, `aspp1..`,
 `concat_projection`, `decoder/feature_projection0`, `decoder/decoder_conv{0,1}_{depthwise,pointwise}`,
@@ -10,19 +10,23 @@ ASPP branches, in concat order: image pooling (global average -> 1x1 conv -> bil
 activation, not ReLU6), set here; weight decay, batch-norm decay/epsilon (DeepLab: 0.9997 / 1e-5) and
 the training mode come from the caller's arg_scope.
 
-Width multiplier: as DeepLab, the backbone uses min_depth 8 and divisible_by 8 at 1.0, 1 and 1 otherwise.
+The head is a function of the backbone's end_points: the caller builds MobileNetV2 under `MobilenetV2`
+up to `layer_18`, atrous past the output stride, with DeepLab's channel rounding (min_depth and
+divisible_by 8 at multiplier 1.0, 1 otherwise; see `pipelines.model_builder`).
 
-Not here: losses, label handling, input preprocessing and cropping, multi-scale inference, the
-dense-prediction cell, squeeze-and-excitation ASPP.
+Not here: the backbone, losses, label handling, input preprocessing and cropping, multi-scale inference,
+the dense-prediction cell, squeeze-and-excitation ASPP.
 """
 import tensorflow.compat.v1 as tf
 import tf_slim as slim
 
 from heads import scopes
-from nets import mobilenet_v2
+from nets import mobilenet_spec
 
-FEATURE_ENDPOINT = 'layer_18'
-DECODER_ENDPOINT = 'layer_4/depthwise_output'
+# DeepLab's MobileNetV2 taps: the features (stride = output stride, 320 ch at 1.0) and the decoder's
+# low-level features (stride 4).
+FEATURE_ENDPOINT = mobilenet_spec.LAYER_18
+DECODER_ENDPOINT = mobilenet_spec.LAYER_4_DEPTHWISE
 # Result key of `aspp_head`.
 LOGITS = 'logits'
 
@@ -37,31 +41,6 @@ DECODER_PROJECTION_DEPTH = 48
 _DEPTHWISE_STDDEV = 0.33
 _POINTWISE_STDDEV = 0.06
 _LOGITS_STDDEV = 0.01
-
-
-def features(images, output_stride=16, depth_multiplier=1.0, is_training=None, divisible_by=None, reuse=None):
-  """MobileNetV2 features up to `layer_18` under scope `MobilenetV2`, atrous past `output_stride`.
-
-  Args:
-    images: float32 [B, H, W, 3] scaled to [-1, 1].
-    output_stride: 8, 16 or 32.
-    depth_multiplier: width multiplier > 0.
-    is_training: batch-norm mode; None keeps the arg_scope's (`mobilenet_v2.training_scope`).
-    divisible_by: channel rounding; None = DeepLab's (8 at multiplier 1.0, else 1).
-    reuse: variable reuse.
-
-  Returns:
-    features: float32 [B, ceil(H / os), ceil(W / os), 320 x multiplier] (layer_18, linear bottleneck).
-    end_points: dict endpoint name -> tensor (see `nets.mobilenet_v2`).
-  """
-  exact = depth_multiplier == 1.0
-  if divisible_by is None:
-    divisible_by = 8 if exact else 1
-  kwargs = {} if is_training is None else {'is_training': is_training}
-  return mobilenet_v2.mobilenet_base(
-      images, depth_multiplier=depth_multiplier, output_stride=output_stride, final_endpoint=FEATURE_ENDPOINT,
-      min_depth=8 if exact else 1, divisible_by=divisible_by, scope=mobilenet_v2.DEFAULT_SCOPE, reuse=reuse,
-      **kwargs)
 
 
 def _resize_bilinear(net, size):
@@ -135,7 +114,7 @@ def _aspp(net, depth=256, aspp_rates=None, image_pooling=True, separable=False, 
 def _check_endpoint(end_points, name):
   if end_points is None or name not in end_points:
     valid = ', '.join(sorted(end_points)) if end_points else '(no end_points given)'
-    raise ValueError('DeepLab decoder needs backbone endpoint %r, which is missing; valid endpoints: %s'
+    raise ValueError('DeepLab needs backbone endpoint %r, which is missing; valid endpoints: %s'
                      % (name, valid))
 
 
@@ -144,7 +123,7 @@ def _decoder(net, end_points, decoder_endpoint=DECODER_ENDPOINT, depth=256):
 
   Args:
     net: float32 [B, h, w, c] ASPP output.
-    end_points: dict endpoint name -> tensor from `features`.
+    end_points: dict endpoint name -> tensor of the backbone.
     decoder_endpoint: low-level endpoint name (`layer_4/depthwise_output`, stride 4, for MobileNetV2).
     depth: channels of the decoder convs.
 
@@ -180,30 +159,33 @@ def semantic_logits(net, num_classes):
                        biases_initializer=tf.zeros_initializer(), scope=SEMANTIC_SCOPE)
 
 
-def aspp_head(features_tensor, num_classes, aspp_rates=None, image_pooling=True, depth=256, dropout_keep_prob=0.9,
-              is_training=None, decoder_endpoint=None, end_points=None, separable_aspp=False):
-  """ASPP (+ optional decoder) + logits on top of `features`: DeepLab's `multi_scale_logits` at one scale.
+def aspp_head(end_points, num_classes, aspp_rates=None, image_pooling=True, depth=256, dropout_keep_prob=0.9,
+              is_training=None, decoder_endpoint=None, separable_aspp=False, feature_endpoint=FEATURE_ENDPOINT):
+  """ASPP (+ optional decoder) + logits on the backbone's end_points: DeepLab's `multi_scale_logits` at one scale.
 
   Args:
-    features_tensor: float32 [B, h, w, c] from `features`.
+    end_points: dict endpoint name -> float32 [B, h, w, c] backbone tensors.
     num_classes: int >= 1 (21 for PASCAL VOC).
     aspp_rates, image_pooling, depth, dropout_keep_prob, separable_aspp: see `_aspp`.
     is_training: batch-norm and dropout mode; None keeps the arg_scope's.
     decoder_endpoint: None (DeepLabv3) or a low-level endpoint name such as DECODER_ENDPOINT (v3+).
-    end_points: backbone endpoints; required with `decoder_endpoint`.
+    feature_endpoint: the endpoint ASPP runs on (FEATURE_ENDPOINT, `layer_18`, for MobileNetV2).
 
   Returns:
-    dict with LOGITS: float32 [B, h, w, num_classes] (or at the decoder endpoint's resolution).
+    dict with LOGITS: float32 [B, h, w, num_classes] at the feature endpoint's resolution (or the decoder
+    endpoint's).
 
   Raises:
-    ValueError: num_classes < 1, or the decoder endpoint is missing.
+    ValueError: num_classes < 1, or an endpoint is missing (the message lists the valid ones).
   """
   if num_classes < 1:
     raise ValueError('num_classes must be >= 1, got %r' % (num_classes,))
+  _check_endpoint(end_points, feature_endpoint)
   if decoder_endpoint is not None:
     _check_endpoint(end_points, decoder_endpoint)
   with scopes.conv_bn_scope(tf.nn.relu, is_training):
-    net = _aspp(features_tensor, depth, aspp_rates, image_pooling, separable_aspp, dropout_keep_prob, is_training)
+    net = _aspp(end_points[feature_endpoint], depth, aspp_rates, image_pooling, separable_aspp, dropout_keep_prob,
+                is_training)
     if decoder_endpoint is not None:
       net = _decoder(net, end_points, decoder_endpoint, depth)
     return {LOGITS: semantic_logits(net, num_classes)}

@@ -9,28 +9,32 @@ its checkpoint restores with a plain `tf.train.Saver`:
   predictor      per map: `BoxPredictor_N/{BoxEncodingPredictor,ClassPredictor}_depthwise` (3x3 depthwise)
                  -> `BoxPredictor_N/{BoxEncodingPredictor,ClassPredictor}` (1x1 with biases, linear).
 
+The head is a function of the backbone's end_points: the caller builds MobileNetV2 (under
+`FeatureExtractor/MobilenetV2`, up to `layer_19`, without finegrain mode, as the public extractor; see
+`pipelines.model_builder`) and passes its end_points here. `feature_map_info` describes the six maps
+(stride, channels) without a graph, from `nets.mobilenet_spec.feature_info`, so anchors and checks need
+no forward pass.
+
 Batch norm and the activation (ReLU6) of the head's layers are set here, as the public config's
 `conv_hyperparams` did; weight decay, initializers, batch-norm decay and the training mode come from the
-caller's arg_scope (`nets.mobilenet_v2.training_scope`).
+caller's arg_scope (`nets.mobilenet_v2.training_scope`). Extra layers have max(int(d x multiplier),
+min_depth) channels (min_depth 16 in the public config, which also builds the backbone with it).
 
-Width multiplier: like the public extractor, the backbone is built without finegrain mode, so `Conv_1`
-(`layer_19`) has make_divisible(1280 x multiplier) channels (e.g. 640 at 0.5); `min_depth` (16) applies
-both to the backbone and to the extra layers (max(int(d x multiplier), min_depth)).
-
-Not here: anchors (`heads.core.anchors`), box decoding, losses, post-processing, input preprocessing.
+Not here: the backbone, anchors (`heads.core.anchors`), box decoding, losses, post-processing, input
+preprocessing.
 """
 import tensorflow.compat.v1 as tf
 import tf_slim as slim
 
 from heads import scopes
-from nets import mobilenet_v2
+from heads.core import anchors as anchors_lib
+from nets import mobilenet_spec
 
-FEATURE_EXTRACTOR_SCOPE = 'FeatureExtractor'
-# Backbone endpoints of the first two feature maps, and the last one the backbone is built up to.
-FEATURE_ENDPOINTS = ('layer_15/expansion_output', 'layer_19')
-FINAL_ENDPOINT = 'layer_19'
+# Variable scope of the public model's backbone + extra layers (`FeatureExtractor/MobilenetV2/...`).
+FEATURE_EXTRACTOR_SCOPE = 'FeatureExtractor/' + 'MobilenetV2'
+# Backbone endpoints of the first two feature maps (strides 16 and 32).
+FEATURE_ENDPOINTS = (mobilenet_spec.LAYER_15_EXPANSION, mobilenet_spec.LAYER_19)
 EXTRA_LAYER_DEPTHS = (512, 256, 256, 128)
-NUM_ANCHORS_PER_LOCATION = (3, 6, 6, 6, 6, 6)
 BOX_CODE_SIZE = 4
 
 # Result keys of `box_predictor` (the Object Detection API's prediction dict keys).
@@ -47,6 +51,7 @@ def _fixed_padding_3x3(net):
 
 
 def _check_endpoints(end_points, names):
+  """Raises ValueError naming the first of `names` missing from `end_points` (a dict keyed by name)."""
   for name in names:
     if name not in end_points:
       raise ValueError('SSDLite needs backbone endpoint %r, which is missing; valid endpoints: %s'
@@ -58,7 +63,7 @@ def extra_feature_maps(end_points, from_layers=FEATURE_ENDPOINTS, layer_depths=E
                        activation_fn=tf.nn.relu6, is_training=None):
   """The 6 SSD feature maps: the backbone's `from_layers`, then one stride-2 extra layer per `layer_depths`.
 
-  Builds variables in the current variable scope (`FeatureExtractor/MobilenetV2` for the public names).
+  Builds variables in the current variable scope (FEATURE_EXTRACTOR_SCOPE for the public names).
 
   Args:
     end_points: dict endpoint name -> float32 [B, h, w, c] tensor, from `mobilenet_v2.mobilenet_base`.
@@ -81,7 +86,7 @@ def extra_feature_maps(end_points, from_layers=FEATURE_ENDPOINTS, layer_depths=E
   base = from_layers[-1]
 
   def depth_fn(depth):
-    return max(int(depth * depth_multiplier), min_depth)
+    return extra_layer_depth(depth, depth_multiplier, min_depth)
 
   with scopes.conv_bn_scope(activation_fn, is_training):
     for index, depth in enumerate(layer_depths, len(from_layers)):
@@ -97,30 +102,34 @@ def extra_feature_maps(end_points, from_layers=FEATURE_ENDPOINTS, layer_depths=E
   return maps
 
 
-def feature_maps(images, depth_multiplier=1.0, is_training=None, min_depth=16, use_explicit_padding=False,
-                 reuse=None):
-  """Backbone + extra layers under `FeatureExtractor/MobilenetV2`, as the public SSDLite extractor.
+def extra_layer_depth(depth, depth_multiplier=1.0, min_depth=16):
+  """Channels of an extra layer of nominal `depth`: max(int(depth x multiplier), min_depth)."""
+  return max(int(depth * depth_multiplier), min_depth)
+
+
+def feature_map_info(backbone_info, from_layers=FEATURE_ENDPOINTS, layer_depths=EXTRA_LAYER_DEPTHS,
+                     depth_multiplier=1.0, min_depth=16):
+  """(name, stride, channels) of every SSD feature map, from the backbone's static description alone.
 
   Args:
-    images: float32 [B, H, W, 3] scaled to [-1, 1]; H, W >= 33.
-    depth_multiplier: width multiplier of the backbone and the extra layers.
-    is_training: batch-norm mode; None keeps the arg_scope's (`mobilenet_v2.training_scope`).
-    min_depth: smallest channel count of the backbone and extra layers (16 in the public config).
-    use_explicit_padding: size-independent padding for exporters.
-    reuse: variable reuse of the `FeatureExtractor` scope.
+    backbone_info: dict endpoint name -> `nets.mobilenet_spec.FeatureInfo` (`feature_info_by_name`) of the
+      backbone the maps are built on.
+    from_layers, layer_depths, depth_multiplier, min_depth: as `extra_feature_maps`.
 
   Returns:
-    list of 6 float32 [B, h_i, w_i, c_i] feature maps (at 320x320 and 1.0: 20x20x576, 10x10x1280, 5x5x512,
-    3x3x256, 2x2x256, 1x1x128).
+    list of FeatureInfo, one per map: the `from_layers` endpoints, then each extra layer at twice the
+    previous stride (names as its variable scope, e.g. 'layer_19_2_Conv2d_2_3x3_s2_512').
+
+  Raises:
+    ValueError: an endpoint of `from_layers` is not in `backbone_info`.
   """
-  training = {} if is_training is None else {'is_training': is_training}
-  with tf.variable_scope(FEATURE_EXTRACTOR_SCOPE, values=[images], reuse=reuse):
-    with tf.variable_scope(mobilenet_v2.DEFAULT_SCOPE) as scope:
-      _, end_points = mobilenet_v2.mobilenet_base(
-          images, depth_multiplier=depth_multiplier, min_depth=min_depth, final_endpoint=FINAL_ENDPOINT,
-          use_explicit_padding=use_explicit_padding, scope=scope, **training)
-      return extra_feature_maps(end_points, depth_multiplier=depth_multiplier, min_depth=min_depth,
-                                use_explicit_padding=use_explicit_padding, is_training=is_training)
+  _check_endpoints(backbone_info, from_layers)
+  maps = [backbone_info[name] for name in from_layers]
+  for index, depth in enumerate(layer_depths, len(from_layers)):
+    channels = extra_layer_depth(depth, depth_multiplier, min_depth)
+    name = '%s_2_Conv2d_%d_3x3_s2_%d' % (from_layers[-1], index, channels)
+    maps.append(mobilenet_spec.FeatureInfo(name, maps[-1].stride * 2, channels))
+  return maps
 
 
 def _flatten(prediction, size):
@@ -138,16 +147,17 @@ def _predict(net, num_outputs, scope, bias_init):
                      biases_initializer=tf.constant_initializer(bias_init), scope=scope)
 
 
-def box_predictor(feature_map_list, num_classes, num_anchors_per_location=NUM_ANCHORS_PER_LOCATION,
+def box_predictor(feature_map_list, num_classes, num_anchors_per_location=None,
                   class_prediction_bias_init=0.0, activation_fn=tf.nn.relu6, is_training=None):
   """SSDLite's convolutional box predictor (`use_depthwise: true`, kernel 3, no extra layers, no dropout).
 
   Builds `BoxPredictor_<i>` scopes in the current variable scope (top level for the public names).
 
   Args:
-    feature_map_list: list of float32 [B, h_i, w_i, c_i] tensors (from `feature_maps`).
+    feature_map_list: list of float32 [B, h_i, w_i, c_i] tensors (from `extra_feature_maps`).
     num_classes: int >= 1, object classes without the background.
-    num_anchors_per_location: int per feature map (`heads.core.anchors.num_anchors_per_location()`).
+    num_anchors_per_location: int per feature map; None = `heads.core.anchors.num_anchors_per_location()`
+      (the SSDLite anchor generator's [3, 6, 6, 6, 6, 6]).
     class_prediction_bias_init: initial bias of the class logits; the public SSDLite config uses the
       proto default 0.0 (focal-loss configs use a negative prior such as -4.6).
     activation_fn: activation of the depthwise layers.
@@ -161,6 +171,8 @@ def box_predictor(feature_map_list, num_classes, num_anchors_per_location=NUM_AN
   Raises:
     ValueError: feature maps and anchor counts differ in number, or num_classes < 1.
   """
+  if num_anchors_per_location is None:
+    num_anchors_per_location = anchors_lib.num_anchors_per_location()
   if len(feature_map_list) != len(num_anchors_per_location):
     raise ValueError('box_predictor got %d feature maps but %d num_anchors_per_location entries'
                      % (len(feature_map_list), len(num_anchors_per_location)))

@@ -59,9 +59,23 @@ PREDICTIONS = 'Predictions'
 FeatureInfo = collections.namedtuple('FeatureInfo', ['name', 'stride', 'channels'])
 
 
+def endpoint_name(layer_number, suffix=None):
+  """TF-Slim endpoint name: endpoint_name(15, EXPANSION_OUTPUT) -> 'layer_15/expansion_output'."""
+  return 'layer_%d' % layer_number + ('/' + suffix if suffix else '')
+
+
+# The endpoints the heads of this project tap, named once here so no head retypes the strings.
+# At multiplier 1.0 (V2_SPEC): layer_4/depthwise_output stride 4 (144 ch), layer_15/expansion_output
+# stride 16 (576 ch), layer_18 stride 32 (320 ch, the last inverted residual), layer_19 stride 32 (1280 ch).
+LAYER_4_DEPTHWISE = endpoint_name(4, DEPTHWISE_OUTPUT)  # DeepLabv3+ decoder's low-level features
+LAYER_15_EXPANSION = endpoint_name(15, EXPANSION_OUTPUT)  # SSDLite's first (stride-16) feature map
+LAYER_18 = endpoint_name(18)  # DeepLab's features (the last bottleneck, before the 1x1 to 1280)
+LAYER_19 = endpoint_name(19)  # the last conv: classification, SSDLite's second map
+
+
 def layer_name(index):
   """One-based TF-Slim endpoint name of spec entry `index` (zero-based): 0 -> 'layer_1'."""
-  return 'layer_%d' % (index + 1)
+  return endpoint_name(index + 1)
 
 
 def make_divisible(value, divisor, min_value=None):
@@ -161,3 +175,8 @@ def feature_info(depth_multiplier=1.0, output_stride=None, conv_defs=None, fineg
       infos.append(FeatureInfo(name + '/' + OUTPUT, stride, out_ch))
     in_channels, in_stride = out_ch, stride
   return infos
+
+
+def feature_info_by_name(**kwargs):
+  """`feature_info(**kwargs)` as a dict endpoint name -> FeatureInfo."""
+  return {info.name: info for info in feature_info(**kwargs)}

@@ -133,7 +133,7 @@ def _run_profile(args):
     result = profile.profile_mobilenet(args.depth_multiplier, size, classes, args.finegrain)
     extra = ' (finegrain)' if args.finegrain else ''
   else:
-    from heads import profile_models  # pylint: disable=g-import-not-at-top
+    from pipelines import profile_models  # pylint: disable=g-import-not-at-top
     if args.model == 'ssdlite':
       size, classes = args.image_size or 320, args.num_classes or 90
       result = profile_models.profile_ssdlite(size, classes, args.depth_multiplier)

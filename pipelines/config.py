@@ -27,35 +27,30 @@ def _in(name, value, valid):
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
+  """The backbone, shared by every task (task-only settings live in the task's own section)."""
   depth_multiplier: float = 1.0
-  image_size: int = 224  # square training/eval input size (detection: the SSD input; segmentation: see crop_size)
-  num_classes: int = 1001  # classification: incl. background (1001 for ImageNet); detection/segmentation: see docs
-  finegrain_classification_mode: bool = False
-  output_stride: Optional[int] = None  # None = 32; 8 or 16 use atrous convolution (segmentation)
-  use_explicit_padding: bool = False
   # Channel rounding of the backbone; null = the task's public convention: 8 (TF-Slim, OD API) for
   # classification/detection, DeepLab's (8 at multiplier 1.0, else 1) for segmentation. Set 8 to warm-start
   # a segmentation model from a TF-Slim classifier of another width.
   divisible_by: Optional[int] = None
-  dropout_keep_prob: float = 0.8
+  use_explicit_padding: bool = False  # input-size-independent padding (exporters)
   weight_decay: float = 0.00004
   bn_decay: float = 0.997
   init_stddev: float = 0.09
 
   def validate(self):
     _positive('depth_multiplier', self.depth_multiplier)
-    _positive('image_size', self.image_size)
-    _positive('num_classes', self.num_classes)
     if self.divisible_by is not None and self.divisible_by <= 0:
       raise ValueError('divisible_by: must be > 0 or null, got %r' % (self.divisible_by,))
-    if self.output_stride not in (None, 8, 16, 32):
-      raise ValueError('output_stride: must be null, 8, 16 or 32, got %r' % (self.output_stride,))
-    if not 0 < self.dropout_keep_prob <= 1:
-      raise ValueError('dropout_keep_prob: must be in (0, 1], got %r' % (self.dropout_keep_prob,))
     if self.weight_decay < 0:
       raise ValueError('weight_decay: must be >= 0, got %r' % (self.weight_decay,))
     if not 0 < self.bn_decay < 1:
       raise ValueError('bn_decay: must be in (0, 1), got %r' % (self.bn_decay,))
+
+
+def _keep_prob(name, value):
+  if not 0 < value <= 1:
+    raise ValueError('%s: must be in (0, 1], got %r' % (name, value))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -165,10 +160,22 @@ class RuntimeConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ClassificationConfig:
+  # Logits, INCLUDING the background class 0 of TF-Slim's ImageNet records: 1001 for ImageNet's 1000
+  # classes. With data.labels_file (labels.txt), it must be the largest label id + 1.
+  num_classes: int = 1001
+  image_size: int = 224  # square training/eval/serving input side
+  output_stride: Optional[int] = None  # null = 32; 8 or 16 make the backbone atrous past that stride
+  finegrain_classification_mode: bool = False  # keep the last layer at 1280 channels below multiplier 1.0
+  dropout_keep_prob: float = 0.8  # before the logits
   top_k: int = 5  # classes returned by predict/export
   min_crop_area: float = 0.08  # Inception-style training crop covers this to 100% of the image area
 
   def validate(self):
+    _positive('num_classes', self.num_classes)
+    _positive('image_size', self.image_size)
+    if self.output_stride not in (None, 8, 16, 32):
+      raise ValueError('output_stride: must be null, 8, 16 or 32, got %r' % (self.output_stride,))
+    _keep_prob('dropout_keep_prob', self.dropout_keep_prob)
     _positive('top_k', self.top_k)
     if not 0 < self.min_crop_area <= 1:
       raise ValueError('min_crop_area: must be in (0, 1], got %r' % (self.min_crop_area,))
@@ -176,8 +183,13 @@ class ClassificationConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DetectionConfig:
+  # Object classes WITHOUT the background, and a class index IS its label-map id (the Object Detection
+  # API's convention): the largest id, 90 for COCO (whose ids have gaps). The predictor has num_classes + 1
+  # outputs, column 0 = background. With data.labels_file, it must equal the largest id of the label map.
+  num_classes: int = 90
+  image_size: int = 320  # square SSD input side (the anchors follow it)
+  min_depth: int = 16  # smallest channel count of the backbone and the extra layers (public config: 16)
   max_objects: int = 100  # ground-truth boxes per image after padding
-  min_depth: int = 16
   matched_threshold: float = 0.5
   unmatched_threshold: float = 0.5
   neg_pos_ratio: float = 3.0
@@ -192,6 +204,9 @@ class DetectionConfig:
   random_crop: bool = True
 
   def validate(self):
+    _positive('num_classes', self.num_classes)
+    _positive('image_size', self.image_size)
+    _positive('min_depth', self.min_depth)
     _in('classification_loss', self.classification_loss, ('sigmoid', 'softmax'))
     _positive('max_objects', self.max_objects)
     _positive('max_detections', self.max_detections)
@@ -205,6 +220,11 @@ class DetectionConfig:
 
 @dataclasses.dataclass(frozen=True)
 class SegmentationConfig:
+  # Classes INCLUDING background 0 (21 for PASCAL VOC); labels >= num_classes other than ignore_label are
+  # not classes. With data.labels_file (labels.txt), it must be the largest label id + 1.
+  num_classes: int = 21
+  output_stride: int = 16  # 8, 16 or 32; atrous backbone past it (DeepLab's default 16)
+  dropout_keep_prob: float = 0.9  # DeepLab's dropout after concat_projection
   crop_size: int = 513
   eval_crop_size: int = 513  # >= every eval image side (images are padded, never resized)
   min_scale: float = 0.5
@@ -220,6 +240,10 @@ class SegmentationConfig:
   export_probabilities: bool = False  # predict/export also return float32 [B, H, W, C] softmax probabilities
 
   def validate(self):
+    _positive('num_classes', self.num_classes)
+    if self.output_stride not in (8, 16, 32):
+      raise ValueError('output_stride: must be 8, 16 or 32, got %r' % (self.output_stride,))
+    _keep_prob('dropout_keep_prob', self.dropout_keep_prob)
     _positive('crop_size', self.crop_size)
     _positive('eval_crop_size', self.eval_crop_size)
     if not 0 < self.min_scale <= self.max_scale:
@@ -249,9 +273,34 @@ class Config:
       raise ValueError('data.num_train_examples: must be > 0 for the per-epoch exponential schedule')
 
 
+def unread_sections(data):
+  """Task sections that the config's task does not read -> why (a config holding one is an error)."""
+  task = data.get('task', Config.task)
+  return {name: 'not read by task %r (only the %r section applies to it)' % (task, task)
+          for name in TASKS if name != task}
+
+
 def load(path, overrides=()):
-  """Loads and validates a task config (see `config_lib.load`)."""
-  return config_lib.load(Config, path, overrides)
+  """Loads and validates a task config (see `config_lib.load`); other tasks' sections are errors."""
+  return config_lib.load(Config, path, overrides, unread_sections=unread_sections)
+
+
+def to_dict(config):
+  """The config as a nested dict without the sections its task does not read (what `save` writes)."""
+  data = config_lib.to_dict(config)
+  for name in unread_sections(data):
+    data.pop(name, None)
+  return data
+
+
+def save(config, path):
+  """Writes the resolved config to `path` (YAML, atomically); it loads back to an equal config."""
+  config_lib.save_dict(to_dict(config), path)
+
+
+def task_section(config):
+  """The config's own task section (`config.classification` for a classification config, ...)."""
+  return getattr(config, config.task)
 
 
 # Which data keys each mode needs; checked before a graph is built.
@@ -270,7 +319,24 @@ def check_files(config, mode, source=''):
   labels = config.data.labels_file
   if labels and not glob.glob(labels):
     raise config_lib.ConfigError(source, 'data.labels_file', 'file not found: %r' % labels)
+  if labels:
+    check_num_classes(config, source)
   checkpoint = config.train.warm_start.checkpoint
   if mode in ('train', 'train_and_eval') and checkpoint and not (
       glob.glob(checkpoint) or glob.glob(checkpoint + '.index') or glob.glob(checkpoint + '*')):
     raise config_lib.ConfigError(source, 'train.warm_start.checkpoint', 'no checkpoint at %r' % checkpoint)
+
+
+def check_num_classes(config, source=''):
+  """Raises ConfigError naming `<task>.num_classes` and `data.labels_file` when the two disagree."""
+  from pipelines import labels as labels_lib  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
+  path = config.data.labels_file
+  try:
+    expected, why = labels_lib.expected_num_classes(config.task, path)
+  except ValueError as e:
+    raise config_lib.ConfigError(source, 'data.labels_file', str(e))
+  got = task_section(config).num_classes
+  if got != expected:
+    raise config_lib.ConfigError(source, '%s.num_classes' % config.task,
+                                 '%d disagrees with data.labels_file %r, which needs %d (%s)'
+                                 % (got, path, expected, why))

@@ -134,11 +134,27 @@ def apply_override(data, path, value, cls, source):
       node = node[part]
 
 
-def load(cls, path, overrides=()):
+def _check_unread(data, from_file, applied, unread_sections, path):
+  """Raises ConfigError at the first key of a section `unread_sections(data)` rejects, naming its origin."""
+  for section, reason in sorted(unread_sections(data).items()):
+    for keys, source in applied:
+      if keys[0] == section:
+        raise ConfigError(source, '.'.join(keys), reason)
+    if section in from_file:
+      value = from_file[section]
+      first = sorted(value)[0] if isinstance(value, dict) and value else None
+      raise ConfigError(path, _join(section, first) if first else section, reason)
+
+
+def load(cls, path, overrides=(), unread_sections=None):
   """Loads YAML `path` into dataclass `cls`, applies `overrides` ('k=v' strings), then validates.
 
+  `unread_sections(data)`, if given, maps top-level sections the resolved data must not hold (e.g. the
+  sections of other tasks) to the reason; a key in one of them is reported like an unknown key.
+
   Raises:
-    ConfigError: missing/unparsable file, unknown key, wrong type, or a failed `validate()` rule.
+    ConfigError: missing/unparsable file, unknown key, a key the config does not read, wrong type, or a
+      failed `validate()` rule.
   """
   if not os.path.isfile(path):
     raise ConfigError(path, None, 'config file not found')
@@ -147,10 +163,17 @@ def load(cls, path, overrides=()):
       data = yaml.safe_load(f) or {}
   except yaml.YAMLError as e:
     raise ConfigError(path, None, 'invalid YAML: %s' % e)
-  data = copy.deepcopy(data)
+  if not isinstance(data, dict):
+    raise ConfigError(path, None, 'expected a mapping at the top level, got %r' % (data,))
+  from_file = copy.deepcopy(data)
+  applied = []
   for text in overrides:
-    keys, value = parse_override(text, source='%s (--set %s)' % (path, text))
-    apply_override(data, keys, value, cls, '%s (--set %s)' % (path, text))
+    source = '%s (--set %s)' % (path, text)
+    keys, value = parse_override(text, source=source)
+    apply_override(data, keys, value, cls, source)
+    applied.append((keys, source))
+  if unread_sections is not None:
+    _check_unread(data, from_file, applied, unread_sections, path)
   config = from_dict(cls, data, source=path)
   validate(config, path)
   return config
@@ -179,7 +202,12 @@ def validate(config, source=''):
 
 def save(config, path):
   """Writes the resolved config as YAML (atomically) so a run can be reproduced exactly."""
+  save_dict(to_dict(config), path)
+
+
+def save_dict(data, path):
+  """Writes a nested dict as YAML via a temporary name and a rename."""
   tmp = '%s.tmp-%d' % (path, os.getpid())
   with open(tmp, 'w') as f:
-    yaml.safe_dump(to_dict(config), f, default_flow_style=False, sort_keys=False)
+    yaml.safe_dump(data, f, default_flow_style=False, sort_keys=False)
   os.rename(tmp, path)

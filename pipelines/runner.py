@@ -13,7 +13,6 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from pipelines import config as config_schema
-from pipelines import config_lib
 from pipelines import skeleton
 
 LOG = logging.getLogger('mnv2')
@@ -62,7 +61,7 @@ def load_config(path, overrides=(), mode=None):
 def train(config, model_dir, evaluate=False):
   """Trains to `train.steps` (resuming from model_dir); with `evaluate`, evaluates each new checkpoint."""
   tf.gfile.MakeDirs(model_dir)
-  config_lib.save(config, os.path.join(model_dir, 'config.yaml'))
+  config_schema.save(config, os.path.join(model_dir, 'config.yaml'))
   task = make_task(config)
   estimator = make_estimator(task, model_dir)
   if not (evaluate or config.train.evaluate_every_checkpoint):

@@ -1,12 +1,14 @@
 """DeepLabv3 semantic segmentation on PASCAL VOC: MobileNetV2 + ASPP head as a tf.estimator task.
 
-Model: `heads.deeplab.features` (MobilenetV2 up to layer_18, atrous at `model.output_stride`) and
-`heads.deeplab.aspp_head` (image pooling + aspp0 [+ aspp<i> per `segmentation.aspp_rates`] ->
-concat_projection -> dropout [-> decoder] -> logits/semantic), variable names as the public DeepLab
-checkpoints. Batch norm follows DeepLab: the backbone uses the MobileNetV2 training scope (decay
-`model.bn_decay`, epsilon 1e-3), the head decay 0.9997 / epsilon 1e-5; `train.freeze_batch_norm` null
-freezes every batch norm while training when `train.batch_size` < 12 (DeepLab's advice), dropout still
-follows the mode. Logits are upsampled bilinearly (corners aligned) to the label / input size.
+Model: `pipelines.model_builder.backbone` (MobilenetV2 up to layer_18, atrous past
+`segmentation.output_stride`, DeepLab's channel rounding) and `heads.deeplab.aspp_head` on its end_points
+(image pooling + aspp0 [+ aspp<i> per `segmentation.aspp_rates`] -> concat_projection -> dropout [->
+decoder] -> logits/semantic), variable names as the public DeepLab checkpoints. Input:
+`pipelines.segmentation_input`. Batch norm follows DeepLab: the backbone uses the MobileNetV2 training
+scope (decay `model.bn_decay`, epsilon 1e-3), the head decay 0.9997 / epsilon 1e-5;
+`train.freeze_batch_norm` null freezes every batch norm while training when `train.batch_size` < 12
+(DeepLab's advice, `model_builder.batch_norm_training`), dropout still follows the mode. Logits are
+upsampled bilinearly (corners aligned) to the label / input size.
 
 Loss: softmax cross-entropy over pixels whose label is in [0, num_classes) (255 and the eval padding are
 skipped), optionally only the `segmentation.hard_pixel_top_k` fraction of the hardest of them, divided by
@@ -20,22 +22,19 @@ the eval input, run through the same (multi-scale) model, then the probabilities
 resized to the original size: prediction `mask` int32 [B, H, W] has the input image's resolution.
 Images of one request must share a size (send one image per request for mixed sizes).
 
-Not here: the network layers (`heads.deeplab`), record decoding and augmentation (`datasets.voc`,
-`datasets.segmentation_augment`), the metric maths (`pipelines.segmentation_metrics`).
+Not here: the network layers (`heads.deeplab`), record decoding and augmentation (`datasets.decoders`,
+`datasets.segmentation_preprocessing`), the metric maths (`pipelines.segmentation_metrics`).
 """
 import tensorflow.compat.v1 as tf
 import tf_slim as slim
 
-from datasets import segmentation_augment
-from datasets import voc
 from heads import deeplab
-from nets import mobilenet_v2
-from pipelines import classification
+from pipelines import labels
+from pipelines import model_builder
+from pipelines import segmentation_input
 from pipelines import segmentation_metrics
 from pipelines import skeleton
 
-# DeepLab trains batch norm only with at least this many images per step (research/deeplab/train.py).
-MIN_BATCH_FOR_BATCH_NORM = 12
 # DeepLab's batch-norm settings of its own layers (ASPP, decoder); the backbone keeps MobileNetV2's.
 HEAD_BN_DECAY = 0.9997
 HEAD_BN_EPSILON = 1e-5
@@ -45,15 +44,9 @@ MASK = 'mask'
 _MIN_PROBABILITY = 1e-12
 
 
-def freeze_batch_norm(config):
-  """bool: whether training keeps batch norm in inference mode (`train.freeze_batch_norm`, null = auto)."""
-  freeze = config.train.freeze_batch_norm
-  return config.train.batch_size < MIN_BATCH_FOR_BATCH_NORM if freeze is None else bool(freeze)
-
-
 def class_names(config):
-  """`model.num_classes` names from `data.labels_file` (TF-Slim labels.txt); missing ones are the index."""
-  return classification.class_names(config.data.labels_file, config.model.num_classes)
+  """`segmentation.num_classes` names from `data.labels_file` (TF-Slim labels.txt); missing ones are the index."""
+  return labels.class_names(config.data.labels_file, config.segmentation.num_classes)
 
 
 def _size(images):
@@ -78,27 +71,21 @@ def single_scale_logits(config, images, is_training, reuse=None):
   Args:
     config: `pipelines.config.Config`.
     images: float32 [B, H, W, 3] in [-1, 1].
-    is_training: bool; dropout mode, and batch-norm mode unless `freeze_batch_norm(config)`.
+    is_training: bool; dropout mode, and batch-norm mode unless `model_builder.batch_norm_training` freezes it.
     reuse: None, or True to share the variables of an earlier call (multi-scale evaluation).
 
   Returns:
     float32 [B, ceil(H / os), ceil(W / os), num_classes] (stride 4 with the decoder).
   """
-  model, seg = config.model, config.segmentation
-  bn_training = is_training and not freeze_batch_norm(config)
-  scope = mobilenet_v2.training_scope(is_training=bn_training, weight_decay=model.weight_decay,
-                                      stddev=model.init_stddev, dropout_keep_prob=model.dropout_keep_prob,
-                                      bn_decay=model.bn_decay)
-  with tf.variable_scope(tf.get_variable_scope(), reuse=reuse), slim.arg_scope(scope), \
-      slim.arg_scope([slim.dropout], is_training=is_training):
-    features, end_points = deeplab.features(images, output_stride=model.output_stride or 32,
-                                            depth_multiplier=model.depth_multiplier,
-                                            divisible_by=model.divisible_by)
+  seg = config.segmentation
+  decoder = deeplab.DECODER_ENDPOINT if seg.decoder else None
+  with tf.variable_scope(tf.get_variable_scope(), reuse=reuse), \
+      slim.arg_scope(model_builder.arg_scope(config, is_training)):
+    end_points, _ = model_builder.backbone(config, images, [deeplab.FEATURE_ENDPOINT], reuse=reuse)
     with slim.arg_scope([slim.batch_norm], decay=HEAD_BN_DECAY, epsilon=HEAD_BN_EPSILON):
-      outputs = deeplab.aspp_head(
-          features, model.num_classes, aspp_rates=seg.aspp_rates, image_pooling=seg.image_pooling,
-          dropout_keep_prob=model.dropout_keep_prob, end_points=end_points,
-          decoder_endpoint=deeplab.DECODER_ENDPOINT if seg.decoder else None)
+      outputs = deeplab.aspp_head(end_points, seg.num_classes, aspp_rates=seg.aspp_rates,
+                                  image_pooling=seg.image_pooling, dropout_keep_prob=seg.dropout_keep_prob,
+                                  decoder_endpoint=decoder)
   return outputs[deeplab.LOGITS]
 
 
@@ -156,50 +143,6 @@ def pixel_loss(logits, labels, num_classes, top_k_fraction=1.0):
   return tf.reduce_sum(kept) / tf.cast(tf.maximum(count, 1), tf.float32)
 
 
-def _fit_and_pad(encoded, crop_size):
-  """One encoded image -> eval-style padded image, its size, and the size it has inside the padding."""
-  image = voc.decode_rgb(encoded)
-  size = tf.shape(image)[:2]
-  scale = tf.minimum(1.0, crop_size / tf.cast(tf.reduce_max(size), tf.float32))
-  fitted_size = tf.clip_by_value(tf.cast(tf.round(tf.cast(size, tf.float32) * scale), tf.int32), 1, crop_size)
-  fitted = tf.cond(scale < 1.0,
-                   lambda: tf.image.resize_bilinear(image[tf.newaxis], fitted_size, align_corners=True)[0],
-                   lambda: tf.cast(image, tf.float32))
-  padded, _ = segmentation_augment.preprocess_for_eval(fitted, None, crop_size=crop_size)
-  return padded, size[0], size[1], fitted_size[0], fitted_size[1]
-
-
-def inference_features(encoded, crop_size):
-  """Features of a batch of encoded images for `build_outputs` / `build_predictions`.
-
-  Args:
-    encoded: string [B], encoded JPEG/PNG/GIF/BMP images.
-    crop_size: int, the padded square side (`segmentation.eval_crop_size`).
-
-  Returns:
-    dict: 'image' float32 [B, crop, crop, 3] in [-1, 1]; 'height', 'width' int32 [B] original size;
-    'valid_height', 'valid_width' int32 [B] size of the (possibly downscaled) image inside the padding.
-  """
-  dtypes = (tf.float32, tf.int32, tf.int32, tf.int32, tf.int32)
-  image, height, width, valid_height, valid_width = tf.map_fn(
-      lambda data: _fit_and_pad(data, crop_size), encoded, dtype=dtypes, back_prop=False)
-  image.set_shape([None, crop_size, crop_size, 3])
-  return {'image': image, 'height': height, 'width': width, 'valid_height': valid_height,
-          'valid_width': valid_width}
-
-
-def _example(decoded, seg, is_training, seed):
-  """(features, label) of one decoded VOC record: DeepLab's train or eval preprocessing."""
-  if is_training:
-    image, label = segmentation_augment.preprocess_for_train(
-        decoded['image'], decoded['label'], crop_size=seg.crop_size, min_scale=seg.min_scale,
-        max_scale=seg.max_scale, scale_step=seg.scale_step, ignore_label=seg.ignore_label, seed=seed)
-  else:
-    image, label = segmentation_augment.preprocess_for_eval(
-        decoded['image'], decoded['label'], crop_size=seg.eval_crop_size, ignore_label=seg.ignore_label)
-  return {'image': image, 'height': decoded['height'], 'width': decoded['width']}, label
-
-
 class SegmentationTask(skeleton.Task):
   """DeepLabv3 + MobileNetV2: the four graph methods plus input / serving functions."""
 
@@ -218,8 +161,7 @@ class SegmentationTask(skeleton.Task):
 
   def build_losses(self, outputs, labels, features):
     seg = self.config.segmentation
-    return {'segmentation': pixel_loss(outputs[LOGITS], labels, self.config.model.num_classes,
-                                       seg.hard_pixel_top_k)}
+    return {'segmentation': pixel_loss(outputs[LOGITS], labels, seg.num_classes, seg.hard_pixel_top_k)}
 
   def build_metrics(self, outputs, labels, features):
     predictions = tf.argmax(outputs[PROBABILITIES], 3, output_type=tf.int32)
@@ -243,14 +185,8 @@ class SegmentationTask(skeleton.Task):
     return predictions
 
   def input_fn(self, mode):
-    cfg = self.config
-    is_training = self.split(mode)[2]
-
-    def fn(params=None):  # pylint: disable=unused-argument
-      return self.read_records(mode, voc.decode,
-                               lambda decoded: _example(decoded, cfg.segmentation, is_training, cfg.runtime.seed))
-    return fn
+    return lambda params=None: segmentation_input.dataset(self.config, mode)
 
   def features_from_bytes(self, encoded):
     """Images padded to `eval_crop_size` (shrunk first only if larger), with their sizes to crop back."""
-    return inference_features(encoded, self.config.segmentation.eval_crop_size)
+    return segmentation_input.features_from_bytes(self.config, encoded)

@@ -14,7 +14,6 @@ import time
 
 import tensorflow.compat.v1 as tf
 
-from datasets import tfrecord
 from pipelines import optimization
 from pipelines import warm_start as warm_start_lib
 
@@ -53,27 +52,8 @@ class Task(object):
     image = features.get('image') if isinstance(features, dict) else None
     return None if image is None else tf.clip_by_value(image * 0.5 + 0.5, 0.0, 1.0)
 
-  def split(self, mode):
-    """(file pattern, batch size, is_training) of the split a mode reads: train for TRAIN, else eval."""
-    cfg = self.config
-    if mode == ModeKeys.TRAIN:
-      return cfg.data.train_files, cfg.train.batch_size, True
-    return cfg.data.eval_files, cfg.eval.batch_size, False
-
-  def read_records(self, mode, decode_fn, map_fn, batch_size=None, repeat=None):
-    """The mode's TFRecords through `tfrecord.read_dataset` with the config's data settings.
-
-    Training batches are full (static batch size) and repeat; evaluation reads the split once and keeps
-    the last partial batch.
-    """
-    cfg = self.config
-    pattern, batch, is_training = self.split(mode)
-    return tfrecord.read_dataset(
-        pattern, decode_fn, map_fn, batch_size or batch, is_training, shuffle_buffer=cfg.data.shuffle_buffer,
-        num_parallel_reads=cfg.data.num_parallel_reads, num_parallel_calls=cfg.data.num_parallel_calls or None,
-        prefetch=cfg.data.prefetch, seed=cfg.runtime.seed, drop_remainder=is_training, repeat=repeat)
-
   def input_fn(self, mode):
+    """input_fn of the Estimator for `mode`: the task's one input pipeline (`pipelines/<task>_input.py`)."""
     raise NotImplementedError
 
   def features_from_bytes(self, encoded):

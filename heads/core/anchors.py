@@ -1,18 +1,15 @@
 """SSD multiple-grid anchors, as the OD API's `ssd_anchor_generator` builds them for SSDLite.
 
 `ssd_anchor_specs` turns the anchor-generator hyper-parameters into per-layer (scale, aspect ratio)
-lists; `generate_anchors` tiles them over the feature-map grids; `feature_map_shapes_for` gives the grid
-sizes of the SSDLite-MobileNetV2 feature extractor. Anchors depend only on static Python numbers, so
-this module is numpy: the result is a constant the model and the input pipeline share.
+lists; `generate_anchors` tiles them over the feature-map grids; `feature_map_shapes` gives the grid
+sizes of feature maps of known strides (for SSDLite the strides come from `heads.ssdlite.feature_map_info`,
+i.e. from the backbone's `feature_info`). Anchors depend only on static Python numbers, so this module is
+numpy: the result is a constant the model and the input pipeline share.
 Not here: anchors on dynamic shapes, clipping of anchors (the OD API does not clip SSD anchors either).
 """
 import math
 
 import numpy as np
-
-# SSDLite-MobileNetV2: layer_15/expansion_output (stride 16), layer_19 (stride 32), then 4 extra layers.
-_SSDLITE_FIRST_STRIDES = (16, 32)
-_SSDLITE_NUM_EXTRA_LAYERS = 4
 
 
 def ssd_anchor_specs(num_layers=6, min_scale=0.2, max_scale=0.95, aspect_ratios=(1.0, 2.0, 0.5, 3.0, 1.0 / 3),
@@ -73,31 +70,32 @@ def num_anchors_per_location(specs=None):
   return [len(layer_specs) for layer_specs in specs]
 
 
-def feature_map_shapes_for(image_size):
-  """(height, width) of the six SSDLite-MobileNetV2 feature maps for an input size.
+def feature_map_shapes(image_size, strides):
+  """(height, width) of feature maps of the given strides for an input size.
 
-  Each stride-2 'SAME' convolution maps n to ceil(n / 2), so e.g. 300 -> 150 -> 75 -> 38 -> 19.
+  A stride-s map of 'SAME' (or explicitly padded) stride-2 convolutions has ceil(n / s) rows: each stride-2
+  layer maps n to ceil(n / 2), and ceil(ceil(n / a) / b) = ceil(n / ab). E.g. 300 at strides 16..512 ->
+  19, 10, 5, 3, 2, 1.
 
   Args:
     image_size: int, or (height, width) pair of ints, > 0.
+    strides: sequence of int > 0, one per feature map (SSDLite: 16, 32, 64, 128, 256, 512).
 
   Returns:
-    List of 6 (height, width) int pairs, strides 16, 32, 64, 128, 256, 512.
-    320 -> [(20, 20), (10, 10), (5, 5), (3, 3), (2, 2), (1, 1)].
+    List of (height, width) int pairs, one per stride. 320 -> [(20, 20), (10, 10), (5, 5), (3, 3), (2, 2),
+    (1, 1)] for SSDLite's strides.
+
+  Raises:
+    ValueError: a non-positive image size or stride.
   """
   if isinstance(image_size, (int, np.integer)):
     image_size = (image_size, image_size)
   height, width = (int(s) for s in image_size)
   if height <= 0 or width <= 0:
-    raise ValueError('feature_map_shapes_for: image_size must be positive, got %r' % (image_size,))
-  shapes = []
-  for _ in range(int(math.log2(_SSDLITE_FIRST_STRIDES[0]))):
-    height, width = -(-height // 2), -(-width // 2)
-  shapes.append((height, width))
-  for _ in range(len(_SSDLITE_FIRST_STRIDES) - 1 + _SSDLITE_NUM_EXTRA_LAYERS):
-    height, width = -(-height // 2), -(-width // 2)
-    shapes.append((height, width))
-  return shapes
+    raise ValueError('feature_map_shapes: image_size must be positive, got %r' % (image_size,))
+  if any(int(s) <= 0 for s in strides):
+    raise ValueError('feature_map_shapes: strides must be positive, got %r' % (strides,))
+  return [(-(-height // int(s)), -(-width // int(s))) for s in strides]
 
 
 def _tile_layer(grid_shape, layer_specs, base_size):

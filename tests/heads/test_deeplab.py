@@ -5,17 +5,18 @@ import tensorflow.compat.v1 as tf
 import tf_slim as slim
 
 from heads import deeplab
-from heads import profile_models
 from nets import mobilenet_v2
 from nets import profile
 from tests.conftest import read_tsv
 
 
 def _build(size, output_stride=16, is_training=False, batch=1, **kwargs):
+  """The public DeepLabv3 model: backbone (multiplier 1.0, up to layer_18, atrous) + the head on its end_points."""
   images = tf.placeholder(tf.float32, [batch, size, size, 3])
   with slim.arg_scope(mobilenet_v2.training_scope(is_training=is_training)):
-    features, end_points = deeplab.features(images, output_stride=output_stride)
-    return deeplab.aspp_head(features, 21, end_points=end_points, **kwargs)[deeplab.LOGITS]
+    _, end_points = mobilenet_v2.mobilenet_base(images, output_stride=output_stride,
+                                                final_endpoint=deeplab.FEATURE_ENDPOINT)
+    return deeplab.aspp_head(end_points, 21, **kwargs)[deeplab.LOGITS]
 
 
 def _variables():
@@ -41,21 +42,6 @@ def test_logits_shape_os8(graph):
   assert _build(513, output_stride=8).get_shape().as_list() == [1, 65, 65, 21]
 
 
-def test_pinned_parameter_counts():
-  assert profile_models.profile_deeplab().params == 2113557
-  # 3 regular 3x3 atrous branches (3 x (9*320*256 + 2*256 trainable BN)), 3*256 more concat_projection inputs.
-  assert profile_models.profile_deeplab(aspp_rates=(6, 12, 18)).params == 2113557 + 3 * (9 * 320 * 256 + 512) \
-      + 3 * 256 * 256
-
-
-def test_pinned_madds():
-  assert profile_models.profile_deeplab().madds == 2740709056
-  # 3 atrous branches at 33x33 (9*320*256 each) + 3*256 more concat_projection inputs (x256 outputs).
-  atrous = profile_models.profile_deeplab(aspp_rates=(6, 12, 18)).madds
-  assert atrous == 2740709056 + 33 * 33 * (3 * 9 * 320 * 256 + 3 * 256 * 256)
-  assert round(atrous / 1e7) / 100 == 5.36
-
-
 def test_separable_aspp_and_decoder_names_and_shape(graph):
   logits = _build(65, aspp_rates=(2,), separable_aspp=True, decoder_endpoint=deeplab.DECODER_ENDPOINT)
   # The decoder works at the stride-4 endpoint layer_4/depthwise_output (144 channels): ceil(65 / 4) = 17.
@@ -78,15 +64,17 @@ def test_separable_aspp_and_decoder_names_and_shape(graph):
       ('decoder/decoder_conv1_pointwise/BatchNorm/gamma', '256')]
 
 
-def test_missing_decoder_endpoint_lists_valid_names(graph):
+def test_missing_endpoints_list_valid_names(graph):
   features = tf.zeros([1, 4, 4, 8])
   end_points = {'layer_2': features, 'layer_18': features}
   with pytest.raises(ValueError, match=r"'layer_4/depthwise_output'.*valid endpoints: layer_18, layer_2"):
-    deeplab.aspp_head(features, 21, decoder_endpoint=deeplab.DECODER_ENDPOINT, end_points=end_points)
+    deeplab.aspp_head(end_points, 21, decoder_endpoint=deeplab.DECODER_ENDPOINT)
+  with pytest.raises(ValueError, match=r"'layer_18'.*valid endpoints: layer_2"):
+    deeplab.aspp_head({'layer_2': features}, 21)
   with pytest.raises(ValueError, match='no end_points given'):
-    deeplab.aspp_head(features, 21, decoder_endpoint=deeplab.DECODER_ENDPOINT)
+    deeplab.aspp_head(None, 21)
   with pytest.raises(ValueError, match='num_classes'):
-    deeplab.aspp_head(features, 0)
+    deeplab.aspp_head(end_points, 0)
 
 
 def test_training_mode_adds_bn_updates_dropout_and_decay(graph):
@@ -104,7 +92,7 @@ def test_image_pooling_branch_is_global(graph):
   # With all-equal features every branch is spatially constant, so logits are too; a non-global pooling
   # or a misaligned resize would break that at the borders.
   features = tf.placeholder(tf.float32, [1, 5, 7, 8])
-  logits = deeplab.aspp_head(features, 3, is_training=False)[deeplab.LOGITS]
+  logits = deeplab.aspp_head({deeplab.FEATURE_ENDPOINT: features}, 3, is_training=False)[deeplab.LOGITS]
   with tf.Session() as sess:
     sess.run(tf.global_variables_initializer())
     out = sess.run(logits, {features: np.full([1, 5, 7, 8], 0.7)})

@@ -4,16 +4,22 @@ import pytest
 import tensorflow.compat.v1 as tf
 import tf_slim as slim
 
-from heads import profile_models
 from heads import ssdlite
+from nets import mobilenet_spec
 from nets import mobilenet_v2
 from tests.conftest import read_tsv
 
 
-def _build(size, num_classes=90, batch=1, is_training=False, **kwargs):
+def _build(size, num_classes=90, batch=1, is_training=False, depth_multiplier=1.0, use_explicit_padding=False):
+  """The public SSDLite model: backbone (min_depth 16, up to layer_19) and the head on its end_points."""
   images = tf.placeholder(tf.float32, [batch, size, size, 3])
   with slim.arg_scope(mobilenet_v2.training_scope(is_training=is_training)):
-    maps = ssdlite.feature_maps(images, **kwargs)
+    with tf.variable_scope(ssdlite.FEATURE_EXTRACTOR_SCOPE) as scope:
+      _, end_points = mobilenet_v2.mobilenet_base(
+          images, depth_multiplier=depth_multiplier, min_depth=16, final_endpoint=mobilenet_spec.LAYER_19,
+          use_explicit_padding=use_explicit_padding, scope=scope)
+      maps = ssdlite.extra_feature_maps(end_points, depth_multiplier=depth_multiplier, min_depth=16,
+                                        use_explicit_padding=use_explicit_padding)
     return images, maps, ssdlite.box_predictor(maps, num_classes)
 
 
@@ -34,19 +40,16 @@ def test_variables_match_public_manifest_and_shapes_at_320(graph):
   assert not tf.get_collection(tf.GraphKeys.UPDATE_OPS)  # eval mode
 
 
-def test_pinned_counts_at_320():
-  coco = profile_models.profile_ssdlite(320, 90)
-  assert coco.params == 4500543
-  assert round(coco.madds / 1e5) / 10 == 804.4
-  # 10 fewer classes drop 10 output channels per anchor from each ClassPredictor (weights + biases):
-  # weights: inputs 576*3 + (1280+512+256+256+128)*6, biases 3 + 5*6; madds: sum_i h_i*w_i*c_i*anchors_i.
-  fewer_params = 10 * (576 * 3 + (1280 + 512 + 256 + 256 + 128) * 6 + 3 + 5 * 6)
-  fewer_madds = 10 * (20 * 20 * 576 * 3 + 10 * 10 * 1280 * 6 + 5 * 5 * 512 * 6 + 3 * 3 * 256 * 6
-                      + 2 * 2 * 256 * 6 + 1 * 1 * 128 * 6)
-  smaller = profile_models.profile_ssdlite(320, 80)
-  assert smaller.params == coco.params - fewer_params
-  assert smaller.madds == coco.madds - fewer_madds
-  assert round(smaller.params / 1e4) / 100 == 4.34 and round(smaller.madds / 1e5) / 10 == 788.8
+@pytest.mark.parametrize('size,depth_multiplier', [(320, 1.0), (300, 1.0), (64, 0.5), (96, 0.35)])
+def test_feature_map_info_equals_built_maps(graph, size, depth_multiplier):
+  _, maps, _ = _build(size, depth_multiplier=depth_multiplier)
+  info = ssdlite.feature_map_info(mobilenet_spec.feature_info_by_name(depth_multiplier=depth_multiplier, min_depth=16),
+                                  depth_multiplier=depth_multiplier)
+  assert [i.stride for i in info] == [16, 32, 64, 128, 256, 512]
+  assert [m.get_shape().as_list()[1:] for m in maps] == [[-(-size // i.stride)] * 2 + [i.channels] for i in info]
+  assert info[2].name == 'layer_19_2_Conv2d_2_3x3_s2_%d' % info[2].channels
+  with pytest.raises(ValueError, match='layer_15/expansion_output'):
+    ssdlite.feature_map_info({})
 
 
 def test_output_shapes_at_300_with_unknown_batch(graph):

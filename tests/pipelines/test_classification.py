@@ -7,7 +7,7 @@ import pytest
 import tensorflow.compat.v1 as tf
 from PIL import Image
 
-from datasets import imagenet
+from datasets import classification_preprocessing
 from pipelines import cli
 from pipelines import predict
 from pipelines import runner
@@ -15,7 +15,8 @@ from tests.conftest import tiny_imagenet_records
 
 CONFIG = """
 task: classification
-model: {depth_multiplier: 0.35, image_size: 32, num_classes: 4, dropout_keep_prob: 0.9}
+model: {depth_multiplier: 0.35}
+classification: {image_size: 32, num_classes: 4, dropout_keep_prob: 0.9}
 data: {train_files: '%(data)s/train-*', eval_files: '%(data)s/train-*', labels_file: '%(data)s/labels.txt',
        num_train_examples: 12, shuffle_buffer: 16, num_parallel_reads: 2}
 train: {batch_size: 4, steps: 2, learning_rate: {schedule: exponential, base: 0.01}}
@@ -65,7 +66,7 @@ def test_train_eval_export_predict(tmp_path, dataset_dir):
     assert 'float_images:serving_default' in meta.signature_def
     sig = meta.signature_def['float_images:serving_default']
     raw = tf.image.decode_image(tf.read_file(image), channels=3, expand_animations=False)
-    float_image = sess.run(imagenet.preprocess_for_eval(raw, 32))
+    float_image = sess.run(classification_preprocessing.preprocess_for_eval(raw, 32))
     probs = sess.run(sig.outputs['probabilities'].name, {sig.inputs['images'].name: float_image[None]})
   np.testing.assert_allclose(probs[0], from_saved['probabilities'], rtol=1e-4, atol=1e-5)
 
@@ -80,7 +81,7 @@ def test_warm_start_skips_logits_with_other_class_count(tmp_path, dataset_dir):
   source_dir = str(tmp_path / 'source')
   runner.train(config, source_dir)
   checkpoint = tf.train.latest_checkpoint(source_dir)
-  _, config = _config(tmp_path, dataset_dir, ['model.num_classes=7', 'train.warm_start.checkpoint=' + checkpoint,
+  _, config = _config(tmp_path, dataset_dir, ['classification.num_classes=7', 'data.labels_file=null', 'train.warm_start.checkpoint=' + checkpoint,
                                               'train.steps=1'])
   target_dir = str(tmp_path / 'target')
   runner.train(config, target_dir)

@@ -28,12 +28,14 @@ def test_paper_configs_load():
 
 
 def test_round_trip(tmp_path):
-  config = schema.load(_write(tmp_path, BASE), ['train.learning_rate.base=0.1', 'model.output_stride=16'])
+  config = schema.load(_write(tmp_path, BASE), ['train.learning_rate.base=0.1', 'classification.output_stride=16'])
   saved = str(tmp_path / 'saved.yaml')
-  config_lib.save(config, saved)
+  schema.save(config, saved)
   again = schema.load(saved)
   assert again == config
-  assert again.train.learning_rate.base == 0.1 and again.model.output_stride == 16
+  assert again.train.learning_rate.base == 0.1 and again.classification.output_stride == 16
+  with open(saved) as f:
+    assert set(yaml.safe_load(f)) == {'task', 'model', 'data', 'train', 'eval', 'runtime', 'classification'}
 
 
 @pytest.mark.parametrize('data,key', [
@@ -52,7 +54,7 @@ def test_unknown_keys_name_dotted_key_and_file(tmp_path, data, key):
     ('train.steps=ten', 'train.steps'),
     ('model.depth_multiplier=[1]', 'model.depth_multiplier'),
     ('train.batch_size=true', 'train.batch_size'),
-    ('model.output_stride=abc', 'model.output_stride'),
+    ('classification.output_stride=abc', 'classification.output_stride'),
 ])
 def test_wrong_types(tmp_path, override, key):
   with pytest.raises(config_lib.ConfigError, match=key.replace('.', r'\.')):
@@ -65,13 +67,19 @@ def test_int_accepted_for_float(tmp_path):
 
 @pytest.mark.parametrize('override,key', [
     ('model.depth_multiplier=0', 'model.depth_multiplier'),
-    ('model.output_stride=4', 'model.output_stride'),
     ('model.divisible_by=0', 'model.divisible_by'),
-    ('model.dropout_keep_prob=0', 'model.dropout_keep_prob'),
     ('model.weight_decay=-1', 'model.weight_decay'),
     ('model.bn_decay=1.0', 'model.bn_decay'),
-    ('model.image_size=0', 'model.image_size'),
-    ('model.num_classes=0', 'model.num_classes'),
+    ('classification.output_stride=4', 'classification.output_stride'),
+    ('classification.dropout_keep_prob=0', 'classification.dropout_keep_prob'),
+    ('classification.image_size=0', 'classification.image_size'),
+    ('classification.num_classes=0', 'classification.num_classes'),
+    ('detection.num_classes=0', 'detection.num_classes'),
+    ('detection.image_size=0', 'detection.image_size'),
+    ('detection.min_depth=0', 'detection.min_depth'),
+    ('segmentation.num_classes=0', 'segmentation.num_classes'),
+    ('segmentation.output_stride=4', 'segmentation.output_stride'),
+    ('segmentation.dropout_keep_prob=1.5', 'segmentation.dropout_keep_prob'),
     ('train.steps=0', 'train.steps'),
     ('train.batch_size=-2', 'train.batch_size'),
     ('train.optimizer=lbfgs', 'train.optimizer'),
@@ -104,7 +112,8 @@ def test_int_accepted_for_float(tmp_path):
     ('segmentation.eval_scales=[]', 'segmentation.eval_scales'),
 ])
 def test_every_validate_rule_has_a_failing_example(tmp_path, override, key):
-  path = _write(tmp_path, BASE)
+  section = key.split('.')[0]
+  path = _write(tmp_path, dict(BASE, task=section) if section in schema.TASKS else BASE)
   with pytest.raises(config_lib.ConfigError) as info:
     schema.load(path, [override])
   assert key in str(info.value) and path in str(info.value)
@@ -146,3 +155,53 @@ def test_configs_are_frozen(tmp_path):
   config = schema.load(_write(tmp_path, BASE))
   with pytest.raises(dataclasses.FrozenInstanceError):
     config.train.steps = 3
+
+
+@pytest.mark.parametrize('task,override', [
+    ('detection', 'model.output_stride=16'),  # moved to the tasks that read it: an unknown key everywhere
+    ('detection', 'segmentation.output_stride=16'),
+    ('classification', 'detection.max_objects=3'),
+    ('segmentation', 'classification.image_size=64'),
+])
+def test_keys_the_task_does_not_read_are_errors(tmp_path, task, override):
+  path = _write(tmp_path, dict(BASE, task=task))
+  key = override.split('=')[0]
+  with pytest.raises(config_lib.ConfigError) as info:
+    schema.load(path, [override])
+  assert key in str(info.value) and path in str(info.value)
+  assert ('not read by task %r' % task) in str(info.value) or 'unknown key' in str(info.value)
+
+
+def test_other_task_sections_in_the_file_are_errors(tmp_path):
+  path = _write(tmp_path, dict(BASE, task='detection', segmentation={'aspp_rates': [6]}))
+  with pytest.raises(config_lib.ConfigError, match=r"segmentation\.aspp_rates: not read by task 'detection'"):
+    schema.load(path)
+  # --set task=... re-targets the file, and then its own section is the one that must go.
+  with pytest.raises(config_lib.ConfigError, match=r"detection\.max_objects: not read by task 'segmentation'"):
+    schema.load(_write(tmp_path, dict(BASE, task='detection', detection={'max_objects': 3}), 'd.yaml'),
+                ['task=segmentation'])
+
+
+def test_paper_configs_state_only_keys_their_task_reads():
+  config = schema.load(os.path.join(REPO, 'configs', 'ssdlite_mobilenet_v2_coco.yaml'))
+  assert config.detection.num_classes == 90 and config.detection.image_size == 320
+  config = schema.load(os.path.join(REPO, 'configs', 'deeplabv3_mobilenet_v2_voc.yaml'))
+  assert config.segmentation.num_classes == 21 and config.segmentation.output_stride == 16
+
+
+@pytest.mark.parametrize('task,labels,num_classes,expected', [
+    ('classification', '0:background\n1:cat\n2:dog\n', 4, 3),
+    ('segmentation', '0:background\n1:cat\n2:dog\n', 2, 3),
+    ('detection', 'item { id: 1 name: "cat" }\nitem { id: 7 name: "dog" }\n', 2, 7),
+])
+def test_num_classes_must_agree_with_the_label_file(tmp_path, task, labels, num_classes, expected):
+  label_path = tmp_path / ('label_map.pbtxt' if task == 'detection' else 'labels.txt')
+  label_path.write_text(labels)
+  data = dict(BASE, task=task, data={'num_train_examples': 1, 'labels_file': str(label_path)})
+  path = _write(tmp_path, dict(data, **{task: {'num_classes': num_classes}}))
+  with pytest.raises(config_lib.ConfigError) as info:
+    schema.check_files(schema.load(path), None, path)
+  message = str(info.value)
+  assert '%s.num_classes' % task in message and str(label_path) in message and 'needs %d' % expected in message
+  schema.check_files(schema.load(path, ['%s.num_classes=%d' % (task, expected)]), None, path)
+

@@ -9,8 +9,8 @@ from pipelines import demo
 def test_tiny_demo_runs_every_phase(tmp_path, capsys):
   out = str(tmp_path / 'demo')
   argv = ['demo', '--output-dir', out, '--steps', '2', '--scale', '0.02', '--image-size', '64',
-          '--set', 'classification:model.image_size=32', '--set', 'classification:train.batch_size=4',
-          '--set', 'detection:model.image_size=64', '--set', 'detection:train.batch_size=2',
+          '--set', 'classification:classification.image_size=32', '--set', 'classification:train.batch_size=4',
+          '--set', 'detection:detection.image_size=64', '--set', 'detection:train.batch_size=2',
           '--set', 'segmentation:segmentation.crop_size=64', '--set', 'segmentation:segmentation.eval_crop_size=64',
           '--set', 'segmentation:train.batch_size=2']
   assert cli.main(argv) == 0

@@ -17,12 +17,14 @@ from heads.core import fields
 from pipelines import cli
 from pipelines import coco_metrics
 from pipelines import detection
+from pipelines import detection_input
 from pipelines import predict
 from pipelines import runner
 
 CONFIG = """
 task: detection
-model: {depth_multiplier: 0.35, image_size: 64, num_classes: 7}
+model: {depth_multiplier: 0.35}
+detection: {image_size: 64, num_classes: 7}
 data: {train_files: '%(data)s/train-*', eval_files: '%(data)s/val-*', labels_file: '%(data)s/label_map.pbtxt',
        num_train_examples: 6, shuffle_buffer: 8, num_parallel_reads: 1}
 train: {batch_size: 2, steps: 2, learning_rate: {schedule: constant, base: 0.004}}
@@ -56,9 +58,13 @@ def _task(tmp_path, dataset_dir, **detection_fields):
   return detection.DetectionTask(config)
 
 
-def test_anchors_match_the_network(graph):
-  assert detection.ssd_anchors(320).shape == (2034, 4)
-  assert detection.ssd_anchors(64).shape == (48 + 24 + 4 * 6, 4)  # grids 4x4 (3/cell), 2x2, then 1x1
+def test_anchors_match_the_network(graph, tmp_path, dataset_dir):
+  config = _config(tmp_path, dataset_dir)
+  assert detection.ssd_anchors(dataclasses.replace(config, detection=dataclasses.replace(
+      config.detection, image_size=320))).shape == (2034, 4)
+  assert detection.ssd_anchors(config).shape == (48 + 24 + 4 * 6, 4)  # 64: grids 4x4 (3/cell), 2x2, then 1x1
+  strides = [info.stride for info in detection.feature_map_info(config)]
+  assert strides == [16, 32, 64, 128, 256, 512]
 
 
 def test_losses_hard_negatives_and_normalization(graph, tmp_path, dataset_dir):
@@ -116,7 +122,7 @@ def test_postprocess_decodes_clips_and_scales_to_original_pixels(graph, tmp_path
 
 def test_input_pipeline_targets_and_groundtruth(graph, tmp_path, dataset_dir):
   task = detection.DetectionTask(_config(tmp_path, dataset_dir))
-  features, labels = tf.data.make_one_shot_iterator(task.dataset(tf.estimator.ModeKeys.EVAL, 6, False)).get_next()
+  features, labels = tf.data.make_one_shot_iterator(detection_input.dataset(task.config, tf.estimator.ModeKeys.EVAL, task.anchors, 6, False)).get_next()
   with tf.Session() as sess:
     f, l = sess.run([features, labels])
   assert f['image'].shape == (6, 64, 64, 3) and -1.0 <= f['image'].min() and f['image'].max() <= 1.0
@@ -135,10 +141,10 @@ def test_input_pipeline_targets_and_groundtruth(graph, tmp_path, dataset_dir):
 
 
 def test_class_ids_above_num_classes_fail_at_input_time(graph, tmp_path, dataset_dir):
-  task = detection.DetectionTask(_config(tmp_path, dataset_dir, ['model.num_classes=4']))
-  _, labels = tf.data.make_one_shot_iterator(task.dataset(tf.estimator.ModeKeys.TRAIN, 6)).get_next()
+  task = detection.DetectionTask(_config(tmp_path, dataset_dir, ['detection.num_classes=4', 'data.labels_file=null']))
+  _, labels = tf.data.make_one_shot_iterator(detection_input.dataset(task.config, tf.estimator.ModeKeys.TRAIN, task.anchors, 6)).get_next()
   with tf.Session() as sess:
-    with pytest.raises(tf.errors.InvalidArgumentError, match='model.num_classes=4'):
+    with pytest.raises(tf.errors.InvalidArgumentError, match='detection.num_classes=4'):
       sess.run(labels)
 
 
@@ -186,7 +192,7 @@ def test_paper_config_warm_start_maps_every_backbone_variable(graph):
   from pipelines import config as schema
   from pipelines import warm_start
   config = schema.load(os.path.join(os.path.dirname(__file__), '..', '..', 'configs', 'ssdlite_mobilenet_v2_coco.yaml'),
-                       ['model.image_size=64'])  # variable shapes do not depend on the input size
+                       ['detection.image_size=64'])  # variable shapes do not depend on the input size
   with tf.Graph().as_default():
     with slim.arg_scope(mobilenet_v2.training_scope(is_training=False)):
       mobilenet_v2.mobilenet(tf.zeros([1, 64, 64, 3]), num_classes=1001)

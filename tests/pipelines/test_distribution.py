@@ -15,7 +15,8 @@ from tests.conftest import tiny_imagenet_records
 
 CONFIG = """
 task: classification
-model: {depth_multiplier: 0.35, image_size: 32, num_classes: 3}
+model: {depth_multiplier: 0.35}
+classification: {image_size: 32, num_classes: 3}
 data: {train_files: '%(data)s/train-*', eval_files: '%(data)s/train-*', num_train_examples: 8, shuffle_buffer: 8}
 train: {batch_size: 4, steps: 3}
 runtime: {save_checkpoints_steps: 3, seed: 1}

@@ -12,6 +12,7 @@ from datasets import shapes
 from datasets import voc
 from pipelines import cli
 from pipelines import config as config_schema
+from pipelines import model_builder
 from pipelines import predict
 from pipelines import runner
 from pipelines import segmentation
@@ -20,13 +21,14 @@ from tests.conftest import read_tsv
 CLASS_NAMES = ['background', 'circle', 'square', 'triangle', 'star']
 CONFIG = """
 task: segmentation
-model: {depth_multiplier: 0.35, num_classes: 5, output_stride: 16, dropout_keep_prob: 0.9}
+model: {depth_multiplier: 0.35}
 data: {train_files: '%(data)s/train-*', eval_files: '%(data)s/val-*', labels_file: '%(data)s/labels.txt',
        shuffle_buffer: 8, num_parallel_reads: 1}
 train: {batch_size: 2, steps: 2, optimizer: momentum, moving_average_decay: null,
         learning_rate: {schedule: poly, base: 0.007}}
 eval: {batch_size: 2}
-segmentation: {crop_size: 65, eval_crop_size: 65, export_probabilities: true}
+segmentation: {num_classes: 5, output_stride: 16, dropout_keep_prob: 0.9, crop_size: 65, eval_crop_size: 65,
+               export_probabilities: true}
 runtime: {save_checkpoints_steps: 2, log_every_n_steps: 1, seed: 1}
 """
 
@@ -44,7 +46,7 @@ def _config(tmp_path, overrides=(), data_dir='/nonexistent'):
 
 @pytest.mark.parametrize('output_stride,feature_size', [(16, 5), (8, 9)])
 def test_output_shapes_and_names(graph, tmp_path, output_stride, feature_size):
-  config = _config(tmp_path, ['model.output_stride=%d' % output_stride])
+  config = _config(tmp_path, ['segmentation.output_stride=%d' % output_stride])
   images = tf.zeros([2, 65, 65, 3])
   outputs = segmentation.SegmentationTask(config).build_outputs({'image': images}, is_training=True)
   assert outputs['logits'].get_shape().as_list() == [2, 65, 65, 5]
@@ -59,7 +61,7 @@ def test_output_shapes_and_names(graph, tmp_path, output_stride, feature_size):
 
 
 def test_full_model_variables_are_the_public_checkpoint_manifest(graph, tmp_path):
-  config = _config(tmp_path, ['model.depth_multiplier=1.0', 'model.num_classes=21'])
+  config = _config(tmp_path, ['model.depth_multiplier=1.0', 'segmentation.num_classes=21'])
   segmentation.SegmentationTask(config).build_outputs({'image': tf.zeros([1, 33, 33, 3])}, is_training=True)
   variables = [(v.op.name, 'x'.join(str(d) for d in v.get_shape().as_list())) for v in tf.global_variables()]
   assert variables == [tuple(row) for row in read_tsv('manifest_deeplab_full_os16.tsv')]
@@ -112,7 +114,7 @@ def test_multi_scale_flip_averages_shared_single_scale_probabilities(graph, tmp_
 ])
 def test_batch_norm_freeze_rule_keeps_dropout(graph, tmp_path, overrides, frozen):
   config = _config(tmp_path, overrides)
-  assert segmentation.freeze_batch_norm(config) == frozen
+  assert model_builder.batch_norm_training(config, True) == (not frozen)
   segmentation.SegmentationTask(config).build_outputs({'image': tf.zeros([2, 33, 33, 3])}, is_training=True)
   assert bool(tf.get_collection(tf.GraphKeys.UPDATE_OPS)) == (not frozen)
   dropout_random = [op for op in tf.get_default_graph().get_operations()

@@ -28,24 +28,29 @@ def test_specs_without_reduction_or_interpolation():
   with pytest.raises(ValueError, match='num_layers'):
     anchors.ssd_anchor_specs(num_layers=0)
 
+# SSDLite-MobileNetV2's feature-map strides (tests/heads/test_ssdlite.py checks them against feature_info).
+SSDLITE_STRIDES = (16, 32, 64, 128, 256, 512)
+
 
 @pytest.mark.parametrize('size,shapes,count', [
     (320, [(20, 20), (10, 10), (5, 5), (3, 3), (2, 2), (1, 1)], 2034),
     (300, [(19, 19), (10, 10), (5, 5), (3, 3), (2, 2), (1, 1)], 1917)])
 def test_feature_map_shapes_and_anchor_counts(size, shapes, count):
-  assert anchors.feature_map_shapes_for(size) == shapes
+  assert anchors.feature_map_shapes(size, SSDLITE_STRIDES) == shapes
   boxes = anchors.generate_anchors(shapes)
   assert boxes.shape == (count, 4) and boxes.dtype == np.float32
 
 
 def test_feature_map_shapes_non_square():
-  assert anchors.feature_map_shapes_for((320, 480))[:2] == [(20, 30), (10, 15)]
+  assert anchors.feature_map_shapes((320, 480), SSDLITE_STRIDES)[:2] == [(20, 30), (10, 15)]
   with pytest.raises(ValueError, match='image_size'):
-    anchors.feature_map_shapes_for(0)
+    anchors.feature_map_shapes(0, SSDLITE_STRIDES)
+  with pytest.raises(ValueError, match='strides'):
+    anchors.feature_map_shapes(320, [16, 0])
 
 
 def test_anchor_values_by_hand():
-  boxes = anchors.generate_anchors(anchors.feature_map_shapes_for(320))
+  boxes = anchors.generate_anchors(anchors.feature_map_shapes(320, SSDLITE_STRIDES))
   r2 = math.sqrt(2.0)
   expected = {
       0: [-0.025, -0.025, 0.075, 0.075],                               # layer 0, cell (0, 0), (0.1, 1)

@@ -1,0 +1,133 @@
+"""Config -> MobileNetV2 backbone and its arg_scope: the one place every task builds its backbone.
+
+Each task's public model fixes a few backbone conventions, resolved here from the config and nowhere
+else (`backbone_options`):
+
+  task            variable scope                  output stride            channel rounding (min_depth / divisible_by)
+  classification  MobilenetV2                     classification.output_stride (null = 32)   TF-Slim: 8 / 8, finegrain mode
+  detection       FeatureExtractor/MobilenetV2    32                       OD API: detection.min_depth (16) / 8
+  segmentation    MobilenetV2                     segmentation.output_stride (16)            DeepLab: 8 / 8 at 1.0, 1 / 1 otherwise
+
+`model.divisible_by`, when set, overrides the rounding divisor of every task; `model.depth_multiplier` and
+`model.use_explicit_padding` apply to all. The backbone is built up to the deepest endpoint the task's
+head needs (`endpoints`), and `feature_info` describes the same backbone without a graph, so heads and
+anchors can read strides and channels from it.
+
+`arg_scope` is the paper's training scope (`nets.mobilenet_v2.training_scope`) with the model section's
+weight decay, init and batch-norm decay, and batch norm in training mode only when `train.freeze_batch_norm`
+(null = DeepLab's rule for segmentation: frozen below 12 images per step) allows it.
+
+Not here: the heads (`heads/`), losses, anything about devices or precision (`pipelines.runner`).
+"""
+import collections
+import contextlib
+import re
+
+import tensorflow.compat.v1 as tf
+import tf_slim as slim
+
+from nets import mobilenet_spec
+from nets import mobilenet_v2
+
+CLASSIFICATION_SCOPE = mobilenet_v2.DEFAULT_SCOPE
+DETECTION_SCOPE = 'FeatureExtractor/' + mobilenet_v2.DEFAULT_SCOPE  # = heads.ssdlite.FEATURE_EXTRACTOR_SCOPE
+SEGMENTATION_SCOPE = mobilenet_v2.DEFAULT_SCOPE
+# DeepLab trains batch norm only with at least this many images per step (research/deeplab/train.py).
+MIN_BATCH_FOR_BATCH_NORM = 12
+_TF_SLIM_DIVISIBLE_BY = 8
+
+# Everything `mobilenet_base` needs besides the images, resolved for one task.
+BackboneOptions = collections.namedtuple('BackboneOptions', [
+    'scope', 'depth_multiplier', 'output_stride', 'min_depth', 'divisible_by', 'finegrain_classification_mode',
+    'use_explicit_padding'])
+
+
+def backbone_options(config):
+  """The task's backbone conventions (see the module docstring) as `BackboneOptions`."""
+  model, task = config.model, config.task
+  if task == 'classification':
+    cls = config.classification
+    return BackboneOptions(CLASSIFICATION_SCOPE, model.depth_multiplier, cls.output_stride, None,
+                           model.divisible_by or _TF_SLIM_DIVISIBLE_BY, cls.finegrain_classification_mode,
+                           model.use_explicit_padding)
+  if task == 'detection':
+    return BackboneOptions(DETECTION_SCOPE, model.depth_multiplier, None, config.detection.min_depth,
+                           model.divisible_by or _TF_SLIM_DIVISIBLE_BY, False, model.use_explicit_padding)
+  if task == 'segmentation':
+    # DeepLab's feature_extractor rounds channels to 8 only at multiplier 1.0 (min_depth 8), else to 1.
+    exact = model.depth_multiplier == 1.0
+    return BackboneOptions(SEGMENTATION_SCOPE, model.depth_multiplier, config.segmentation.output_stride,
+                           8 if exact else 1, model.divisible_by or (8 if exact else 1), False,
+                           model.use_explicit_padding)
+  raise ValueError('task: no backbone convention for %r' % (task,))
+
+
+def feature_info(config):
+  """dict endpoint name -> `nets.mobilenet_spec.FeatureInfo` (stride, channels) of the task's backbone."""
+  opts = backbone_options(config)
+  return mobilenet_spec.feature_info_by_name(
+      depth_multiplier=opts.depth_multiplier, output_stride=opts.output_stride, min_depth=opts.min_depth,
+      divisible_by=opts.divisible_by, finegrain_classification_mode=opts.finegrain_classification_mode)
+
+
+def batch_norm_training(config, is_training):
+  """bool: batch norm uses batch statistics and updates its moving ones (else frozen at the moving ones)."""
+  freeze = config.train.freeze_batch_norm
+  if freeze is None:
+    freeze = config.task == 'segmentation' and config.train.batch_size < MIN_BATCH_FOR_BATCH_NORM
+  return bool(is_training and not freeze)
+
+
+def arg_scope(config, is_training):
+  """The training arg_scope of backbone and heads (weight decay, init, batch-norm decay and mode, dropout).
+
+  Dropout follows `is_training` (not the batch-norm freeze); its keep probability is the task's own
+  `dropout_keep_prob` where the task has dropout.
+  """
+  model = config.model
+  keep_prob = getattr(getattr(config, config.task), 'dropout_keep_prob', 1.0)
+  scope = mobilenet_v2.training_scope(is_training=batch_norm_training(config, is_training),
+                                      weight_decay=model.weight_decay, stddev=model.init_stddev,
+                                      dropout_keep_prob=keep_prob, bn_decay=model.bn_decay)
+  with slim.arg_scope(scope), slim.arg_scope([slim.dropout], is_training=is_training) as combined:
+    return combined
+
+
+def _layer_number(endpoint):
+  match = re.match(r'layer_(\d+)', endpoint)
+  if not match:
+    raise ValueError('not a backbone endpoint: %r (expected layer_N or layer_N/...)' % (endpoint,))
+  return int(match.group(1))
+
+
+def backbone(config, images, endpoints, reuse=None):
+  """Builds the task's MobileNetV2 under its variable scope, up to the deepest of `endpoints`.
+
+  Call inside `arg_scope(config, is_training)`.
+
+  Args:
+    config: `pipelines.config.Config`.
+    images: float32 [B, H, W, 3] in [-1, 1].
+    endpoints: endpoint names the head needs (e.g. `heads.ssdlite.FEATURE_ENDPOINTS`); the build stops at
+      the deepest layer among them, so no unused layer gets variables.
+    reuse: None, or True to share the variables of an earlier call (multi-scale evaluation).
+
+  Returns:
+    (end_points, scope): dict endpoint name -> tensor, and the backbone's `tf.VariableScope` (heads whose
+    public variables live under it are built inside `in_scope(scope)`).
+  """
+  opts = backbone_options(config)
+  final = 'layer_%d' % max(_layer_number(name) for name in endpoints)
+  with tf.variable_scope(opts.scope, values=[images], reuse=reuse) as scope:
+    _, end_points = mobilenet_v2.mobilenet_base(
+        images, depth_multiplier=opts.depth_multiplier, output_stride=opts.output_stride, min_depth=opts.min_depth,
+        divisible_by=opts.divisible_by, finegrain_classification_mode=opts.finegrain_classification_mode,
+        use_explicit_padding=opts.use_explicit_padding, final_endpoint=final, scope=scope)
+  return end_points, scope
+
+
+@contextlib.contextmanager
+def in_scope(scope):
+  """Re-enters a variable scope returned by `backbone` (variables and op names under it, as first built)."""
+  with tf.variable_scope(scope, auxiliary_name_scope=False), tf.name_scope(scope.original_name_scope):
+    yield
