@@ -28,13 +28,22 @@ def serving_receiver(image_size, preprocess_bytes):
 class ClassificationTask(skeleton.Task):
   """Four graph methods + input/serving functions for classification."""
 
+  def endpoints(self):
+    """Backbone endpoints the head reads."""
+    return [head_lib.DEFAULT_ENDPOINT]
+
   def build_outputs(self, features, is_training):
     cfg = self.config
     with slim.arg_scope(model_builder.arg_scope(cfg, is_training)):
-      end_points, scope = model_builder.backbone(cfg, features['image'], [head_lib.DEFAULT_ENDPOINT])
-      # The classifier's variables live under the backbone's scope (`MobilenetV2/Logits/...`), as in TF-Slim.
-      with model_builder.in_scope(scope):
-        return head_lib.head(end_points, cfg.classification.num_classes, is_training)
+      end_points, scope = model_builder.backbone(cfg, features['image'], self.endpoints())
+      return self.build_head(end_points, scope, is_training)
+
+  def build_head(self, end_points, scope, is_training):
+    """The classifier on `end_points`; its variables live under the backbone's `scope`
+    (`MobilenetV2/Logits/...`), as in TF-Slim. Call inside `model_builder.arg_scope`."""
+    cls = self.config.classification
+    with model_builder.in_scope(scope), slim.arg_scope([slim.dropout], keep_prob=cls.dropout_keep_prob):
+      return head_lib.head(end_points, cls.num_classes, is_training)
 
   def build_losses(self, outputs, labels, features):
     onehot = tf.one_hot(labels, self.config.classification.num_classes)

@@ -118,7 +118,7 @@ def _run_predict(args):
 
 
 def _add_profile(parser):
-  parser.add_argument('--model', default='mobilenet', choices=('mobilenet', 'ssdlite', 'deeplab'))
+  parser.add_argument('--model', default='mobilenet', choices=('mobilenet', 'ssdlite', 'deeplab', 'multitask'))
   parser.add_argument('--depth-multiplier', type=float, default=1.0, help='width multiplier (default 1.0)')
   parser.add_argument('--image-size', type=int, help='square input size (default 224 / 320 / 513 by model)')
   parser.add_argument('--num-classes', type=int, help='outputs (default 1001 / 90 / 21 by model)')
@@ -128,6 +128,8 @@ def _add_profile(parser):
 
 def _run_profile(args):
   from nets import profile  # pylint: disable=g-import-not-at-top
+  if args.model == 'multitask':
+    return _profile_multitask(args)
   if args.model == 'mobilenet':
     size, classes = args.image_size or 224, args.num_classes or 1001
     result = profile.profile_mobilenet(args.depth_multiplier, size, classes, args.finegrain)
@@ -144,6 +146,24 @@ def _run_profile(args):
       extra = ', output stride %d' % args.output_stride
   title = '%s %.2f at %dx%d, %d classes%s' % (args.model, args.depth_multiplier, size, size, classes, extra)
   print(profile.format_profile(result, title))
+  return 0
+
+
+def _profile_multitask(args):
+  from pipelines import profile_models  # pylint: disable=g-import-not-at-top
+  size = args.image_size or 320
+  combined, separate = profile_models.profile_multitask(size, args.depth_multiplier)
+  print('multitask %.2f at %dx%d (one backbone: classification 1001 + SSDLite 90 + DeepLabv3 21 classes) vs the '
+        'three single-task models at the same size' % (args.depth_multiplier, size, size))
+  print('%-22s %12s %16s' % ('model', 'parameters', 'multiply-adds'))
+  for name, result in list(separate.items()) + [('sum of the three', None), ('multitask (one pass)', combined)]:
+    if result is None:
+      result = type(combined)(sum(p.params for p in separate.values()), sum(p.madds for p in separate.values()),
+                              None, None)
+    print('%-22s %12s %16s' % (name, '{:,}'.format(result.params), '{:,}'.format(result.madds)))
+  total = sum(p.madds for p in separate.values())
+  print('multitask / separate: parameters %.2f, multiply-adds %.2f' % (
+      combined.params / float(sum(p.params for p in separate.values())), combined.madds / float(total)))
   return 0
 
 

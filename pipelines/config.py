@@ -11,6 +11,7 @@ from typing import Dict, List, Optional
 from pipelines import config_lib
 
 TASKS = ('classification', 'detection', 'segmentation')
+MULTITASK = 'multitask'  # one shared backbone, the heads of several TASKS (see MultitaskConfig)
 OPTIMIZERS = ('rmsprop', 'momentum', 'sgd', 'adam')
 SCHEDULES = ('constant', 'exponential', 'cosine', 'poly')
 
@@ -255,6 +256,43 @@ class SegmentationConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class MemberConfig:
+  """One task of a multi-task model: its own records, batch, loss weight and head warm start."""
+  data: DataConfig = dataclasses.field(default_factory=DataConfig)
+  loss_weight: float = 1.0  # the member's losses are multiplied by this in the summed objective
+  batch_size: int = 0  # images of this task per training step; 0 = train.batch_size
+  eval_batch_size: int = 0  # 0 = eval.batch_size
+  # e.g. the single-task detection checkpoint for the SSDLite head (include ['^BoxPredictor', ...])
+  warm_start: WarmStartConfig = dataclasses.field(default_factory=WarmStartConfig)
+
+  def validate(self):
+    if self.loss_weight < 0:
+      raise ValueError('loss_weight: must be >= 0, got %r' % (self.loss_weight,))
+    if self.batch_size < 0 or self.eval_batch_size < 0:
+      raise ValueError('batch_size: and eval_batch_size must be >= 0 (0 = the train/eval section\'s)')
+
+
+@dataclasses.dataclass(frozen=True)
+class MultitaskConfig:
+  """`task: multitask`: which tasks share the backbone (a section each; the head settings stay in the
+  task's own section, e.g. `detection.num_classes`)."""
+  classification: Optional[MemberConfig] = None
+  detection: Optional[MemberConfig] = None
+  segmentation: Optional[MemberConfig] = None
+  # Output stride of the shared backbone: 32 keeps SSDLite's stride-16/32 maps and the classifier as
+  # published; DeepLab then reads layer_18 at stride 32 (use segmentation.decoder for detail).
+  output_stride: Optional[int] = None  # null = 32; 16 makes layers 16..19 atrous for every head
+
+  def members(self):
+    """Names of the combined tasks, in TASKS order."""
+    return [name for name in TASKS if getattr(self, name) is not None]
+
+  def validate(self):
+    if self.output_stride not in (None, 16, 32):
+      raise ValueError('output_stride: must be null, 16 or 32, got %r' % (self.output_stride,))
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
   task: str = 'classification'
   model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
@@ -265,19 +303,50 @@ class Config:
   classification: ClassificationConfig = dataclasses.field(default_factory=ClassificationConfig)
   detection: DetectionConfig = dataclasses.field(default_factory=DetectionConfig)
   segmentation: SegmentationConfig = dataclasses.field(default_factory=SegmentationConfig)
+  multitask: MultitaskConfig = dataclasses.field(default_factory=MultitaskConfig)
 
   def validate(self):
-    _in('task', self.task, TASKS)
+    _in('task', self.task, TASKS + (MULTITASK,))
+    if self.task == MULTITASK and len(self.multitask.members()) < 2:
+      raise ValueError('multitask: combines at least two of %s, each a section of its own (got %s)'
+                       % (', '.join(TASKS), ', '.join(self.multitask.members()) or 'none'))
     schedule = self.train.learning_rate
-    if schedule.schedule == 'exponential' and self.data.num_train_examples <= 0:
-      raise ValueError('data.num_train_examples: must be > 0 for the per-epoch exponential schedule')
+    if schedule.schedule == 'exponential' and epoch_data(self).num_train_examples <= 0:
+      raise ValueError('%s.num_train_examples: must be > 0 for the per-epoch exponential schedule'
+                       % ('data' if self.task != MULTITASK else 'multitask.%s.data' % self.multitask.members()[0]))
+
+
+def epoch_data(config):
+  """The data section whose epochs per-epoch schedules count (multitask: the first member's)."""
+  if config.task == MULTITASK and config.multitask.members():
+    return getattr(config.multitask, config.multitask.members()[0]).data
+  return config.data
+
+
+def member_config(config, name):
+  """The single-task config of member `name` of a multitask config: its data, batch sizes and head warm
+  start, with the shared model / train / eval / runtime sections and the task's own section."""
+  member = getattr(config.multitask, name)
+  train = dataclasses.replace(config.train, batch_size=member.batch_size or config.train.batch_size,
+                              warm_start=member.warm_start)
+  evaluation = dataclasses.replace(config.eval, batch_size=member.eval_batch_size or config.eval.batch_size)
+  return dataclasses.replace(config, task=name, data=member.data, train=train, eval=evaluation,
+                             multitask=MultitaskConfig())
 
 
 def unread_sections(data):
   """Task sections that the config's task does not read -> why (a config holding one is an error)."""
   task = data.get('task', Config.task)
-  return {name: 'not read by task %r (only the %r section applies to it)' % (task, task)
-          for name in TASKS if name != task}
+  if task == MULTITASK:
+    members = [name for name in TASKS if (data.get(MULTITASK) or {}).get(name) is not None]
+    unread = {name: 'not read by this multitask config (its multitask section combines %s)'
+              % (', '.join(members) or 'no task') for name in TASKS if name not in members}
+    unread['data'] = 'not read by task multitask (each member has its own multitask.<task>.data)'
+    return unread
+  unread = {name: 'not read by task %r (only the %r section applies to it)' % (task, task)
+            for name in TASKS if name != task}
+  unread[MULTITASK] = 'not read by task %r (only multitask configs have it)' % task
+  return unread
 
 
 def load(path, overrides=()):
@@ -310,6 +379,16 @@ _FILES_FOR_MODE = {'train': ('data.train_files',), 'eval': ('data.eval_files',),
 
 def check_files(config, mode, source=''):
   """Raises ConfigError naming the key if a file/glob the mode needs is unset or matches nothing."""
+  if config.task == MULTITASK:
+    for name in config.multitask.members():
+      try:
+        check_files(member_config(config, name), mode, source)
+      except config_lib.ConfigError as e:
+        key = e.key
+        if key.startswith(('data.', 'train.warm_start')):
+          key = 'multitask.%s.%s' % (name, key.replace('train.', '', 1))
+        raise config_lib.ConfigError(source, key, e.message)
+    return
   for key in _FILES_FOR_MODE.get(mode, ()):
     pattern = getattr(config.data, key.split('.')[1])
     if not pattern:

@@ -17,7 +17,7 @@ class ConfigError(ValueError):
   """A config problem, with the file and the dotted key in the message."""
 
   def __init__(self, source, key, message):
-    self.source, self.key = source, key
+    self.source, self.key, self.message = source, key, message
     where = '%s: ' % source if source else ''
     super(ConfigError, self).__init__('%s%s: %s' % (where, key or '<root>', message))
 

@@ -51,15 +51,20 @@ ORIGINAL_WIDTH = detection_input.ORIGINAL_WIDTH
 DETECTION_CLASS_NAMES = 'detection_class_names'
 
 
-def feature_map_info(config):
-  """The six SSD feature maps' (name, stride, channels), from the backbone's `feature_info` alone."""
-  return ssdlite.feature_map_info(model_builder.feature_info(config), depth_multiplier=config.model.depth_multiplier,
+def feature_map_info(config, backbone_config=None):
+  """The six SSD feature maps' (name, stride, channels), from the backbone's `feature_info` alone.
+
+  `backbone_config` is the config the backbone is built from when it is not `config` (a multitask model's
+  shared backbone, whose output stride sets the strides of the maps).
+  """
+  backbone_info = model_builder.feature_info(backbone_config or config)
+  return ssdlite.feature_map_info(backbone_info, depth_multiplier=config.model.depth_multiplier,
                                   min_depth=config.detection.min_depth)
 
 
-def ssd_anchors(config):
+def ssd_anchors(config, backbone_config=None):
   """float32 [A, 4] normalized SSDLite anchors for `detection.image_size` (A = 2034 at 320, 1917 at 300)."""
-  strides = [info.stride for info in feature_map_info(config)]
+  strides = [info.stride for info in feature_map_info(config, backbone_config)]
   return anchors_lib.generate_anchors(anchors_lib.feature_map_shapes(config.detection.image_size, strides))
 
 
@@ -68,9 +73,9 @@ class DetectionTask(skeleton.Task):
 
   model_dir = None  # set by the runner; evaluation writes model_dir/eval/detections.json
 
-  def __init__(self, config):
+  def __init__(self, config, backbone_config=None):
     super(DetectionTask, self).__init__(config)
-    self.anchors = ssd_anchors(config)
+    self.anchors = ssd_anchors(config, backbone_config)
     self._labels = None
 
   # ------------------------------------------------------------------------------------------ classes
@@ -90,16 +95,28 @@ class DetectionTask(skeleton.Task):
 
   # ------------------------------------------------------------------------------------------- graph
 
+  def endpoints(self):
+    """Backbone endpoints the head reads."""
+    return list(ssdlite.FEATURE_ENDPOINTS)
+
   def build_outputs(self, features, is_training):
-    cfg, det = self.config, self.config.detection
+    cfg = self.config
     with slim.arg_scope(model_builder.arg_scope(cfg, is_training)):
-      end_points, scope = model_builder.backbone(cfg, features['image'], ssdlite.FEATURE_ENDPOINTS)
-      # The extra layers live under the backbone's scope (`FeatureExtractor/MobilenetV2/layer_19_...`).
-      with model_builder.in_scope(scope):
-        maps = ssdlite.extra_feature_maps(end_points, depth_multiplier=cfg.model.depth_multiplier,
-                                          min_depth=det.min_depth, use_explicit_padding=cfg.model.use_explicit_padding)
-      outputs = ssdlite.box_predictor(maps, det.num_classes, anchors_lib.num_anchors_per_location(),
-                                      class_prediction_bias_init=det.class_prediction_bias_init)
+      end_points, scope = model_builder.backbone(cfg, features['image'], self.endpoints())
+      return self.build_head(end_points, scope, is_training)
+
+  def build_head(self, end_points, scope, is_training):  # pylint: disable=unused-argument
+    """Extra layers + box predictor on `end_points`. Call inside `model_builder.arg_scope`.
+
+    The extra layers live under `scope` (the public `FeatureExtractor/MobilenetV2/layer_19_...`: the
+    backbone's own scope, or that name when the backbone is shared), the predictor at the top level.
+    """
+    cfg, det = self.config, self.config.detection
+    with model_builder.in_scope(scope):
+      maps = ssdlite.extra_feature_maps(end_points, depth_multiplier=cfg.model.depth_multiplier,
+                                        min_depth=det.min_depth, use_explicit_padding=cfg.model.use_explicit_padding)
+    outputs = ssdlite.box_predictor(maps, det.num_classes, anchors_lib.num_anchors_per_location(),
+                                    class_prediction_bias_init=det.class_prediction_bias_init)
     num = outputs[ssdlite.BOX_ENCODINGS].get_shape().as_list()[1]
     if num != len(self.anchors):
       raise ValueError('detection.image_size=%d: the network predicts %s boxes but there are %d anchors (feature '

@@ -7,6 +7,7 @@ else (`backbone_options`):
   classification  MobilenetV2                     classification.output_stride (null = 32)   TF-Slim: 8 / 8, finegrain mode
   detection       FeatureExtractor/MobilenetV2    32                       OD API: detection.min_depth (16) / 8
   segmentation    MobilenetV2                     segmentation.output_stride (16)            DeepLab: 8 / 8 at 1.0, 1 / 1 otherwise
+  multitask       MobilenetV2 (shared)            multitask.output_stride (null = 32)        TF-Slim: 8 / 8
 
 `model.divisible_by`, when set, overrides the rounding divisor of every task; `model.depth_multiplier` and
 `model.use_explicit_padding` apply to all. The backbone is built up to the deepest endpoint the task's
@@ -34,6 +35,7 @@ DETECTION_SCOPE = 'FeatureExtractor/' + mobilenet_v2.DEFAULT_SCOPE  # = heads.ss
 SEGMENTATION_SCOPE = mobilenet_v2.DEFAULT_SCOPE
 # DeepLab trains batch norm only with at least this many images per step (research/deeplab/train.py).
 MIN_BATCH_FOR_BATCH_NORM = 12
+MULTITASK_SCOPE = mobilenet_v2.DEFAULT_SCOPE
 _TF_SLIM_DIVISIBLE_BY = 8
 
 # Everything `mobilenet_base` needs besides the images, resolved for one task.
@@ -59,6 +61,11 @@ def backbone_options(config):
     return BackboneOptions(SEGMENTATION_SCOPE, model.depth_multiplier, config.segmentation.output_stride,
                            8 if exact else 1, model.divisible_by or (8 if exact else 1), False,
                            model.use_explicit_padding)
+  if task == 'multitask':
+    # One backbone for every head: the classifier's (TF-Slim's) conventions, so the public classification
+    # checkpoint restores it as it is.
+    return BackboneOptions(MULTITASK_SCOPE, model.depth_multiplier, config.multitask.output_stride, None,
+                           model.divisible_by or _TF_SLIM_DIVISIBLE_BY, False, model.use_explicit_padding)
   raise ValueError('task: no backbone convention for %r' % (task,))
 
 
@@ -85,7 +92,7 @@ def arg_scope(config, is_training):
   `dropout_keep_prob` where the task has dropout.
   """
   model = config.model
-  keep_prob = getattr(getattr(config, config.task), 'dropout_keep_prob', 1.0)
+  keep_prob = getattr(getattr(config, config.task), 'dropout_keep_prob', 1.0)  # heads may set their own
   scope = mobilenet_v2.training_scope(is_training=batch_norm_training(config, is_training),
                                       weight_decay=model.weight_decay, stddev=model.init_stddev,
                                       dropout_keep_prob=keep_prob, bn_decay=model.bn_decay)
@@ -128,6 +135,11 @@ def backbone(config, images, endpoints, reuse=None):
 
 @contextlib.contextmanager
 def in_scope(scope):
-  """Re-enters a variable scope returned by `backbone` (variables and op names under it, as first built)."""
+  """Re-enters a variable scope returned by `backbone` (variables and op names under it, as first built);
+  a name (str) opens that scope instead (a head's public scope when the backbone is shared)."""
+  if isinstance(scope, str):
+    with tf.variable_scope(scope):
+      yield
+    return
   with tf.variable_scope(scope, auxiliary_name_scope=False), tf.name_scope(scope.original_name_scope):
     yield

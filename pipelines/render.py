@@ -89,8 +89,38 @@ def _segmentation(path, pred, out):
 DEFAULT_MIN_SCORE = 0.3
 
 
+def _multitask(path, pred, out, min_score):
+  """Every member's result, drawn in one picture: class mask blended, boxes, top class as a caption."""
+  parts = {}
+  for key, value in pred.items():
+    name, _, rest = key.partition('/')
+    parts.setdefault(name, {})[rest] = value
+  item = {'image': path, 'task': 'multitask'}
+  for name in sorted(parts):
+    item[name] = describe(path, parts[name], None, min_score)
+  if out:
+    image = Image.open(path).convert('RGB')
+    if 'segmentation' in parts:
+      mask = np.asarray(parts['segmentation']['mask']).astype(np.uint8)
+      colour = Image.fromarray(voc.voc_colormap()[mask], 'RGB').resize(image.size, Image.NEAREST)
+      image = Image.blend(image, colour, 0.45)
+    draw = ImageDraw.Draw(image)
+    for det in item.get('detection', {}).get('detections', []):
+      ymin, xmin, ymax, xmax = det['box']
+      draw.rectangle([xmin, ymin, xmax, ymax], outline=(255, 32, 32), width=2)
+      draw.text((xmin + 2, ymin + 1), '%s %.2f' % (det['name'], det['score']), fill=(255, 255, 0))
+    if 'classification' in item:
+      top = item['classification']['top_k'][0]
+      draw.text((2, 2), '%s %.2f' % (top['name'], top['probability']), fill=(255, 255, 255))
+    image.save(out)
+    item['output'] = out
+  return item
+
+
 def describe(path, prediction, out=None, min_score=DEFAULT_MIN_SCORE):
   """JSON-able dict for one prediction; writes the picture to `out` (detections: those >= `min_score`)."""
+  if any('/' in key for key in prediction):
+    return _multitask(path, prediction, out, min_score)
   if 'top_k_classes' in prediction:
     return _classification(path, prediction, out)
   if 'detection_boxes' in prediction:
@@ -101,6 +131,10 @@ def describe(path, prediction, out=None, min_score=DEFAULT_MIN_SCORE):
 
 
 def summary_line(item):
+  if item['task'] == 'multitask':
+    parts = [summary_line(dict(item[name], image=name)) for name in ('classification', 'detection', 'segmentation')
+             if name in item]
+    return '%s: %s%s' % (item['image'], '; '.join(parts), ' -> %s' % item['output'] if 'output' in item else '')
   if item['task'] == 'classification':
     return '%s: %s%s' % (item['image'], ', '.join('%s (%.3f)' % (t['name'], t['probability']) for t in item['top_k']),
                          ' -> %s' % item['output'] if 'output' in item else '')

@@ -22,6 +22,7 @@ _TASKS = {
     'classification': 'pipelines.classification:ClassificationTask',
     'detection': 'pipelines.detection:DetectionTask',
     'segmentation': 'pipelines.segmentation:SegmentationTask',
+    'multitask': 'pipelines.multitask:MultitaskTask',
 }
 
 
@@ -67,6 +68,10 @@ def train(config, model_dir, evaluate=False):
   if not (evaluate or config.train.evaluate_every_checkpoint):
     estimator.train(task.input_fn(tf.estimator.ModeKeys.TRAIN), max_steps=config.train.steps)
     return None
+  if len(task.eval_input_fns()) > 1:
+    # train_and_evaluate takes one eval input; a multitask model evaluates each member on its own split.
+    estimator.train(task.input_fn(tf.estimator.ModeKeys.TRAIN), max_steps=config.train.steps)
+    return evaluate(config, model_dir)
   train_spec = tf.estimator.TrainSpec(task.input_fn(tf.estimator.ModeKeys.TRAIN), max_steps=config.train.steps)
   eval_spec = tf.estimator.EvalSpec(task.input_fn(tf.estimator.ModeKeys.EVAL), steps=config.eval.steps,
                                     throttle_secs=0, start_delay_secs=0)
@@ -110,20 +115,29 @@ def evaluate(config, model_dir, checkpoint_path=None, continuous=False):
     path = checkpoint_path or tf.train.latest_checkpoint(model_dir)
     if not path:
       raise ValueError('no checkpoint in %r to evaluate (train first, or pass --checkpoint)' % model_dir)
-    metrics = estimator.evaluate(task.input_fn(tf.estimator.ModeKeys.EVAL), steps=config.eval.steps,
-                                 checkpoint_path=path)
-    return write_metrics(metrics, metrics_path)
+    return write_metrics(_evaluate_all(task, estimator, config, path), metrics_path)
   metrics = None
   LOG.info('waiting for checkpoints in %s (timeout %ds)', model_dir, config.eval.continuous_timeout_secs)
   for path in tf.train.checkpoints_iterator(model_dir, timeout=config.eval.continuous_timeout_secs,
                                             timeout_fn=lambda: _log_timeout(model_dir)):
-    metrics = write_metrics(estimator.evaluate(task.input_fn(tf.estimator.ModeKeys.EVAL), steps=config.eval.steps,
-                                               checkpoint_path=path), metrics_path)
+    metrics = write_metrics(_evaluate_all(task, estimator, config, path), metrics_path)
     LOG.info('evaluated %s: %s', path, metrics)
     step = int(os.path.basename(path).split('-')[-1])
     if step >= config.train.steps:
       break
     LOG.info('waiting for a new checkpoint in %s', model_dir)
+  return metrics
+
+
+def _evaluate_all(task, estimator, config, checkpoint_path):
+  """Metrics of one checkpoint over the task's eval inputs (one per multitask member, keys `<member>/...`)."""
+  metrics = {}
+  for name, input_fn in task.eval_input_fns():
+    result = estimator.evaluate(input_fn, steps=config.eval.steps, checkpoint_path=checkpoint_path, name=name)
+    for key, value in result.items():
+      if name and key != tf.GraphKeys.GLOBAL_STEP and not key.startswith(name + '/'):
+        key = '%s/%s' % (name, key)
+      metrics[key] = value
   return metrics
 
 

@@ -77,15 +77,26 @@ def single_scale_logits(config, images, is_training, reuse=None):
   Returns:
     float32 [B, ceil(H / os), ceil(W / os), num_classes] (stride 4 with the decoder).
   """
-  seg = config.segmentation
-  decoder = deeplab.DECODER_ENDPOINT if seg.decoder else None
   with tf.variable_scope(tf.get_variable_scope(), reuse=reuse), \
       slim.arg_scope(model_builder.arg_scope(config, is_training)):
-    end_points, _ = model_builder.backbone(config, images, [deeplab.FEATURE_ENDPOINT], reuse=reuse)
-    with slim.arg_scope([slim.batch_norm], decay=HEAD_BN_DECAY, epsilon=HEAD_BN_EPSILON):
-      outputs = deeplab.aspp_head(end_points, seg.num_classes, aspp_rates=seg.aspp_rates,
-                                  image_pooling=seg.image_pooling, dropout_keep_prob=seg.dropout_keep_prob,
-                                  decoder_endpoint=decoder)
+    end_points, _ = model_builder.backbone(config, images, head_endpoints(config), reuse=reuse)
+    return head_logits(config, end_points)
+
+
+def head_endpoints(config):
+  """Backbone endpoints the DeepLab head reads (the decoder's low-level endpoint too, when enabled)."""
+  return [deeplab.FEATURE_ENDPOINT] + ([deeplab.DECODER_ENDPOINT] if config.segmentation.decoder else [])
+
+
+def head_logits(config, end_points):
+  """DeepLab's ASPP (+ decoder) + logits on `end_points`, with its own batch-norm settings; float32
+  [B, h, w, num_classes] at the feature (or decoder) resolution. Call inside `model_builder.arg_scope`."""
+  seg = config.segmentation
+  decoder = deeplab.DECODER_ENDPOINT if seg.decoder else None
+  with slim.arg_scope([slim.batch_norm], decay=HEAD_BN_DECAY, epsilon=HEAD_BN_EPSILON):
+    outputs = deeplab.aspp_head(end_points, seg.num_classes, aspp_rates=seg.aspp_rates,
+                                image_pooling=seg.image_pooling, dropout_keep_prob=seg.dropout_keep_prob,
+                                decoder_endpoint=decoder)
   return outputs[deeplab.LOGITS]
 
 
@@ -154,10 +165,23 @@ class SegmentationTask(skeleton.Task):
     images = features['image']
     seg = self.config.segmentation
     if is_training or (list(seg.eval_scales) == [1.0] and not seg.eval_flip):
-      logits = deeplab.upsample_logits(single_scale_logits(self.config, images, is_training), _size(images))
-      return {LOGITS: logits, PROBABILITIES: tf.nn.softmax(logits)}
+      return self.outputs_at(single_scale_logits(self.config, images, is_training), _size(images))
     probabilities = multi_scale_probabilities(self.config, images)
     return {LOGITS: tf.log(tf.maximum(probabilities, _MIN_PROBABILITY)), PROBABILITIES: probabilities}
+
+  def endpoints(self):
+    """Backbone endpoints the head reads."""
+    return head_endpoints(self.config)
+
+  def build_head(self, end_points, scope, is_training):  # pylint: disable=unused-argument
+    """{LOGITS: float32 [B, h, w, C]} at the feature resolution; the head's variables are top-level."""
+    return {LOGITS: head_logits(self.config, end_points)}
+
+  @staticmethod
+  def outputs_at(logits, size):
+    """LOGITS / PROBABILITIES float32 [B, H, W, C] upsampled (corners aligned) to `size` [H, W]."""
+    logits = deeplab.upsample_logits(logits, size)
+    return {LOGITS: logits, PROBABILITIES: tf.nn.softmax(logits)}
 
   def build_losses(self, outputs, labels, features):
     seg = self.config.segmentation

@@ -56,6 +56,14 @@ class Task(object):
     """input_fn of the Estimator for `mode`: the task's one input pipeline (`pipelines/<task>_input.py`)."""
     raise NotImplementedError
 
+  def eval_input_fns(self):
+    """(name, input_fn) pairs evaluated with `Estimator.evaluate(name=...)`; one unnamed for a single task."""
+    return [(None, self.input_fn(ModeKeys.EVAL))]
+
+  def warm_start_configs(self):
+    """The `WarmStartConfig`s applied when training starts, in order."""
+    return [self.config.train.warm_start]
+
   def features_from_bytes(self, encoded):
     """Model features (dict of tensors) from string [B] encoded images: what serving and prediction feed."""
     raise NotImplementedError
@@ -121,7 +129,8 @@ def _eval_scaffold(config):
 
 def _train_op(task, total_loss, model_dir):
   config = task.config
-  warm_start_lib.warm_start(config.train.warm_start, log_dir=model_dir)
+  for index, warm in enumerate(task.warm_start_configs()):
+    warm_start_lib.warm_start(warm, log_dir=model_dir, log_name='warm_start%s.txt' % ('_%d' % index if index else ''))
   global_step = tf.train.get_or_create_global_step()
   rate = optimization.learning_rate(config.train, config.train.batch_size, config.data.num_train_examples,
                                     global_step)

@@ -72,10 +72,10 @@ def plan(variables, checkpoint_shapes, include=('.*',), exclude=(), scope_map=No
   return assignment, skipped
 
 
-def warm_start(warm_config, log_dir=None):
+def warm_start(warm_config, log_dir=None, log_name='warm_start.txt'):
   """Schedules initialization from `warm_config.checkpoint`; call inside the TRAIN model_fn.
 
-  Writes what was restored and skipped to `log_dir/warm_start.txt` and logs a summary.
+  Writes what was restored and skipped to `log_dir/log_name` and logs a summary.
   Returns the (assignment, skipped) plan, or None when no checkpoint is configured.
   """
   if not warm_config.checkpoint:
@@ -92,7 +92,7 @@ def warm_start(warm_config, log_dir=None):
     LOG.info('  warm start skipped %s: %s', name, reason)
   if log_dir:
     tf.gfile.MakeDirs(log_dir)
-    with tf.gfile.GFile(os.path.join(log_dir, 'warm_start.txt'), 'w') as f:
+    with tf.gfile.GFile(os.path.join(log_dir, log_name), 'w') as f:
       f.write('checkpoint: %s\n' % path)
       for ckpt_name, var in sorted(assignment.items()):
         f.write('restored %s <- %s\n' % (var.op.name, ckpt_name))
