@@ -20,6 +20,7 @@ from pipelines import runner
 
 LOG = logging.getLogger('mnv2')
 TASKS = ('classification', 'detection', 'segmentation')
+MULTITASK = 'multitask'  # the three heads on one backbone (opt-in: --tasks multitask)
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
 # task -> (metric key in metrics.json, target on the held-out split, display name)
 TARGETS = {
@@ -61,18 +62,20 @@ class Timer(object):
 
 def _parse_tasks(text):
   tasks = [t.strip() for t in text.split(',') if t.strip()]
-  unknown = [t for t in tasks if t not in TASKS]
+  unknown = [t for t in tasks if t not in TASKS + (MULTITASK,)]
   if unknown or not tasks:
-    raise ValueError('--tasks: unknown %s (valid: %s)' % (', '.join(unknown) or '(none)', ', '.join(TASKS)))
+    raise ValueError('--tasks: unknown %s (valid: %s)' % (', '.join(unknown) or '(none)',
+                                                          ', '.join(TASKS + (MULTITASK,))))
   return tasks
 
 
 def generate_data(out, tasks, scale, image_size, seed):
   formats = {'classification': 'imagenet', 'detection': 'coco', 'segmentation': 'voc'}
   counts = shapes.scaled_counts(scale)
-  with Timer('generating the shapes data (%s)' % ', '.join(formats[t] for t in tasks)):
+  names = sorted(set(TASKS if MULTITASK in tasks else ()) | set(t for t in tasks if t in TASKS), key=TASKS.index)
+  with Timer('generating the shapes data (%s)' % ', '.join(formats[t] for t in names)):
     return shapes.generate(os.path.join(out, 'data'), seed=seed, image_size=image_size, counts=counts,
-                           formats=tuple(formats[t] for t in tasks))
+                           formats=tuple(formats[t] for t in names))
 
 
 def convert(task, raw, records):
@@ -103,6 +106,8 @@ def convert(task, raw, records):
 
 
 def held_out_images(task, raw):
+  if task == MULTITASK:
+    task = 'detection'  # scenes with several shapes: every head has something to show
   if task == 'classification':
     files = sorted(glob.glob(os.path.join(raw['imagenet']['val_dir'], '*', '*.JPEG')))
     # one per class first, so the pictures show every class
@@ -124,12 +129,27 @@ def _train_examples(records_dir):
              for _ in tf.python_io.tf_record_iterator(path))
 
 
-def run_task(task, raw, out, steps, extra_sets):
-  """Convert -> train -> eval -> export -> predict for one task; returns a Result."""
-  start = time.time()
+def _data_overrides(task, raw, out):
+  """Converts the task's data (once per output directory) and returns its data.* overrides."""
   records = os.path.join(out, 'records', task)
-  overrides = convert(task, raw, records)
-  overrides.append('data.num_train_examples=%d' % _train_examples(records))
+  if glob.glob(os.path.join(records, 'val-*')):
+    LOG.info('== %s records already in %s', task, records)
+    labels = os.path.join(records, 'label_map.pbtxt' if task == 'detection' else 'labels.txt')
+    overrides = ['data.train_files=%s' % os.path.join(records, 'train-*'),
+                 'data.eval_files=%s' % os.path.join(records, 'val-*'), 'data.labels_file=%s' % labels]
+  else:
+    overrides = convert(task, raw, records)
+  return overrides + ['data.num_train_examples=%d' % _train_examples(records)]
+
+
+def run_task(task, raw, out, steps, extra_sets):
+  """Convert -> train -> eval -> export -> predict for one task; returns a list of Results (one per
+  member for the multitask model)."""
+  start = time.time()
+  if task == MULTITASK:
+    overrides = ['multitask.%s.%s' % (name, o) for name in TASKS for o in _data_overrides(name, raw, out)]
+  else:
+    overrides = _data_overrides(task, raw, out)
   if steps:
     overrides.append('train.steps=%d' % steps)
   classifier = os.path.join(out, 'models', 'classification')
@@ -157,22 +177,37 @@ def run_task(task, raw, out, steps, extra_sets):
     if not os.path.isdir(picture_dir):
       os.makedirs(picture_dir)
     pictures = []
-    for path, pred in zip(images, predict.predict_saved_model(export_dir, images)):
+    for path, pred in zip(images, predict.predict_saved_model(export_dir, images)):  # one backbone pass each
       item = render.describe(path, pred, os.path.join(picture_dir, os.path.splitext(os.path.basename(path))[0] + '.png'))
       LOG.info('  %s', render.summary_line(item))
       pictures.append(item)
+  seconds = time.time() - start
+  if task == MULTITASK:
+    return [Result('%s (%s)' % (MULTITASK, name), '%s/%s' % (name, TARGETS[name][0]),
+                   metrics.get('%s/%s' % (name, TARGETS[name][0])), TARGETS[name][1], seconds, metrics, pictures)
+            for name in TASKS]
   key, target, _ = TARGETS[task]
-  return Result(task, key, metrics.get(key), target, time.time() - start, metrics, pictures)
+  return [Result(task, key, metrics.get(key), target, seconds, metrics, pictures)]
+
+
+def _base_task(result):
+  """The single task a result measures ('detection' for the multitask model's detection row)."""
+  return result.metric.split('/')[0] if '/' in result.metric else result.task
 
 
 def summary_table(results):
-  lines = ['| task | metric | value | target | pass | time |', '|---|---|---|---|---|---|']
+  """Markdown table; a multitask row also shows its difference to the single-task model of this run."""
+  single = dict((r.task, r.value) for r in results if r.task in TASKS)
+  lines = ['| task | metric | value | target | pass | vs single-task | time |', '|---|---|---|---|---|---|---|']
   for r in results:
-    name = TARGETS[r.task][2]
+    base = _base_task(r)
     ok = r.value is not None and r.value >= r.target
-    lines.append('| %s | %s | %s | >= %.2f | %s | %.0fs |' % (
-        r.task, name, 'n/a' if r.value is None else '%.3f' % r.value, r.target, 'PASS' if ok else 'FAIL',
-        r.seconds))
+    delta = ''
+    if r.task != base and r.value is not None and single.get(base) is not None:
+      delta = '%+.3f' % (r.value - single[base])
+    lines.append('| %s | %s | %s | >= %.2f | %s | %s | %.0fs |' % (
+        r.task, TARGETS[base][2], 'n/a' if r.value is None else '%.3f' % r.value, r.target, 'PASS' if ok else 'FAIL',
+        delta, r.seconds))
   return '\n'.join(lines)
 
 
@@ -181,8 +216,13 @@ def write_report(out, results, total_seconds):
   lines = ['# mnv2 demo report', '', summary_table(results), '',
            'Total time: %.0fs. Metrics are read from each `models/<task>/eval/metrics.json`; TensorBoard logs: '
            '`tensorboard --logdir %s`.' % (total_seconds, os.path.join(out, 'models')), '']
+  shown = set()
   for r in results:
-    lines += ['## %s' % r.task, '', '| metric | value |', '|---|---|']
+    if id(r.metrics) in shown:  # the multitask model's members share one metrics.json
+      continue
+    shown.add(id(r.metrics))
+    lines += ['## %s' % (MULTITASK if r.task.startswith(MULTITASK) else r.task), '', '| metric | value |',
+              '|---|---|']
     for key, value in sorted(r.metrics.items()):
       if isinstance(value, (int, float)):
         lines.append('| %s | %.4g |' % (key, value))
@@ -202,8 +242,8 @@ def _task_sets(sets, task):
   picked = []
   for text in sets:
     name, sep, rest = text.partition(':')
-    if not sep or name not in TASKS:
-      raise ValueError('--set %r: expected TASK:KEY=VALUE with TASK in %s' % (text, ', '.join(TASKS)))
+    if not sep or name not in TASKS + (MULTITASK,):
+      raise ValueError('--set %r: expected TASK:KEY=VALUE with TASK in %s' % (text, ', '.join(TASKS + (MULTITASK,))))
     if name == task:
       picked.append(rest)
   return picked
@@ -216,7 +256,7 @@ def run(args):
   start = time.time()
   out = os.path.abspath(args.output_dir)
   raw = generate_data(out, tasks, args.scale, args.image_size, args.seed)
-  results = [run_task(task, raw, out, args.steps, _task_sets(args.set, task)) for task in tasks]
+  results = [r for task in tasks for r in run_task(task, raw, out, args.steps, _task_sets(args.set, task))]
   total = time.time() - start
   report = write_report(out, results, total)
   print('\n' + summary_table(results))
