@@ -58,10 +58,21 @@ def load_config(path, overrides=(), mode=None):
   return config
 
 
-def train(config, model_dir, evaluate=False):
-  """Trains to `train.steps` (resuming from model_dir); with `evaluate`, evaluates each new checkpoint."""
+def train(config, model_dir, evaluate=False, allow_config_change=False):
+  """Trains to `train.steps` (resuming from model_dir); with `evaluate`, evaluates each new checkpoint.
+
+  A model_dir whose saved config.yaml differs in a key that changes the graph is refused (see
+  `check_saved_config`) unless `allow_config_change`; a changed config.yaml is replaced only once the run
+  has succeeded.
+  """
   tf.gfile.MakeDirs(model_dir)
-  config_schema.save(config, os.path.join(model_dir, 'config.yaml'))
+  save_config = check_saved_config(config, model_dir, allow_config_change)
+  result = _train(config, model_dir, evaluate)
+  save_config()
+  return result
+
+
+def _train(config, model_dir, evaluate):
   task = make_task(config)
   estimator = make_estimator(task, model_dir)
   if not (evaluate or config.train.evaluate_every_checkpoint):
@@ -110,6 +121,7 @@ def evaluate(config, model_dir, checkpoint_path=None, continuous=False):
     path = checkpoint_path or tf.train.latest_checkpoint(model_dir)
     if not path:
       raise ValueError('no checkpoint in %r to evaluate (train first, or pass --checkpoint)' % model_dir)
+    task.restore_checkpoint = path
     metrics = estimator.evaluate(task.input_fn(tf.estimator.ModeKeys.EVAL), steps=config.eval.steps,
                                  checkpoint_path=path)
     return write_metrics(metrics, metrics_path)
@@ -117,6 +129,7 @@ def evaluate(config, model_dir, checkpoint_path=None, continuous=False):
   LOG.info('waiting for checkpoints in %s (timeout %ds)', model_dir, config.eval.continuous_timeout_secs)
   for path in tf.train.checkpoints_iterator(model_dir, timeout=config.eval.continuous_timeout_secs,
                                             timeout_fn=lambda: _log_timeout(model_dir)):
+    task.restore_checkpoint = path
     metrics = write_metrics(estimator.evaluate(task.input_fn(tf.estimator.ModeKeys.EVAL), steps=config.eval.steps,
                                                checkpoint_path=path), metrics_path)
     LOG.info('evaluated %s: %s', path, metrics)
@@ -137,5 +150,68 @@ def export(config, model_dir, export_dir=None, checkpoint_path=None):
   task = make_task(config)
   estimator = make_estimator(task, model_dir)
   base = export_dir or os.path.join(model_dir, 'export')
+  task.restore_checkpoint = checkpoint_path or tf.train.latest_checkpoint(model_dir)
+  if not task.restore_checkpoint:
+    raise ValueError('no checkpoint in %r to export (train first, or pass --checkpoint)' % model_dir)
   path = estimator.export_saved_model(base, task.serving_input_receiver_fn(), checkpoint_path=checkpoint_path)
   return path.decode('utf-8') if isinstance(path, bytes) else path
+
+
+# Dotted keys (or prefixes) of the saved config whose change makes a different graph or variables: the
+# checkpoints in model_dir would not restore, or would restore into a different model.
+GRAPH_KEYS = ('task', 'model.', 'classification.', 'detection.', 'segmentation.', 'train.optimizer',
+              'train.moving_average_decay')
+
+
+def _flatten(data, prefix=''):
+  flat = {}
+  for key, value in data.items():
+    dotted = prefix + str(key)
+    if isinstance(value, dict) and value:
+      flat.update(_flatten(value, dotted + '.'))
+    else:
+      flat[dotted] = value
+  return flat
+
+
+def config_differences(saved, current):
+  """Dotted keys whose values differ between two config dicts and that change the graph (`GRAPH_KEYS`)."""
+  old, new = _flatten(saved), _flatten(current)
+  keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+  return [k for k in keys if any(k == g or (g.endswith('.') and k.startswith(g)) for g in GRAPH_KEYS)]
+
+
+def check_saved_config(config, model_dir, allow_change=False):
+  """Compares `config` with model_dir/config.yaml; returns the function that saves `config` there.
+
+  A first run saves at once (a killed run still leaves its config). When the saved config differs in a
+  graph key, this raises a ValueError listing the keys, unless `allow_change`; the new config is then
+  saved only by the returned function, which `train` calls when the run ends, so a failing run never
+  overwrites the original.
+  """
+  import yaml  # pylint: disable=g-import-not-at-top
+  path = os.path.join(model_dir, 'config.yaml')
+  current = config_schema.to_dict(config)
+  save = lambda: config_schema.save(config, path)
+  if not tf.io.gfile.exists(path):
+    save()
+    return lambda: None
+  with tf.io.gfile.GFile(path, 'r') as f:
+    saved = yaml.safe_load(f.read()) or {}
+  differences = config_differences(saved, current)
+  if not differences:
+    save()  # same graph: record this run's values (steps, files, ...)
+    return lambda: None
+  if not allow_change:
+    raise ValueError('%s was saved by an earlier run with other values of %s, which change the model: use '
+                     'another --model-dir, or pass --allow-config-change to train on with the new values'
+                     % (path, ', '.join(differences)))
+  LOG.warning('warning: config changed from %s in %s; saving the new config when the run ends',
+              path, ', '.join(differences))
+  done = []
+
+  def save_at_end():
+    if not done:
+      done.append(True)
+      save()
+  return save_at_end

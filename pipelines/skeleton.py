@@ -111,10 +111,29 @@ def _moving_average(config):
   return None if decay is None else tf.train.ExponentialMovingAverage(decay)
 
 
-def _eval_scaffold(config):
-  """Eval/export read the moving averages of the weights in place of the raw weights (TF-Slim recipe)."""
+def _has_moving_averages(checkpoint):
+  """False when `checkpoint` (a prefix) exists but holds no `.../ExponentialMovingAverage` variable."""
+  if not checkpoint:
+    return True
+  try:
+    names = [name for name, _ in tf.train.list_variables(checkpoint)]
+  except (tf.errors.OpError, ValueError):
+    return True  # unreadable: let the restore report it
+  return any(name.endswith('/ExponentialMovingAverage') for name in names)
+
+
+def _eval_scaffold(config, checkpoint=None):
+  """Eval/export read the moving averages of the weights in place of the raw weights (TF-Slim recipe).
+
+  A checkpoint without moving averages (trained with train.moving_average_decay null, or elsewhere) is
+  read as it is, with a warning, instead of failing on the missing averages.
+  """
   ema = _moving_average(config)
   if ema is None:
+    return None
+  if not _has_moving_averages(checkpoint):
+    LOG.warning('warning: checkpoint %s holds no moving averages of the weights; using its raw weights '
+                '(train.moving_average_decay is %s)', checkpoint, config.train.moving_average_decay)
     return None
   return tf.train.Scaffold(saver=tf.train.Saver(ema.variables_to_restore(), sharded=True))
 
@@ -168,7 +187,7 @@ def make_model_fn(task, model_dir=None):
     if mode == ModeKeys.PREDICT:
       predictions = task.build_predictions(outputs, features)
       return tf.estimator.EstimatorSpec(mode, predictions=predictions, export_outputs=task.export_outputs(predictions),
-                                        scaffold=_eval_scaffold(task.config))
+                                        scaffold=_eval_scaffold(task.config, restore_path(task, model_dir)))
     losses = task.build_losses(outputs, labels, features)
     regularization = tf.losses.get_regularization_loss()
     total = tf.add_n(list(losses.values()) + [regularization], name='total_loss')
@@ -178,7 +197,7 @@ def make_model_fn(task, model_dir=None):
     tf.summary.scalar('losses/total', total)
     if mode == ModeKeys.EVAL:
       return tf.estimator.EstimatorSpec(mode, loss=total, eval_metric_ops=task.build_metrics(outputs, labels, features),
-                                        scaffold=_eval_scaffold(task.config))
+                                        scaffold=_eval_scaffold(task.config, restore_path(task, model_dir)))
     images = task.summary_images(features)
     if images is not None and task.config.train.summary_images > 0:
       tf.summary.image('input_images', images, max_outputs=task.config.train.summary_images)
@@ -188,3 +207,11 @@ def make_model_fn(task, model_dir=None):
     return tf.estimator.EstimatorSpec(mode, loss=total, train_op=train_op, training_hooks=[hook])
 
   return model_fn
+
+
+def restore_path(task, model_dir):
+  """The checkpoint eval/export/predict restore: `task.restore_checkpoint` if set, else the latest one."""
+  path = getattr(task, 'restore_checkpoint', None)
+  if path:
+    return path
+  return tf.train.latest_checkpoint(model_dir) if model_dir else None
