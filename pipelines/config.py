@@ -5,7 +5,6 @@ Each section is a frozen dataclass with defaults and a `validate()` for cross-fi
 Only the builders in `pipelines/` read these objects; `nets/`, `heads/` and `datasets/` take plain arguments.
 """
 import dataclasses
-import glob
 import re
 from typing import Dict, List, Optional
 
@@ -335,17 +334,26 @@ def check_files(config, mode, source=''):
     pattern = getattr(config.data, key.split('.')[1])
     if not pattern:
       raise config_lib.ConfigError(source, key, 'is required for %s' % mode)
-    if not glob.glob(pattern):
+    if not _glob(pattern):
       raise config_lib.ConfigError(source, key, 'no file matches %r' % pattern)
   labels = config.data.labels_file
-  if labels and not glob.glob(labels):
+  if labels and not _glob(labels):
     raise config_lib.ConfigError(source, 'data.labels_file', 'file not found: %r' % labels)
   if labels:
     check_num_classes(config, source)
   checkpoint = config.train.warm_start.checkpoint
   if mode in ('train', 'train_and_eval') and checkpoint and not (
-      glob.glob(checkpoint) or glob.glob(checkpoint + '.index') or glob.glob(checkpoint + '*')):
+      _glob(checkpoint) or _glob(checkpoint + '.index') or _glob(checkpoint + '*')):
     raise config_lib.ConfigError(source, 'train.warm_start.checkpoint', 'no checkpoint at %r' % checkpoint)
+
+
+def _glob(pattern):
+  """tf.io.gfile.glob (local paths, gs://, ...); TensorFlow is imported only when a file is checked."""
+  import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
+  try:
+    return tf.io.gfile.glob(pattern)
+  except tf.errors.OpError:
+    return []
 
 
 def check_num_classes(config, source=''):
