@@ -2,6 +2,7 @@
 TensorFlow tools (tests read them from ../shared/real_data, never copied here) train, evaluate and predict."""
 import json
 import os
+import re
 
 import pytest
 import yaml
@@ -288,3 +289,45 @@ def test_shared_real_data_is_not_copied_into_the_repo():
       continue
     for name in files:
       assert name not in ('pets_examples.record', 'cifar10_train.tfrecord', 'fsns-00000-of-00001'), root
+
+
+# ------------------------------------------------------------------------------ nothing lost (item 7)
+
+
+def test_sigkill_between_checkpoints_then_resume(tmp_path, records):
+  import signal  # pylint: disable=g-import-not-at-top
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  import time  # pylint: disable=g-import-not-at-top
+  import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
+  config = _classification(tmp_path, os.path.join(records, 'train-*'))
+  model_dir = str(tmp_path / 'model')
+  command = [sys.executable, '-m', 'pipelines', 'train', '--config', config, '--model-dir', model_dir,
+             '--set', 'train.steps=60', '--set', 'runtime.save_checkpoints_steps=2',
+             '--set', 'runtime.keep_checkpoint_max=3']
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join([REPO] + [p for p in [os.environ.get('PYTHONPATH')] if p]),
+             TF_CPP_MIN_LOG_LEVEL='2')
+  process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 300
+  while process.poll() is None and time.time() < deadline:
+    latest = tf.train.latest_checkpoint(model_dir)
+    if latest and int(latest.split('-')[-1]) >= 4:
+      break
+    time.sleep(0.05)
+  time.sleep(0.3)  # somewhere between two checkpoints (or inside a save)
+  process.send_signal(signal.SIGKILL)
+  process.wait()
+  killed_at = int(tf.train.latest_checkpoint(model_dir).split('-')[-1])
+  assert 4 <= killed_at < 60
+  rerun = subprocess.run(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  assert rerun.returncode == 0, rerun.stderr[-2000:]
+  logged = [int(n) for n in re.findall(r' step (\d+) ', rerun.stderr.decode('utf-8', 'replace'))]
+  assert logged and logged[0] > killed_at, logged[:3]  # resumed from the last checkpoint, not from step 0
+  state = tf.train.get_checkpoint_state(model_dir)
+  assert state.model_checkpoint_path.endswith('-60')
+  for path in state.all_model_checkpoint_paths:  # every checkpoint left is complete and readable
+    reader = tf.train.load_checkpoint(path)
+    for name in reader.get_variable_to_shape_map():
+      reader.get_tensor(name)
+  with open(os.path.join(model_dir, 'config.yaml')) as f:
+    assert yaml.safe_load(f)['train']['steps'] == 60
