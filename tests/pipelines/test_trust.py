@@ -4,6 +4,7 @@ import json
 import os
 import re
 
+import numpy as np
 import pytest
 import yaml
 from PIL import Image
@@ -331,3 +332,62 @@ def test_sigkill_between_checkpoints_then_resume(tmp_path, records):
       reader.get_tensor(name)
   with open(os.path.join(model_dir, 'config.yaml')) as f:
     assert yaml.safe_load(f)['train']['steps'] == 60
+
+
+# ------------------------------------------------------------------------- detection records (item 5)
+
+
+def _detection_records(path, objects):
+  """One OD API record per entry of `objects`: (num_boxes, num_labels)."""
+  import io  # pylint: disable=g-import-not-at-top
+  import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
+  from datasets import tfrecord  # pylint: disable=g-import-not-at-top
+  with tf.io.TFRecordWriter(path) as writer:
+    for index, (boxes, labels) in enumerate(objects):
+      out = io.BytesIO()
+      Image.fromarray(np.full([32, 32, 3], 100, np.uint8)).save(out, format='JPEG')
+      starts = [0.1 * i for i in range(boxes)]
+      feature = {'image/encoded': tfrecord.bytes_feature(out.getvalue()),
+                 'image/source_id': tfrecord.bytes_feature('img%d' % index),
+                 'image/object/bbox/ymin': tfrecord.float_feature(starts),
+                 'image/object/bbox/xmin': tfrecord.float_feature(starts),
+                 'image/object/bbox/ymax': tfrecord.float_feature([s + 0.3 for s in starts]),
+                 'image/object/bbox/xmax': tfrecord.float_feature([s + 0.3 for s in starts]),
+                 'image/object/class/label': tfrecord.int64_feature([1] * labels)}
+      writer.write(tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString())
+  return path
+
+
+def test_eval_keeps_every_box_beyond_max_objects(tmp_path, graph):
+  import logging  # pylint: disable=g-import-not-at-top
+  import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
+  from pipelines import detection, detection_input  # pylint: disable=g-import-not-at-top
+  record = _detection_records(str(tmp_path / 'd.record'), [(3, 3), (1, 1)])
+  path = _write(tmp_path, DETECTION % {'train': record, 'labels': _real('detection', 'pet_label_map.pbtxt')})
+  config = runner.load_config(path, ['detection.max_objects=2'])
+  messages = []
+  handler = logging.Handler()
+  handler.emit = lambda rec: messages.append(rec.getMessage())
+  logging.getLogger('mnv2').addHandler(handler)
+  try:
+    anchors = detection.ssd_anchors(config)
+    eval_data = detection_input.dataset(config, tf.estimator.ModeKeys.EVAL, anchors)
+    train_data = detection_input.dataset(config, tf.estimator.ModeKeys.TRAIN, anchors)
+  finally:
+    logging.getLogger('mnv2').removeHandler(handler)
+  assert any('1 of 2 evaluation records hold more than detection.max_objects=2' in m for m in messages), messages
+  assert any('training uses the first 2 boxes' in m for m in messages), messages
+  _, labels = tf.data.make_one_shot_iterator(eval_data).get_next()
+  _, train_labels = tf.data.make_one_shot_iterator(train_data).get_next()
+  with tf.Session() as sess:
+    num, boxes = sess.run([labels[detection_input.NUM_OBJECTS], labels[detection_input.GT_BOXES]])
+    sess.run(train_labels)
+  assert sorted(num.tolist()) == [1, 3] and boxes.shape[1] == 3
+
+
+def test_boxes_without_class_labels(tmp_path, capsys):
+  record = _detection_records(str(tmp_path / 'd.record'), [(2, 1), (2, 1)])
+  config = _write(tmp_path, DETECTION % {'train': record, 'labels': _real('detection', 'pet_label_map.pbtxt')})
+  assert cli.main(['train', '--config', config, '--model-dir', str(tmp_path / 'm')]) == 2
+  line = _error_line(capsys)
+  assert 'img' in line and 'class labels (image/object/class/label)' in line, line
