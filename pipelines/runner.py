@@ -175,9 +175,20 @@ def _flatten(data, prefix=''):
 
 
 def config_differences(saved, current):
-  """Dotted keys whose values differ between two config dicts and that change the graph (`GRAPH_KEYS`)."""
+  """Dotted keys whose values differ between two config dicts and that change the graph (`GRAPH_KEYS`).
+
+  The saved dict is completed with the schema's defaults first (a config saved before a key existed holds
+  its default); when it no longer loads (e.g. written by a newer version), only keys in both are compared.
+  """
+  from pipelines import config_lib  # pylint: disable=g-import-not-at-top
+  try:
+    saved = config_schema.to_dict(config_lib.from_dict(config_schema.Config, saved))
+    both = False
+  except (config_lib.ConfigError, TypeError):
+    both = True
   old, new = _flatten(saved), _flatten(current)
-  keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+  keys = (set(old) & set(new)) if both else (set(old) | set(new))
+  keys = sorted(k for k in keys if old.get(k) != new.get(k))
   return [k for k in keys if any(k == g or (g.endswith('.') and k.startswith(g)) for g in GRAPH_KEYS)]
 
 
