@@ -230,7 +230,7 @@ def _encode_item(item):
   if item['include_masks']:
     feature[MASK] = tfrecord.bytes_feature([_mask_png(o, height, width, path) for o in objects])
   example = tf.train.Example(features=tf.train.Features(feature=feature))
-  return [example.SerializeToString()]
+  return [example.SerializeToString(deterministic=True)]
 
 
 _COUNTED = ('missing_files', 'invalid_images', 'orphan_annotations', 'unknown_categories',

@@ -129,7 +129,7 @@ def encode_example(item):
       COLORSPACE_KEY: tfrecord.bytes_feature('RGB'),
       FILENAME_KEY: tfrecord.bytes_feature(os.path.basename(path)),
   }
-  return [tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()]
+  return [tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(deterministic=True)]
 
 
 def _write_labels(names, output_dir):

@@ -165,7 +165,7 @@ def encode_example(item):
       KEY_LABEL_ENCODED: tfrecord.bytes_feature(_encode_png_l(mask)),
       KEY_LABEL_FORMAT: tfrecord.bytes_feature(b'png'),
   }
-  return [tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()]
+  return [tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(deterministic=True)]
 
 
 def read_ids(path):

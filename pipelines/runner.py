@@ -153,8 +153,21 @@ def export(config, model_dir, export_dir=None, checkpoint_path=None):
   task.restore_checkpoint = checkpoint_path or tf.train.latest_checkpoint(model_dir)
   if not task.restore_checkpoint:
     raise ValueError('no checkpoint in %r to export (train first, or pass --checkpoint)' % model_dir)
-  path = estimator.export_saved_model(base, task.serving_input_receiver_fn(), checkpoint_path=checkpoint_path)
+  before = set(tf.io.gfile.listdir(base)) if tf.io.gfile.isdir(base) else set()
+  try:
+    path = estimator.export_saved_model(base, task.serving_input_receiver_fn(), checkpoint_path=checkpoint_path)
+  except Exception:
+    _remove_new_temp_dirs(base, before)  # TF 1.15 leaves an empty 'temp-<timestamp>' dir behind
+    raise
   return path.decode('utf-8') if isinstance(path, bytes) else path
+
+
+def _remove_new_temp_dirs(base, before):
+  if not tf.io.gfile.isdir(base):
+    return
+  for name in set(tf.io.gfile.listdir(base)) - before:
+    if name.rstrip('/').startswith('temp-'):
+      tf.io.gfile.rmtree(os.path.join(base, name))
 
 
 # Dotted keys (or prefixes) of the saved config whose change makes a different graph or variables: the
