@@ -219,7 +219,7 @@ def write_sharded(items, encode_fn, output_dir, split, num_shards, num_workers=N
     items: list of picklable item descriptors, in a deterministic order.
     encode_fn: module-level function item -> list of serialized tf.train.Example bytes; raises
       tfrecord.ConversionError for bad input. Any other exception is a bug and always stops the conversion.
-    output_dir: str, a local directory (created if missing).
+    output_dir: str, a directory on any tf.io.gfile file system (created if missing).
     split: str, shard name prefix.
     num_shards: int >= 1.
     num_workers: processes; default min(num_shards, cpu_count). 1 runs in this process.
@@ -233,7 +233,9 @@ def write_sharded(items, encode_fn, output_dir, split, num_shards, num_workers=N
 
   Raises:
     tfrecord.ConversionError: on_error='fail' and an item was bad (no partial final shard is left).
-    RuntimeError: naming the item or shard, for unexpected errors in encode_fn, I/O or a worker.
+    IOError: naming the shard, when it cannot be written (read-only directory, full disk...); finished
+      shards are kept and the unfinished one is deleted, so a re-run completes the rest.
+    RuntimeError: naming the item or shard, for unexpected errors in encode_fn or a dead worker.
   """
   if on_error not in ('skip', 'fail'):
     raise ValueError("on_error must be 'skip' or 'fail', got %r" % (on_error,))
