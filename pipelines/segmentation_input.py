@@ -53,7 +53,7 @@ def checked_label(config, decoded):
   check = tf.debugging.Assert(tf.logical_not(tf.reduce_any(bad)), [
       'record', decoded['filename'], 'has label values', bad_values,
       'that are neither a class 0..%d (segmentation.num_classes %d) nor segmentation.ignore_label %d: set '
-      'num_classes / ignore_label to the data\'s, or fix the label PNGs'
+      'num_classes / ignore_label to match the data, or fix the label PNGs'
       % (seg.num_classes - 1, seg.num_classes, seg.ignore_label)], summarize=10)
   with tf.control_dependencies([check]):
     return tf.identity(decoded['label'])

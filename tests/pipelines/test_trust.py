@@ -95,8 +95,8 @@ def test_tf_cnn_benchmarks_labels_start_at_zero(tmp_path, capsys):
   folder = _real('classification', 'tf_cnn_benchmarks_fake_imagenet')
   config = _classification(tmp_path, os.path.join(folder, 'train-*'), os.path.join(folder, 'validation-*'))
   # Labels 0..9 and no background: offset 0 stops at the first label 0, naming the record.
-  assert cli.main(['train', '--config', config, '--model-dir', str(tmp_path / 'm0'),
-                   '--set', 'classification.num_classes=11']) == 2
+  assert cli.main(['train', '--config', config, '--model-dir', str(tmp_path / 'm0'), '--set', 'train.batch_size=16',
+                   '--set', 'train.steps=2', '--set', 'classification.num_classes=11']) == 2
   line = _error_line(capsys)
   assert 'has label 0' in line and 'train_' in line, line
   model_dir = str(tmp_path / 'm1')
@@ -123,7 +123,7 @@ def test_deeplab_record_with_values_beyond_classes(tmp_path, capsys):
   config = _write(tmp_path, SEGMENTATION % {'train': record})
   assert cli.main(['train', '--config', config, '--model-dir', str(tmp_path / 'm')]) == 2
   line = _error_line(capsys)
-  assert '200' in line.split('has label values')[0] or '2007_' in line, line
+  assert 'record 2007_' in line, line
   assert 'segmentation.ignore_label 255' in line and 'has label values' in line
 
 
