@@ -10,8 +10,9 @@ scope (decay `model.bn_decay`, epsilon 1e-3), the head decay 0.9997 / epsilon 1e
 (DeepLab's advice, `model_builder.batch_norm_training`), dropout still follows the mode. Logits are
 upsampled bilinearly (corners aligned) to the label / input size.
 
-Loss: softmax cross-entropy over pixels whose label is in [0, num_classes) (255 and the eval padding are
-skipped), optionally only the `segmentation.hard_pixel_top_k` fraction of the hardest of them, divided by
+Loss: softmax cross-entropy over pixels whose label is a class in [0, num_classes) other than
+`segmentation.ignore_label` (which also marks the eval padding; other values are rejected by the input
+pipeline), optionally only the `segmentation.hard_pixel_top_k` fraction of the hardest of them, divided by
 the number of pixels kept. Metrics: `pipelines.segmentation_metrics` (one split-level confusion matrix).
 Evaluation may average softmax probabilities over `segmentation.eval_scales` and left-right flips at the
 label resolution, with the variables shared across scales.
