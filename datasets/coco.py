@@ -58,11 +58,11 @@ _Object = collections.namedtuple('_Object', 'ymin xmin ymax xmax label text is_c
 
 def _load_annotations(path):
   """The COCO json as (images list, annotations list, categories dict id -> name); errors name `path`."""
-  if not os.path.isfile(path):
+  if not tf.io.gfile.exists(path):
     raise ValueError('annotations file not found: %s' % path)
   try:
-    with io.open(path, 'r', encoding='utf-8') as f:
-      data = json.load(f)
+    with tf.io.gfile.GFile(path, 'rb') as f:
+      data = json.loads(f.read().decode('utf-8'))
   except ValueError as e:
     raise ValueError('annotations file %s is not valid JSON: %s' % (path, e))
   if not isinstance(data, dict) or not isinstance(data.get('images'), list) or \
@@ -120,7 +120,7 @@ def _valid_images(images, images_dir, report):
       report.add('invalid_images', 'image entry without id, file_name, width or height: %r' % (image,))
     elif valid[image_id] is not None:
       report.add('invalid_images', 'duplicate image id %s (%s); keeping the first' % (image_id, image['file_name']))
-    elif not os.path.isfile(os.path.join(images_dir, image['file_name'])):
+    elif not tf.io.gfile.exists(os.path.join(images_dir, image['file_name'])):
       report.add('missing_files', 'image file %s (id %s) not found in %s'
                  % (image['file_name'], image_id, images_dir))
     else:
@@ -230,15 +230,38 @@ def _encode_item(item):
   if item['include_masks']:
     feature[MASK] = tfrecord.bytes_feature([_mask_png(o, height, width, path) for o in objects])
   example = tf.train.Example(features=tf.train.Features(feature=feature))
-  return [example.SerializeToString()]
+  return [example.SerializeToString(deterministic=True)]
 
 
 _COUNTED = ('missing_files', 'invalid_images', 'orphan_annotations', 'unknown_categories',
             'invalid_annotations', 'degenerate_boxes')
 
 
+def shift_category_ids(categories, annotations, offset, annotations_file):
+  """Category ids + `offset` (in `categories` and the annotations); id 0 without an offset is an error.
+
+  The Object Detection API reserves class 0 for the background, so a json whose category ids start at 0
+  (as some exporters write) cannot be converted as it is: the error names the category and the way out,
+  `--category-id-offset 1`, which adds 1 to every id (recorded in label_map.pbtxt and the summary).
+  """
+  shifted = dict((cat_id + offset, name) for cat_id, name in categories.items())
+  bad = sorted(cat_id for cat_id in shifted if cat_id < 1)
+  if bad:
+    original = bad[0] - offset
+    raise ValueError('annotations file %s: category id %d (%r) would be label %d, but the Object Detection API '
+                     'reserves 0 for the background and needs ids >= 1: pass --category-id-offset %d to add %d '
+                     'to every category id (recorded in label_map.pbtxt)'
+                     % (annotations_file, original, categories[original], bad[0], 1 - bad[0] + offset,
+                        1 - bad[0] + offset))
+  if not offset:
+    return categories, annotations
+  moved = [dict(ann, category_id=ann['category_id'] + offset)
+           if isinstance(ann, dict) and isinstance(ann.get('category_id'), int) else ann for ann in annotations]
+  return shifted, moved
+
+
 def convert(images_dir, annotations_file, output_dir, split, num_shards=4, num_workers=None, on_error='skip',
-            include_masks=False):
+            include_masks=False, category_id_offset=0):
   """Converts a COCO instances json + image folder to OD API TFRecords `<output_dir>/<split>-*-of-*`.
 
   Args:
@@ -248,6 +271,8 @@ def convert(images_dir, annotations_file, output_dir, split, num_shards=4, num_w
     split: shard name prefix, e.g. 'train' or 'val'.
     num_shards, num_workers, on_error: as `shard_writer.write_sharded` (on_error acts on unreadable images).
     include_masks: also write `image/object/mask` (PNG 0/1 masks, as the OD API with include_masks).
+    category_id_offset: int added to every category id (labels, label map); 1 for jsons whose ids start
+      at 0, which is otherwise an error (see `shift_category_ids`).
 
   Returns:
     dict: 'images' (entries in the json), 'written', 'skipped', 'errors' [(path, message)],
@@ -261,7 +286,8 @@ def convert(images_dir, annotations_file, output_dir, split, num_shards=4, num_w
     tfrecord.ConversionError: on_error='fail' and an image is unreadable.
   """
   images, annotations, categories = _load_annotations(annotations_file)
-  if not os.path.isdir(images_dir):
+  categories, annotations = shift_category_ids(categories, annotations, category_id_offset, annotations_file)
+  if not tf.io.gfile.isdir(images_dir):
     raise ValueError('images directory not found: %s' % images_dir)
   report = _Report()
   known = _valid_images(images, images_dir, report)
@@ -271,9 +297,11 @@ def convert(images_dir, annotations_file, output_dir, split, num_shards=4, num_w
             'id': image_id, 'height': int(image['height']), 'width': int(image['width']),
             'objects': objects.get(image_id, []), 'include_masks': include_masks}
            for image_id, image in sorted(valid.items(), key=lambda kv: str(kv[0]))]
-  if not os.path.isdir(output_dir):
-    os.makedirs(output_dir)
-  label_maps.write_label_map(categories, os.path.join(output_dir, LABEL_MAP_NAME))
+  shard_writer.make_output_dir(output_dir)
+  label_maps.write_label_map(categories, os.path.join(output_dir, LABEL_MAP_NAME),
+                             comment=('category ids = the ids of %s + %d (mnv2 convert coco --category-id-offset)'
+                                      % (os.path.basename(annotations_file), category_id_offset))
+                             if category_id_offset else None)
   tfrecord.write_label_file(categories, os.path.join(output_dir, LABELS_NAME))
   stats = shard_writer.write_sharded(items, _encode_item, output_dir, split, num_shards,
                                      num_workers=num_workers, on_error=on_error, desc='coco %s' % split)
@@ -283,6 +311,7 @@ def convert(images_dir, annotations_file, output_dir, split, num_shards=4, num_w
   stats.update(images=len(images), objects=len(kept_objects), crowd_objects=sum(o.is_crowd for o in kept_objects),
                images_without_objects=sum(1 for item in kept if not item['objects']))
   stats.update((kind, report.counts[kind]) for kind in _COUNTED)
+  stats['category_id_offset'] = category_id_offset
   return stats
 
 
@@ -300,6 +329,8 @@ def add_arguments(parser):
   parser.add_argument('--on-error', choices=('skip', 'fail'), default='skip',
                       help='unreadable images: skip and report (default) or stop')
   parser.add_argument('--include-masks', action='store_true', help='also write instance masks (PNG)')
+  parser.add_argument('--category-id-offset', type=int, default=0,
+                      help='add this to every category id (1 for a json whose ids start at 0; default 0)')
 
 
 def format_summary(stats, output_dir, split):
@@ -310,16 +341,19 @@ def format_summary(stats, output_dir, split):
            % (stats['images'], stats['objects'], stats['crowd_objects'], stats['images_without_objects'])]
   problems = ['%s: %d' % (kind.replace('_', ' '), stats[kind]) for kind in _COUNTED if stats[kind]]
   lines.append('dropped: ' + (', '.join(problems) if problems else 'nothing'))
+  if stats.get('category_id_offset'):
+    lines.append('category ids shifted by %+d: label = COCO category id %+d (see label_map.pbtxt)'
+                 % (stats['category_id_offset'], stats['category_id_offset']))
   return '\n'.join(lines)
 
 
 def run(args):
-  """Runs `mnv2 convert coco`; returns the exit code (1 with a message, no traceback, on fatal errors)."""
+  """Runs `mnv2 convert coco`; returns the exit code (2 with one `error:` line, no traceback, on user errors)."""
   try:
     stats = convert(args.images_dir, args.annotations, args.output_dir, args.split, args.num_shards,
-                    args.num_workers, args.on_error, getattr(args, 'include_masks', False))
-  except (ValueError, IOError, OSError, tfrecord.ConversionError, RuntimeError) as e:
-    sys.stderr.write('error: %s\n' % e)
-    return 1
+                    args.num_workers, args.on_error, getattr(args, 'include_masks', False),
+                    getattr(args, 'category_id_offset', 0))
+  except shard_writer.USER_ERRORS as e:
+    return shard_writer.report_error(e)
   print(format_summary(stats, args.output_dir, args.split))
   return 0

@@ -15,6 +15,7 @@ Not here: writing records (the converters), preprocessing (`datasets.classificat
 (`datasets.tfrecord.read_dataset`) and the per-task input pipelines (`pipelines.*_input`).
 """
 import tensorflow.compat.v1 as tf
+from google.protobuf import message as protobuf_message
 
 from datasets import coco
 from datasets import imagenet
@@ -39,7 +40,9 @@ def decode_classification(serialized):
       imagenet.FILENAME_KEY: tf.FixedLenFeature([], tf.string, default_value=''),
   }
   parsed = tf.parse_single_example(serialized, spec)
-  image = tf.image.decode_jpeg(parsed[imagenet.ENCODED_KEY], channels=3)
+  # Any image format (TF-Slim's CIFAR-10 records hold PNGs, which TF 1.15's decode_jpeg rejects); JPEGs
+  # decode as decode_jpeg's default, like serving (`pipelines.classification_input.features_from_bytes`).
+  image = tf.image.decode_image(parsed[imagenet.ENCODED_KEY], channels=3, expand_animations=False)
   image.set_shape([None, None, 3])
   text = tf.where(tf.equal(parsed[imagenet.TEXT_KEY], ''), parsed[imagenet.SYNSET_KEY],
                   parsed[imagenet.TEXT_KEY])
@@ -129,3 +132,61 @@ def decode_segmentation(serialized):
     label = tf.identity(label)
   return {'image': image, 'label': label, 'filename': features[voc.KEY_IMAGE_FILENAME],
           'height': image_size[0], 'width': image_size[1]}
+
+
+# Keys a record must hold to be read by each decoder (present and non-empty; detection's object keys may be
+# empty lists, images without objects, but must be present as the OD API tools always write them).
+decode_classification.required_keys = (imagenet.ENCODED_KEY, imagenet.LABEL_KEY)
+decode_detection.required_keys = (coco.ENCODED, coco.YMIN)
+decode_segmentation.required_keys = (voc.KEY_IMAGE_ENCODED, voc.KEY_LABEL_ENCODED)
+_MAY_BE_EMPTY = (coco.YMIN,)
+
+
+def _first_record(path):
+  try:
+    for record in tf.io.tf_record_iterator(path):
+      return record
+  except tf.errors.OpError as e:
+    raise ValueError('%s: not a readable TFRecord file (%s)' % (path, e.message.split('\n')[0]))
+  return None
+
+
+def check_record_format(files, required_keys, what, max_files=8):
+  """Checks that the first record of each file (up to `max_files`) holds the keys a decoder requires.
+
+  A record of another format would otherwise stop the tf.data pipeline with TensorFlow's 'Feature: ... is
+  required but could not be found', which names neither the file nor the format.
+
+  Args:
+    files: list of TFRecord paths.
+    required_keys: feature keys the decoder needs (e.g. `decode_classification.required_keys`).
+    what: str naming the files in messages, e.g. "data.train_files 'x/train-*'".
+    max_files: int, files checked.
+
+  Raises:
+    ValueError: naming the file, the record and the missing key (and telling a SequenceExample apart).
+  """
+  for path in list(files)[:max_files]:
+    record = _first_record(path)
+    if record is None:
+      continue  # an empty shard is fine
+    try:
+      example = tf.train.Example.FromString(record)
+    except protobuf_message.DecodeError:
+      raise ValueError('%s (%s): record 0 is not a tf.train.Example' % (path, what))
+    features = example.features.feature
+    for key in required_keys:
+      feature = features.get(key) if key in features else None
+      empty = feature is None or (key not in _MAY_BE_EMPTY and not (
+          feature.bytes_list.value or feature.int64_list.value or feature.float_list.value))
+      if not empty:
+        continue
+      hint = ''
+      try:
+        if tf.train.SequenceExample.FromString(record).feature_lists.feature_list:
+          hint = '; it is a tf.train.SequenceExample (per-frame data), not a tf.train.Example'
+      except protobuf_message.DecodeError:
+        pass
+      raise ValueError('%s (%s): record 0 has no feature %r, which this task requires (it has: %s)%s; '
+                       'point the config at records of the task\'s format (README: TFRecord formats)'
+                       % (path, what, key, ', '.join(sorted(features)) or 'no features', hint))

@@ -12,9 +12,7 @@ Not here: reading records back (`datasets.decoders.decode_classification`), prep
 bounding-box annotations (the records carry none; training crops use the whole image, as MobileNetV2 did)
 and model code.
 """
-import io
 import os
-import sys
 
 import tensorflow.compat.v1 as tf
 
@@ -44,8 +42,10 @@ def read_synset_texts(path):
     ValueError: naming the file and line, for a line without a synset or a repeated synset.
   """
   texts, order = {}, []
-  with io.open(path, encoding='utf-8') as f:
-    for number, line in enumerate(f, 1):
+  with tf.io.gfile.GFile(path, 'rb') as f:
+    lines = f.read().decode('utf-8').splitlines()
+  if True:  # pylint: disable=using-constant-test  (keeps the loop's indentation)
+    for number, line in enumerate(lines, 1):
       parts = line.strip().split(None, 1)
       if not parts:
         continue
@@ -60,9 +60,9 @@ def read_synset_texts(path):
 
 
 def _images_in(directory):
-  names = [n for n in os.listdir(directory) if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS]
+  names = [n for n in tf.io.gfile.listdir(directory) if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS]
   return [os.path.join(directory, n) for n in sorted(names)
-          if os.path.isfile(os.path.join(directory, n))]
+          if not tf.io.gfile.isdir(os.path.join(directory, n))]
 
 
 def _text_of(synset, texts, labels_file):
@@ -75,8 +75,8 @@ def _text_of(synset, texts, labels_file):
 
 def _folder_items(input_dir, texts, labels_file):
   """Standard layout: sorted synset folders -> labels 1..K; returns (items, {label: text})."""
-  synsets = sorted(n for n in os.listdir(input_dir)
-                   if not n.startswith('.') and os.path.isdir(os.path.join(input_dir, n)))
+  synsets = sorted(n.rstrip('/') for n in tf.io.gfile.listdir(input_dir)
+                   if not n.startswith('.') and tf.io.gfile.isdir(os.path.join(input_dir, n)))
   items, names = [], {}
   for label, synset in enumerate(synsets, 1):
     names[label] = text = _text_of(synset, texts, labels_file)
@@ -92,8 +92,8 @@ def _flat_items(input_dir, ground_truth_file, texts, order, labels_file):
   paths = _images_in(input_dir)
   if not paths:
     raise ValueError('No images (%s) directly in %s' % ('/'.join(IMAGE_EXTENSIONS), input_dir))
-  with io.open(ground_truth_file, encoding='utf-8') as f:
-    truth = [line.strip() for line in f if line.strip()]
+  with tf.io.gfile.GFile(ground_truth_file, 'rb') as f:
+    truth = [line.strip() for line in f.read().decode('utf-8').splitlines() if line.strip()]
   if len(truth) != len(paths):
     raise ValueError('Ground-truth file %s has %d synsets but %s has %d images; they must match one to one '
                      '(images in sorted filename order)' % (ground_truth_file, len(truth), input_dir,
@@ -129,7 +129,7 @@ def encode_example(item):
       COLORSPACE_KEY: tfrecord.bytes_feature('RGB'),
       FILENAME_KEY: tfrecord.bytes_feature(os.path.basename(path)),
   }
-  return [tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()]
+  return [tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(deterministic=True)]
 
 
 def _write_labels(names, output_dir):
@@ -137,7 +137,7 @@ def _write_labels(names, output_dir):
   labels = dict(names)
   labels[0] = BACKGROUND
   path = os.path.join(output_dir, LABELS_FILENAME)
-  if os.path.exists(path) and tfrecord.read_label_file(path) != labels:
+  if tf.io.gfile.exists(path) and tfrecord.read_label_file(path) != labels:
     raise ValueError('%s already exists with different classes: the splits would disagree on label '
                      'numbers. Pass a labels file listing the training classes, use another output '
                      'directory, or delete it if the change is intended.' % path)
@@ -166,15 +166,14 @@ def convert(input_dir, output_dir, split, labels_file=None, ground_truth_file=No
     ValueError: naming the folder or file, for an empty/missing input_dir or inconsistent label files.
     tfrecord.ConversionError: on_error='fail' and an image could not be converted.
   """
-  if not os.path.isdir(input_dir):
+  if not tf.io.gfile.isdir(input_dir):
     raise ValueError('Input folder %s does not exist' % input_dir)
   texts, order = read_synset_texts(labels_file) if labels_file else (None, None)
   if ground_truth_file:
     items, names = _flat_items(input_dir, ground_truth_file, texts, order, labels_file)
   else:
     items, names = _folder_items(input_dir, texts, labels_file)
-  if not os.path.isdir(output_dir):
-    os.makedirs(output_dir)
+  shard_writer.make_output_dir(output_dir)
   labels_path = _write_labels(names, output_dir)
   stats = shard_writer.write_sharded(items, encode_example, output_dir, split, num_shards,
                                      num_workers=num_workers, on_error=on_error, desc='imagenet %s' % split)
@@ -197,13 +196,12 @@ def add_arguments(parser):
 
 
 def run(args):
-  """Runs the conversion; prints a summary. Returns 0, or 1 on bad input / a failed conversion."""
+  """Runs the conversion; prints a summary. Returns 0, or 2 (one `error:` line) on bad input / a failed conversion."""
   try:
     stats = convert(args.input_dir, args.output_dir, args.split, args.labels_file, args.ground_truth_file,
                     args.num_shards, args.num_workers, args.on_error)
-  except (ValueError, tfrecord.ConversionError) as e:
-    print('error: %s' % e, file=sys.stderr)
-    return 1
+  except shard_writer.USER_ERRORS as e:
+    return shard_writer.report_error(e)
   print('%s: %d images written, %d skipped (%d errors), %d complete shards kept; %d classes, labels in %s'
         % (args.split, stats['written'], stats['skipped'], len(stats['errors']), stats['shards_skipped'],
            stats['num_classes'], stats['labels_path']))

@@ -8,8 +8,6 @@ Not here: TF-Slim's `labels.txt` (`datasets.tfrecord.read_label_file` / `write_l
 remapping (`datasets.detection_preprocessing.make_class_mapping`), and a full protobuf text-format parser: only
 the `id`, `name` and `display_name` fields of top-level items are read.
 """
-import io
-import os
 import re
 
 import tensorflow.compat.v1 as tf
@@ -28,12 +26,16 @@ def format_label_map(categories):
   return ''.join(blocks)
 
 
-def write_label_map(categories, path):
-  """Writes `format_label_map(categories)` to `path` (UTF-8) via a temporary name and a rename."""
+def write_label_map(categories, path, comment=None):
+  """Writes `format_label_map(categories)` to `path` (UTF-8) via a temporary name and a rename.
+
+  `comment`, if given, is written first as a `#` line (the reader skips comments).
+  """
   tmp_path = tfrecord.temp_path(path)
-  with io.open(tmp_path, 'w', encoding='utf-8') as f:
-    f.write(format_label_map(categories))
-  os.rename(tmp_path, path)
+  text = ('# %s\n' % comment if comment else '') + format_label_map(categories)
+  with tf.io.gfile.GFile(tmp_path, 'wb') as f:
+    f.write(text.encode('utf-8'))
+  tf.io.gfile.rename(tmp_path, path, overwrite=True)
 
 
 _STRING_RE = r'"((?:[^"\\]|\\.)*)"|\'((?:[^\'\\]|\\.)*)\''

@@ -7,8 +7,9 @@ skipping the shards whose final file exists; a failing shard deletes its tempora
 killed runs are removed when their shard is rewritten. A progress line on stderr counts items.
 
 Not here: what a record holds (the converters' `encode_fn`s build them with the `datasets.tfrecord`
-feature builders), reading shards back (`tfrecord.read_dataset`), and remote file systems (shards are
-renamed with `os.rename`, so output_dir must be local).
+feature builders), reading shards back (`tfrecord.read_dataset`). Files go through `tf.io.gfile`, so the
+output may be on any file system TensorFlow reads (gs://...); there a rename is a copy, still atomic for
+readers of the final name.
 """
 import multiprocessing
 import os
@@ -48,13 +49,19 @@ def _describe(item):
 def _remove_stale(final_path, keep=None):
   """Deletes `<shard>.tmp-*` leftovers of killed runs; `tfrecord.read_dataset` patterns could match them."""
   directory, base = os.path.split(final_path)
-  for name in os.listdir(directory or '.'):
+  for name in tf.io.gfile.listdir(directory or '.'):
+    name = name.rstrip('/')
     full = os.path.join(directory, name)
     if name.startswith(base + '.tmp-') and tfrecord.is_temp_file(name) and full != keep:
       try:
-        os.remove(full)
-      except OSError:
+        tf.io.gfile.remove(full)
+      except (OSError, tf.errors.OpError):
         pass
+
+
+def _open_writer(path):
+  """The record writer of one shard (a function so tests can inject I/O failures)."""
+  return tf.io.TFRecordWriter(path)
 
 
 def _write_records(writer, items, encode_fn, on_error, result):
@@ -87,18 +94,24 @@ def _write_shard(task):
   tmp_path = tfrecord.temp_path(final_path)
   result = {'shard': final_path, 'written': 0, 'skipped': 0, 'errors': [], 'fatal': None}
   try:
-    with tf.io.TFRecordWriter(tmp_path) as writer:
+    with _open_writer(tmp_path) as writer:
       result['fatal'] = _write_records(writer, items, encode_fn, on_error, result)
     if result['fatal'] is None:
-      os.rename(tmp_path, final_path)
+      tf.io.gfile.rename(tmp_path, final_path, overwrite=True)
       _remove_stale(final_path)
   except Exception as e:  # pylint: disable=broad-except  (I/O errors: report the shard, not a traceback)
-    result['fatal'] = (final_path, 'writing shard failed: %s: %s' % (type(e).__name__, e), 'unexpected')
+    text = getattr(e, 'message', None) or str(e)
+    result['fatal'] = (final_path, 'writing shard failed: %s: %s (check that the output directory is '
+                       'writable and has space; a re-run completes the missing shards)'
+                       % (type(e).__name__, text.split('\n')[0]), 'io')
   if result['fatal'] is not None:
     if _STOP is not None:
       _STOP.set()
-    if os.path.exists(tmp_path):
-      os.remove(tmp_path)
+    try:
+      if tf.io.gfile.exists(tmp_path):
+        tf.io.gfile.remove(tmp_path)
+    except (OSError, tf.errors.OpError):
+      pass
   return result
 
 
@@ -206,7 +219,7 @@ def write_sharded(items, encode_fn, output_dir, split, num_shards, num_workers=N
     items: list of picklable item descriptors, in a deterministic order.
     encode_fn: module-level function item -> list of serialized tf.train.Example bytes; raises
       tfrecord.ConversionError for bad input. Any other exception is a bug and always stops the conversion.
-    output_dir: str, a local directory (created if missing).
+    output_dir: str, a directory on any tf.io.gfile file system (created if missing).
     split: str, shard name prefix.
     num_shards: int >= 1.
     num_workers: processes; default min(num_shards, cpu_count). 1 runs in this process.
@@ -220,15 +233,16 @@ def write_sharded(items, encode_fn, output_dir, split, num_shards, num_workers=N
 
   Raises:
     tfrecord.ConversionError: on_error='fail' and an item was bad (no partial final shard is left).
-    RuntimeError: naming the item or shard, for unexpected errors in encode_fn, I/O or a worker.
+    IOError: naming the shard, when it cannot be written (read-only directory, full disk...); finished
+      shards are kept and the unfinished one is deleted, so a re-run completes the rest.
+    RuntimeError: naming the item or shard, for unexpected errors in encode_fn or a dead worker.
   """
   if on_error not in ('skip', 'fail'):
     raise ValueError("on_error must be 'skip' or 'fail', got %r" % (on_error,))
-  if not os.path.isdir(output_dir):
-    os.makedirs(output_dir)
+  make_output_dir(output_dir)
   shards = _plan_shards(items, output_dir, split, num_shards, seed)
   tasks = [(path, shard_items, encode_fn, on_error) for path, shard_items in shards
-           if not os.path.exists(path)]
+           if not tf.io.gfile.exists(path)]
   stats = {'written': 0, 'skipped': 0, 'errors': [], 'shards_skipped': len(shards) - len(tasks)}
   progress = _Progress(sum(len(t[1]) for t in tasks), desc)
   num_workers = min(num_workers or multiprocessing.cpu_count(), max(len(tasks), 1))
@@ -243,5 +257,32 @@ def write_sharded(items, encode_fn, output_dir, split, num_shards, num_workers=N
     path, message, kind = fatal[0]
     if kind == 'conversion':
       raise tfrecord.ConversionError(path, message)
+    if kind == 'io':
+      raise IOError('%s: %s' % (path, message))
     raise RuntimeError('converting %s failed: %s' % (path, message))
   return stats
+
+
+def make_output_dir(output_dir):
+  """Creates `output_dir` (any tf.io.gfile file system); an error names it when that is impossible."""
+  try:
+    tf.io.gfile.makedirs(output_dir)
+  except (OSError, tf.errors.OpError) as e:
+    raise IOError('cannot create output directory %s: %s' % (output_dir, getattr(e, 'message', e)))
+
+
+def report_error(error):
+  """What a converter's `run` does with a user error: one `error:` line on stderr; returns exit status 2.
+
+  MNV2_DEBUG=1 re-raises it with its traceback instead. Call from inside the `except` block.
+  """
+  if os.environ.get('MNV2_DEBUG'):
+    raise  # pylint: disable=misplaced-bare-raise
+  text = getattr(error, 'message', None) if isinstance(error, tf.errors.OpError) else None
+  text = (text or str(error)).strip().split('\n')[0]
+  sys.stderr.write('error: %s\n' % text)
+  return 2
+
+
+# What the converters' `run` reports as one line (exit 2): bad input, I/O, and failed conversions.
+USER_ERRORS = (ValueError, IOError, OSError, tfrecord.ConversionError, RuntimeError, tf.errors.OpError)

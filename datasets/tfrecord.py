@@ -133,10 +133,10 @@ def read_rgb_jpeg(path, quality=95):
     ConversionError: naming `path`, when the file cannot be read or decoded.
   """
   try:
-    with open(path, 'rb') as f:
+    with tf.io.gfile.GFile(path, 'rb') as f:
       data = f.read()
-  except (IOError, OSError) as e:
-    raise ConversionError(path, 'cannot read: %s' % e)
+  except (IOError, OSError, tf.errors.OpError) as e:
+    raise ConversionError(path, 'cannot read: %s' % getattr(e, 'message', e))
   return to_rgb_jpeg(data, path, quality)
 
 
@@ -249,6 +249,14 @@ def write_label_file(labels, path):
     if '\n' in name or '\r' in name:
       raise ValueError('label %d name %r contains a line break' % (label, name))
   tmp_path = temp_path(path)
-  with io.open(tmp_path, 'w', encoding='utf-8') as f:
-    f.writelines(u'%d:%s\n' % (label, labels[label]) for label in sorted(labels))
-  os.rename(tmp_path, path)
+  with tf.io.gfile.GFile(tmp_path, 'wb') as f:
+    f.write(u''.join(u'%d:%s\n' % (label, labels[label]) for label in sorted(labels)).encode('utf-8'))
+  tf.io.gfile.rename(tmp_path, path, overwrite=True)
+
+
+def check_label_file(labels, path):
+  """Raises ValueError if `path` exists with other labels than dict `labels` (another split wrote it)."""
+  if tf.io.gfile.exists(path) and read_label_file(path) != labels:
+    raise ValueError('%s already exists with different classes: the splits would disagree on label '
+                     'numbers. Use the same classes for every split, another output directory, or delete '
+                     'it if the change is intended.' % path)

@@ -11,7 +11,6 @@ Not here: reading records back (`datasets.decoders.decode_segmentation`), the De
 """
 import io
 import os
-import sys
 
 import numpy as np
 import tensorflow.compat.v1 as tf
@@ -103,10 +102,12 @@ def read_mask(path, num_classes=NUM_CLASSES):
   Raises:
     tfrecord.ConversionError: missing/unreadable file, unsupported mode or out-of-range values.
   """
-  if not os.path.isfile(path):
+  if not tf.io.gfile.exists(path):
     raise tfrecord.ConversionError(path, 'mask file not found')
   try:
-    with Image.open(path) as img:
+    with tf.io.gfile.GFile(path, 'rb') as f:
+      data = f.read()
+    with Image.open(io.BytesIO(data)) as img:
       img.load()
       mode = img.mode
       if mode in ('RGB', 'RGBA'):
@@ -115,7 +116,7 @@ def read_mask(path, num_classes=NUM_CLASSES):
         values = np.asarray(img).astype(np.int64)
       else:
         raise tfrecord.ConversionError(path, 'unsupported mask mode %r (want P, L, I or RGB)' % mode)
-  except (IOError, OSError, SyntaxError, ValueError) as e:
+  except (IOError, OSError, SyntaxError, ValueError, tf.errors.OpError) as e:
     raise tfrecord.ConversionError(path, 'cannot read mask: %s' % e)
   bad = np.unique(values[((values >= num_classes) & (values != IGNORE_LABEL)) | (values < 0)])
   if bad.size:
@@ -143,9 +144,9 @@ def encode_example(item):
     tfrecord.ConversionError: missing/unreadable image or mask, size mismatch, bad class values.
   """
   image_id, image_path, mask_paths, num_classes = item
-  if not os.path.isfile(image_path):
+  if not tf.io.gfile.exists(image_path):
     raise tfrecord.ConversionError(image_path, 'image file not found')
-  mask_path = next((p for p in mask_paths if os.path.isfile(p)), None)
+  mask_path = next((p for p in mask_paths if tf.io.gfile.exists(p)), None)
   if mask_path is None:
     raise tfrecord.ConversionError(mask_paths[0], 'mask file not found' + (
         ' (nor %s)' % ', '.join(mask_paths[1:]) if len(mask_paths) > 1 else ''))
@@ -164,7 +165,7 @@ def encode_example(item):
       KEY_LABEL_ENCODED: tfrecord.bytes_feature(_encode_png_l(mask)),
       KEY_LABEL_FORMAT: tfrecord.bytes_feature(b'png'),
   }
-  return [tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()]
+  return [tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(deterministic=True)]
 
 
 def read_ids(path):
@@ -173,11 +174,11 @@ def read_ids(path):
   Raises:
     tfrecord.ConversionError: the file is missing or lists no ids.
   """
-  if not os.path.isfile(path):
+  if not tf.io.gfile.exists(path):
     raise tfrecord.ConversionError(path, 'split file not found')
   ids, seen = [], set()
-  with open(path) as f:
-    for line in f:
+  with tf.io.gfile.GFile(path, 'r') as f:
+    for line in f.read().splitlines():
       fields = line.split()
       if not fields:
         continue
@@ -216,7 +217,7 @@ def convert(devkit_dir, output_dir, split, year='2012', extra_masks_dir=None, sp
   if len(class_names) != num_classes:
     raise ValueError('class_names has %d names but num_classes is %d' % (len(class_names), num_classes))
   root = os.path.join(devkit_dir, 'VOC%s' % year)
-  if not os.path.isdir(root):
+  if not tf.io.gfile.isdir(root):
     raise tfrecord.ConversionError(root, 'VOC devkit directory not found')
   ids = read_ids(split_file or os.path.join(root, 'ImageSets', 'Segmentation', split + '.txt'))
   items = []
@@ -225,11 +226,13 @@ def convert(devkit_dir, output_dir, split, year='2012', extra_masks_dir=None, sp
     if extra_masks_dir:
       masks.append(os.path.join(extra_masks_dir, image_id + '.png'))
     items.append((image_id, os.path.join(root, 'JPEGImages', image_id + '.jpg'), tuple(masks), num_classes))
+  labels_file = os.path.join(output_dir, LABELS_FILENAME)
+  tfrecord.check_label_file(dict(enumerate(class_names)), labels_file)  # before any shard is written
   stats = shard_writer.write_sharded(items, encode_example, output_dir, split, num_shards,
                                      num_workers=num_workers, on_error=on_error,
                                      desc='VOC%s %s' % (year, split))
   stats['num_ids'] = len(ids)
-  stats['labels_file'] = os.path.join(output_dir, LABELS_FILENAME)
+  stats['labels_file'] = labels_file
   tfrecord.write_label_file(dict(enumerate(class_names)), stats['labels_file'])
   return stats
 
@@ -255,9 +258,8 @@ def run(args):
     stats = convert(args.devkit_dir, args.output_dir, args.split, year=args.year,
                     extra_masks_dir=args.extra_masks, split_file=args.split_file, num_shards=args.num_shards,
                     num_workers=args.num_workers, on_error=args.on_error)
-  except tfrecord.ConversionError as e:
-    sys.stderr.write('error: %s\n' % e)
-    return 1
+  except shard_writer.USER_ERRORS as e:
+    return shard_writer.report_error(e)
   print('VOC%s %s: %d ids, %d records written, %d skipped, %d shards already complete; labels in %s' % (
       args.year, args.split, stats['num_ids'], stats['written'], stats['skipped'], stats['shards_skipped'],
       stats['labels_file']))

@@ -29,7 +29,29 @@ def example(config, decoded, is_training):
                                                seed=config.runtime.seed)
   else:
     image = preprocessing.preprocess_for_eval(decoded['image'], size)
-  return {'image': image}, decoded['label']
+  return {'image': image}, checked_label(config, decoded)
+
+
+def checked_label(config, decoded, pattern=''):
+  """The label used for a decoded record: its label + classification.label_offset, checked at run time.
+
+  The label must be a class 1..num_classes - 1 (0 is the background logit of TF-Slim's classifiers); any
+  other value stops the pipeline with an error naming the record's image/filename (or the files when the
+  record has none), the stored label and the offset.
+  """
+  cls = config.classification
+  label = decoded['label'] + cls.label_offset
+  ok = tf.logical_and(label >= 1, label <= cls.num_classes - 1)
+  name = tf.where(tf.equal(decoded['filename'], ''),
+                  tf.constant('<no image/filename> in %s' % (pattern or 'the data files')), decoded['filename'])
+  check = tf.debugging.Assert(ok, [
+      'record', name, 'has label', decoded['label'],
+      '+ classification.label_offset %d =' % cls.label_offset, label,
+      'outside the classes 1..%d (classification.num_classes %d, 0 = background): set '
+      'classification.label_offset (1 for labels starting at 0) or num_classes' % (cls.num_classes - 1,
+                                                                                   cls.num_classes)])
+  with tf.control_dependencies([check]):
+    return tf.identity(label)
 
 
 def dataset(config, mode, batch_size=None, repeat=None):

@@ -32,13 +32,16 @@ def _quiet_tf(verbose=False):
 def _add_train(parser):
   _add_run_args(parser)
   parser.add_argument('--eval', action='store_true', help='evaluate every new checkpoint while training')
+  parser.add_argument('--allow-config-change', action='store_true',
+                      help='train on in a model dir whose config.yaml differs in keys that change the model')
 
 
 def _run_train(args):
   from pipelines import runner  # pylint: disable=g-import-not-at-top
   config = runner.load_config(args.config, args.set, 'train_and_eval' if args.eval else 'train')
   _quiet_tf()
-  metrics = runner.train(config, args.model_dir, evaluate=args.eval)
+  metrics = runner.train(config, args.model_dir, evaluate=args.eval,
+                         allow_config_change=getattr(args, 'allow_config_change', False))
   if metrics:
     print(json.dumps(_printable(metrics), indent=2, sort_keys=True))
   return 0
@@ -93,9 +96,7 @@ def _add_predict(parser):
 def _run_predict(args):
   from pipelines import predict  # pylint: disable=g-import-not-at-top
   from pipelines import render  # pylint: disable=g-import-not-at-top
-  missing = [p for p in args.images if not os.path.isfile(p)]
-  if missing:
-    raise ValueError('image file not found: %s' % ', '.join(missing))
+  predict.check_images(args.images)
   if args.saved_model:
     _quiet_tf()
     results = predict.predict_saved_model(args.saved_model, args.images)
@@ -112,8 +113,9 @@ def _run_predict(args):
   for item in described:
     print(render.summary_line(item))
   if args.json:
-    with open(args.json, 'w') as f:
-      json.dump(described, f, indent=2)
+    import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
+    with tf.io.gfile.GFile(args.json, 'w') as f:
+      f.write(json.dumps(described, indent=2))
   return 0
 
 
@@ -248,13 +250,13 @@ def main(argv=None):
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False
-  from pipelines import config_lib  # pylint: disable=g-import-not-at-top
+  from pipelines import errors  # pylint: disable=g-import-not-at-top
   try:
     return _COMMANDS[args.command][2](args)
-  except (config_lib.ConfigError, ValueError, IOError, OSError) as e:
+  except errors.user_errors() as e:
     if os.environ.get('MNV2_DEBUG'):  # developers: MNV2_DEBUG=1 shows the traceback
       raise
-    sys.stderr.write('error: %s\n' % e)
+    sys.stderr.write('error: %s\n' % errors.one_line(e))
     return 2
 
 

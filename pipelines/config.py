@@ -5,7 +5,7 @@ Each section is a frozen dataclass with defaults and a `validate()` for cross-fi
 Only the builders in `pipelines/` read these objects; `nets/`, `heads/` and `datasets/` take plain arguments.
 """
 import dataclasses
-import glob
+import re
 from typing import Dict, List, Optional
 
 from pipelines import config_lib
@@ -68,8 +68,9 @@ class DataConfig:
   def validate(self):
     for name in ('shuffle_buffer', 'num_parallel_reads', 'prefetch'):
       _positive(name, getattr(self, name))
-    if self.num_parallel_calls < 0 or self.num_train_examples < 0:
-      raise ValueError('num_parallel_calls: and num_train_examples must be >= 0')
+    for name in ('num_parallel_calls', 'num_train_examples'):
+      if getattr(self, name) < 0:
+        raise ValueError('%s: must be >= 0, got %r' % (name, getattr(self, name)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +102,14 @@ class WarmStartConfig:
   exclude: List[str] = dataclasses.field(default_factory=list)
   # model-name prefix -> checkpoint-name prefix, e.g. {'FeatureExtractor/MobilenetV2/': 'MobilenetV2/'}
   scope_map: Dict[str, str] = dataclasses.field(default_factory=dict)
+
+  def validate(self):
+    for name in ('include', 'exclude'):
+      for index, pattern in enumerate(getattr(self, name)):
+        try:
+          re.compile(pattern)
+        except re.error as e:
+          raise ValueError('%s[%d]: invalid regular expression %r: %s' % (name, index, pattern, e))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,9 +179,16 @@ class ClassificationConfig:
   dropout_keep_prob: float = 0.8  # before the logits
   top_k: int = 5  # classes returned by predict/export
   min_crop_area: float = 0.08  # Inception-style training crop covers this to 100% of the image area
+  # Added to every record's label: the label used is record label + label_offset, and it must be a class
+  # 1..num_classes - 1 (logit 0 is always the background). 0 for TF-Slim ImageNet records (labels 1..1000);
+  # 1 for records whose labels start at 0 without a background (TF-Slim's CIFAR-10, tf_cnn_benchmarks).
+  label_offset: int = 0
 
   def validate(self):
     _positive('num_classes', self.num_classes)
+    if self.num_classes < 2:
+      raise ValueError('num_classes: must be >= 2 (background 0 plus at least one class), got %r'
+                       % (self.num_classes,))
     _positive('image_size', self.image_size)
     if self.output_stride not in (None, 8, 16, 32):
       raise ValueError('output_stride: must be null, 8, 16 or 32, got %r' % (self.output_stride,))
@@ -249,6 +265,10 @@ class SegmentationConfig:
     _positive('eval_crop_size', self.eval_crop_size)
     if not 0 < self.min_scale <= self.max_scale:
       raise ValueError('min_scale: must be > 0 and <= max_scale')
+    if self.scale_step < 0 or (self.max_scale > self.min_scale and
+                               self.scale_step > self.max_scale - self.min_scale):
+      raise ValueError('scale_step: must be in [0, max_scale - min_scale = %g] (0 = any scale in the range), '
+                       'got %r' % (self.max_scale - self.min_scale, self.scale_step))
     if not 0 < self.hard_pixel_top_k <= 1:
       raise ValueError('hard_pixel_top_k: must be in (0, 1], got %r' % (self.hard_pixel_top_k,))
     if not self.eval_scales or any(s <= 0 for s in self.eval_scales):
@@ -393,17 +413,26 @@ def check_files(config, mode, source=''):
     pattern = getattr(config.data, key.split('.')[1])
     if not pattern:
       raise config_lib.ConfigError(source, key, 'is required for %s' % mode)
-    if not glob.glob(pattern):
+    if not _glob(pattern):
       raise config_lib.ConfigError(source, key, 'no file matches %r' % pattern)
   labels = config.data.labels_file
-  if labels and not glob.glob(labels):
+  if labels and not _glob(labels):
     raise config_lib.ConfigError(source, 'data.labels_file', 'file not found: %r' % labels)
   if labels:
     check_num_classes(config, source)
   checkpoint = config.train.warm_start.checkpoint
   if mode in ('train', 'train_and_eval') and checkpoint and not (
-      glob.glob(checkpoint) or glob.glob(checkpoint + '.index') or glob.glob(checkpoint + '*')):
+      _glob(checkpoint) or _glob(checkpoint + '.index') or _glob(checkpoint + '*')):
     raise config_lib.ConfigError(source, 'train.warm_start.checkpoint', 'no checkpoint at %r' % checkpoint)
+
+
+def _glob(pattern):
+  """tf.io.gfile.glob (local paths, gs://, ...); TensorFlow is imported only when a file is checked."""
+  import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
+  try:
+    return tf.io.gfile.glob(pattern)
+  except tf.errors.OpError:
+    return []
 
 
 def check_num_classes(config, source=''):

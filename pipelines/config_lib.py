@@ -156,11 +156,12 @@ def load(cls, path, overrides=(), unread_sections=None):
     ConfigError: missing/unparsable file, unknown key, a key the config does not read, wrong type, or a
       failed `validate()` rule.
   """
-  if not os.path.isfile(path):
+  gfile = _gfile()
+  if not gfile.exists(path) or gfile.isdir(path):
     raise ConfigError(path, None, 'config file not found')
   try:
-    with open(path) as f:
-      data = yaml.safe_load(f) or {}
+    with gfile.GFile(path, 'r') as f:
+      data = yaml.safe_load(f.read()) or {}
   except yaml.YAMLError as e:
     raise ConfigError(path, None, 'invalid YAML: %s' % e)
   if not isinstance(data, dict):
@@ -207,7 +208,14 @@ def save(config, path):
 
 def save_dict(data, path):
   """Writes a nested dict as YAML via a temporary name and a rename."""
+  gfile = _gfile()
   tmp = '%s.tmp-%d' % (path, os.getpid())
-  with open(tmp, 'w') as f:
-    yaml.safe_dump(data, f, default_flow_style=False, sort_keys=False)
-  os.rename(tmp, path)
+  with gfile.GFile(tmp, 'w') as f:
+    f.write(yaml.safe_dump(data, default_flow_style=False, sort_keys=False))
+  gfile.rename(tmp, path, overwrite=True)
+
+
+def _gfile():
+  """tf.io.gfile, so configs may live on any file system TensorFlow reads (gs://...)."""
+  import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
+  return tf.io.gfile

@@ -16,9 +16,14 @@ Not here: the record format (`datasets.coco`, `datasets.decoders.decode_detectio
 maths (`datasets.detection_preprocessing`), anchors (`heads.core.anchors`), the model
 (`pipelines.detection`).
 """
+import dataclasses
+import logging
+
 import tensorflow.compat.v1 as tf
 
+from datasets import coco
 from datasets import decoders
+from datasets import tfrecord
 from datasets import detection_preprocessing as preprocessing
 from heads.core import target_assigner
 from pipelines import input_common
@@ -32,6 +37,58 @@ NUM_OBJECTS = 'num_objects'
 SOURCE_ID = 'source_id'
 ORIGINAL_HEIGHT = 'original_height'
 ORIGINAL_WIDTH = 'original_width'
+LOG = logging.getLogger('mnv2')
+TRAIN_RECORDS_SCANNED = 1000  # training files: object counts are checked on this many records
+
+
+def _checked_box_labels(boxes, classes, source_id, pattern):
+  """classes, with a run-time check that every box has a class label (the OD API writes one per box)."""
+  ok = tf.equal(tf.shape(boxes)[0], tf.size(classes))
+  check = tf.Assert(ok, ['%s: record with source_id' % pattern, source_id, 'has', tf.shape(boxes)[0],
+                         'boxes but', tf.size(classes), 'class labels (image/object/class/label): every box '
+                         'needs one; fix the converter that wrote it'])
+  with tf.control_dependencies([check]):
+    return tf.identity(classes)
+
+
+def count_objects(files, limit=None):
+  """(records read, their largest object count, how many hold each count) over TFRecord files.
+
+  Reads the box keys only through protobuf, no graph; `limit` caps the records read.
+  """
+  counts, records = {}, 0
+  for path in files:
+    for record in tf.io.tf_record_iterator(path):
+      feature = tf.train.Example.FromString(record).features.feature
+      number = len(feature[coco.YMIN].float_list.value) if coco.YMIN in feature else 0
+      counts[number] = counts.get(number, 0) + 1
+      records += 1
+      if limit and records >= limit:
+        return records, max(counts), counts
+  return records, max(counts) if counts else 0, counts
+
+
+def objects_check(config, files, is_training):
+  """The config the pipeline uses after counting objects per record against detection.max_objects.
+
+  Images with more boxes than `max_objects` are counted and warned about. Training keeps the first
+  max_objects boxes of such an image (static shapes; checked on the first TRAIN_RECORDS_SCANNED records).
+  Evaluation never drops ground truth: it pads to the largest count of the split when that is larger.
+  """
+  max_objects = config.detection.max_objects
+  records, largest, counts = count_objects(files, TRAIN_RECORDS_SCANNED if is_training else None)
+  over = sum(n for count, n in counts.items() if count > max_objects)
+  if not over:
+    return config
+  if is_training:
+    LOG.warning('warning: %d of the first %d training records hold more than detection.max_objects=%d boxes '
+                '(up to %d): training uses the first %d boxes of those images; raise detection.max_objects to '
+                'keep them all', over, records, max_objects, largest, max_objects)
+    return config
+  LOG.warning('warning: %d of %d evaluation records hold more than detection.max_objects=%d boxes (up to %d): '
+              'evaluation pads its ground truth to %d boxes so that none is dropped', over, records,
+              max_objects, largest, largest)
+  return dataclasses.replace(config, detection=dataclasses.replace(config.detection, max_objects=largest))
 
 
 def _checked_classes(config, classes, source_id, pattern):
@@ -72,6 +129,8 @@ def example(config, decoded, is_training, anchors, pattern=''):
   """
   det, seed = config.detection, config.runtime.seed
   size, max_objects = det.image_size, det.max_objects
+  decoded = dict(decoded, classes=_checked_box_labels(decoded['boxes'], decoded['classes'], decoded['source_id'],
+                                                     pattern))
   if is_training and det.random_crop:
     pre = preprocessing.preprocess_for_train(decoded, size, seed=seed)
   elif is_training:
@@ -108,6 +167,8 @@ def dataset(config, mode, anchors, batch_size=None, repeat=None):
     repeat: see `input_common.read_records`.
   """
   pattern, _, is_training = input_common.split(config, mode)
+  input_common.check_format(pattern, mode, decoders.decode_detection)
+  config = objects_check(config, tfrecord.list_files(pattern), is_training)
   return input_common.read_records(config, mode, decoders.decode_detection,
                                    lambda decoded: example(config, decoded, is_training, anchors, pattern),
                                    batch_size=batch_size, repeat=repeat)

@@ -11,6 +11,7 @@ pipelines built on these (`pipelines.classification_input`, `detection_input`, `
 """
 import tensorflow.compat.v1 as tf
 
+from datasets import decoders
 from datasets import tfrecord
 
 TRAIN = tf.estimator.ModeKeys.TRAIN
@@ -47,7 +48,16 @@ def read_records(config, mode, decode_fn, map_fn, batch_size=None, repeat=None):
   """
   data = config.data
   pattern, batch, is_training = split(config, mode)
+  check_format(pattern, mode, decode_fn)
   return tfrecord.read_dataset(
       pattern, decode_fn, map_fn, batch_size or batch, is_training, shuffle_buffer=data.shuffle_buffer,
       num_parallel_reads=data.num_parallel_reads, num_parallel_calls=data.num_parallel_calls or None,
       prefetch=data.prefetch, seed=config.runtime.seed, drop_remainder=is_training, repeat=repeat)
+
+
+def check_format(pattern, mode, decode_fn):
+  """Raises ValueError naming the file, record and missing key if the split's records are of another format."""
+  keys = getattr(decode_fn, 'required_keys', None)
+  if keys:
+    what = '%s %r' % ('data.train_files' if mode == TRAIN else 'data.eval_files', pattern)
+    decoders.check_record_format(tfrecord.list_files(pattern), keys, what)

@@ -46,7 +46,10 @@ def predict_saved_model(export_dir, image_paths):
   try:
     results = []
     for path in image_paths:
-      outputs = predictor([_read(path)])
+      try:
+        outputs = predictor([_read(path)])
+      except tf.errors.InvalidArgumentError as e:
+        raise ValueError('%s: cannot predict on this image: %s' % (path, e.message.split('\n')[0]))
       results.append({k: v[0] for k, v in outputs.items()})
     return results
   finally:
@@ -57,5 +60,24 @@ def predict_checkpoint(config, model_dir, image_paths, checkpoint_path=None):
   """One prediction dict per image from the latest (or given) checkpoint of `model_dir`."""
   task = runner.make_task(config)
   estimator = runner.make_estimator(task, model_dir)
+  task.restore_checkpoint = checkpoint_path or tf.train.latest_checkpoint(model_dir)
+  if not task.restore_checkpoint:
+    raise ValueError('no checkpoint in %r to predict with (train first, or pass --checkpoint)' % model_dir)
   return list(estimator.predict(task.predict_input_fn(image_paths), checkpoint_path=checkpoint_path,
                                 yield_single_examples=True))
+
+
+_MAGIC = ((b'\xff\xd8\xff', 'JPEG'), (b'\x89PNG\r\n\x1a\n', 'PNG'), (b'GIF87a', 'GIF'), (b'GIF89a', 'GIF'),
+          (b'BM', 'BMP'))
+
+
+def check_images(image_paths):
+  """Raises ValueError naming the file for a missing file or one that is not a JPEG/PNG/GIF/BMP image."""
+  missing = [p for p in image_paths if not tf.io.gfile.exists(p)]
+  if missing:
+    raise ValueError('image file not found: %s' % ', '.join(missing))
+  for path in image_paths:
+    with tf.io.gfile.GFile(path, 'rb') as f:
+      head = f.read(8)
+    if not any(head.startswith(magic) for magic, _ in _MAGIC):
+      raise ValueError('%s: not a JPEG, PNG, GIF or BMP image (predict reads image files)' % path)

@@ -5,13 +5,29 @@ class names and scores, drawn on the image. Segmentation: a VOC-palette class ma
 overlay. The task is recognised from the prediction's keys, so SavedModel and checkpoint predictions
 render the same way. No graph is built here: Pillow and numpy draw what a model returned.
 """
+import io
 import os
 
 import numpy as np
+import tensorflow.compat.v1 as tf
 from PIL import Image
 from PIL import ImageDraw
 
 from datasets import voc
+
+
+def _open_image(path):
+  """A Pillow image of a file on any tf.io.gfile file system."""
+  with tf.io.gfile.GFile(path, 'rb') as f:
+    return Image.open(io.BytesIO(f.read()))
+
+
+def _save(image, path):
+  """Saves a Pillow image (format from the extension, else PNG) to any tf.io.gfile path."""
+  out = io.BytesIO()
+  image.save(out, format=Image.registered_extensions().get(os.path.splitext(path)[1].lower(), 'PNG'))
+  with tf.io.gfile.GFile(path, 'wb') as f:
+    f.write(out.getvalue())
 
 
 def _text(value):
@@ -22,10 +38,10 @@ def output_path(output, image_path, num_images):
   """Where to write the picture for `image_path`: `output` itself for one image, else inside it."""
   if not output:
     return None
-  if num_images == 1 and not os.path.isdir(output):
+  if num_images == 1 and not tf.io.gfile.isdir(output):
     return output
-  if not os.path.isdir(output):
-    os.makedirs(output)
+  if not tf.io.gfile.isdir(output):
+    tf.io.gfile.makedirs(output)
   stem = os.path.splitext(os.path.basename(image_path))[0]
   return os.path.join(output, stem + '.png')
 
@@ -35,14 +51,14 @@ def _classification(path, pred, out):
          for c, n, p in zip(pred['top_k_classes'], pred['top_k_class_names'], pred['top_k_probabilities'])]
   item = {'image': path, 'task': 'classification', 'top_k': top}
   if out:
-    image = Image.open(path).convert('RGB')
+    image = _open_image(path).convert('RGB')
     scale = max(1, 192 // max(image.size))
     image = image.resize((image.size[0] * scale, image.size[1] * scale), Image.NEAREST)
     canvas = Image.new('RGB', (image.size[0], image.size[1] + 14), (0, 0, 0))
     canvas.paste(image, (0, 0))
     ImageDraw.Draw(canvas).text((2, image.size[1] + 1), '%s %.2f' % (top[0]['name'], top[0]['probability']),
                                 fill=(255, 255, 255))
-    canvas.save(out)
+    _save(canvas, out)
     item['output'] = out
   return item
 
@@ -55,13 +71,13 @@ def _detection(path, pred, out, min_score):
           if pred['detection_scores'][i] >= min_score]
   item = {'image': path, 'task': 'detection', 'detections': dets}
   if out:
-    image = Image.open(path).convert('RGB')
+    image = _open_image(path).convert('RGB')
     draw = ImageDraw.Draw(image)
     for det in dets:
       ymin, xmin, ymax, xmax = det['box']
       draw.rectangle([xmin, ymin, xmax, ymax], outline=(255, 32, 32), width=2)
       draw.text((xmin + 2, ymin + 1), '%s %.2f' % (det['name'], det['score']), fill=(255, 255, 0))
-    image.save(out)
+    _save(image, out)
     item['output'] = out
   return item
 
@@ -75,11 +91,11 @@ def _segmentation(path, pred, out):
     palette = voc.voc_colormap()
     mask_image = Image.fromarray(mask, 'P')
     mask_image.putpalette(palette.flatten().tolist())
-    mask_image.save(out)
-    base = Image.open(path).convert('RGB')
+    _save(mask_image, out)
+    base = _open_image(path).convert('RGB')
     colour = Image.fromarray(palette[mask], 'RGB').resize(base.size, Image.NEAREST)
     overlay = os.path.splitext(out)[0] + '_overlay.png'
-    Image.blend(base, colour, 0.5).save(overlay)
+    _save(Image.blend(base, colour, 0.5), overlay)
     item.update(output=out, overlay=overlay)
   return item
 

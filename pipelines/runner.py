@@ -59,13 +59,24 @@ def load_config(path, overrides=(), mode=None):
   return config
 
 
-def train(config, model_dir, evaluate=False):
-  """Trains to `train.steps` (resuming from model_dir); with `evaluate`, evaluates each new checkpoint."""
+def train(config, model_dir, evaluate=False, allow_config_change=False):
+  """Trains to `train.steps` (resuming from model_dir); with `evaluate`, evaluates each new checkpoint.
+
+  A model_dir whose saved config.yaml differs in a key that changes the graph is refused (see
+  `check_saved_config`) unless `allow_config_change`; a changed config.yaml is replaced only once the run
+  has succeeded.
+  """
   tf.gfile.MakeDirs(model_dir)
-  config_schema.save(config, os.path.join(model_dir, 'config.yaml'))
+  save_config = check_saved_config(config, model_dir, allow_config_change)
+  result = _train(config, model_dir, evaluate)
+  save_config()
+  return result
+
+
+def _train(config, model_dir, with_eval):
   task = make_task(config)
   estimator = make_estimator(task, model_dir)
-  if not (evaluate or config.train.evaluate_every_checkpoint):
+  if not (with_eval or config.train.evaluate_every_checkpoint):
     estimator.train(task.input_fn(tf.estimator.ModeKeys.TRAIN), max_steps=config.train.steps)
     return None
   if len(task.eval_input_fns()) > 1:
@@ -115,11 +126,13 @@ def evaluate(config, model_dir, checkpoint_path=None, continuous=False):
     path = checkpoint_path or tf.train.latest_checkpoint(model_dir)
     if not path:
       raise ValueError('no checkpoint in %r to evaluate (train first, or pass --checkpoint)' % model_dir)
+    task.restore_checkpoint = path
     return write_metrics(_evaluate_all(task, estimator, config, path), metrics_path)
   metrics = None
   LOG.info('waiting for checkpoints in %s (timeout %ds)', model_dir, config.eval.continuous_timeout_secs)
   for path in tf.train.checkpoints_iterator(model_dir, timeout=config.eval.continuous_timeout_secs,
                                             timeout_fn=lambda: _log_timeout(model_dir)):
+    task.restore_checkpoint = path
     metrics = write_metrics(_evaluate_all(task, estimator, config, path), metrics_path)
     LOG.info('evaluated %s: %s', path, metrics)
     step = int(os.path.basename(path).split('-')[-1])
@@ -151,5 +164,93 @@ def export(config, model_dir, export_dir=None, checkpoint_path=None):
   task = make_task(config)
   estimator = make_estimator(task, model_dir)
   base = export_dir or os.path.join(model_dir, 'export')
-  path = estimator.export_saved_model(base, task.serving_input_receiver_fn(), checkpoint_path=checkpoint_path)
+  task.restore_checkpoint = checkpoint_path or tf.train.latest_checkpoint(model_dir)
+  if not task.restore_checkpoint:
+    raise ValueError('no checkpoint in %r to export (train first, or pass --checkpoint)' % model_dir)
+  before = set(tf.io.gfile.listdir(base)) if tf.io.gfile.isdir(base) else set()
+  try:
+    path = estimator.export_saved_model(base, task.serving_input_receiver_fn(), checkpoint_path=checkpoint_path)
+  except Exception:
+    _remove_new_temp_dirs(base, before)  # TF 1.15 leaves an empty 'temp-<timestamp>' dir behind
+    raise
   return path.decode('utf-8') if isinstance(path, bytes) else path
+
+
+def _remove_new_temp_dirs(base, before):
+  if not tf.io.gfile.isdir(base):
+    return
+  for name in set(tf.io.gfile.listdir(base)) - before:
+    if name.rstrip('/').startswith('temp-'):
+      tf.io.gfile.rmtree(os.path.join(base, name))
+
+
+# Dotted keys (or prefixes) of the saved config whose change makes a different graph or variables: the
+# checkpoints in model_dir would not restore, or would restore into a different model.
+GRAPH_KEYS = ('task', 'model.', 'classification.', 'detection.', 'segmentation.', 'multitask.output_stride',
+              'train.optimizer',
+              'train.moving_average_decay')
+
+
+def _flatten(data, prefix=''):
+  flat = {}
+  for key, value in data.items():
+    dotted = prefix + str(key)
+    if isinstance(value, dict) and value:
+      flat.update(_flatten(value, dotted + '.'))
+    else:
+      flat[dotted] = value
+  return flat
+
+
+def config_differences(saved, current):
+  """Dotted keys whose values differ between two config dicts and that change the graph (`GRAPH_KEYS`).
+
+  The saved dict is completed with the schema's defaults first (a config saved before a key existed holds
+  its default); when it no longer loads (e.g. written by a newer version), only keys in both are compared.
+  """
+  from pipelines import config_lib  # pylint: disable=g-import-not-at-top
+  try:
+    saved = config_schema.to_dict(config_lib.from_dict(config_schema.Config, saved))
+    both = False
+  except (config_lib.ConfigError, TypeError):
+    both = True
+  old, new = _flatten(saved), _flatten(current)
+  keys = (set(old) & set(new)) if both else (set(old) | set(new))
+  keys = sorted(k for k in keys if old.get(k) != new.get(k))
+  return [k for k in keys if any(k == g or (g.endswith('.') and k.startswith(g)) for g in GRAPH_KEYS)]
+
+
+def check_saved_config(config, model_dir, allow_change=False):
+  """Compares `config` with model_dir/config.yaml; returns the function that saves `config` there.
+
+  A first run saves at once (a killed run still leaves its config). When the saved config differs in a
+  graph key, this raises a ValueError listing the keys, unless `allow_change`; the new config is then
+  saved only by the returned function, which `train` calls when the run ends, so a failing run never
+  overwrites the original.
+  """
+  import yaml  # pylint: disable=g-import-not-at-top
+  path = os.path.join(model_dir, 'config.yaml')
+  current = config_schema.to_dict(config)
+  save = lambda: config_schema.save(config, path)
+  if not tf.io.gfile.exists(path):
+    save()
+    return lambda: None
+  with tf.io.gfile.GFile(path, 'r') as f:
+    saved = yaml.safe_load(f.read()) or {}
+  differences = config_differences(saved, current)
+  if not differences:
+    save()  # same graph: record this run's values (steps, files, ...)
+    return lambda: None
+  if not allow_change:
+    raise ValueError('%s was saved by an earlier run with other values of %s, which change the model: use '
+                     'another --model-dir, or pass --allow-config-change to train on with the new values'
+                     % (path, ', '.join(differences)))
+  LOG.warning('warning: config changed from %s in %s; saving the new config when the run ends',
+              path, ', '.join(differences))
+  done = []
+
+  def save_at_end():
+    if not done:
+      done.append(True)
+      save()
+  return save_at_end

@@ -10,8 +10,9 @@ scope (decay `model.bn_decay`, epsilon 1e-3), the head decay 0.9997 / epsilon 1e
 (DeepLab's advice, `model_builder.batch_norm_training`), dropout still follows the mode. Logits are
 upsampled bilinearly (corners aligned) to the label / input size.
 
-Loss: softmax cross-entropy over pixels whose label is in [0, num_classes) (255 and the eval padding are
-skipped), optionally only the `segmentation.hard_pixel_top_k` fraction of the hardest of them, divided by
+Loss: softmax cross-entropy over pixels whose label is a class in [0, num_classes) other than
+`segmentation.ignore_label` (which also marks the eval padding; other values are rejected by the input
+pipeline), optionally only the `segmentation.hard_pixel_top_k` fraction of the hardest of them, divided by
 the number of pixels kept. Metrics: `pipelines.segmentation_metrics` (one split-level confusion matrix).
 Evaluation may average softmax probabilities over `segmentation.eval_scales` and left-right flips at the
 label resolution, with the variables shared across scales.
@@ -125,7 +126,7 @@ def multi_scale_probabilities(config, images):
   return total / float(count)
 
 
-def pixel_loss(logits, labels, num_classes, top_k_fraction=1.0):
+def pixel_loss(logits, labels, num_classes, top_k_fraction=1.0, ignore_label=None):
   """Softmax cross-entropy over labelled pixels, optionally over the hardest ones only.
 
   Args:
@@ -133,6 +134,7 @@ def pixel_loss(logits, labels, num_classes, top_k_fraction=1.0):
     labels: integer [B, H, W] or [B, H, W, 1]; ids outside [0, num_classes) (255) are skipped.
     num_classes: int.
     top_k_fraction: float in (0, 1]; keep the ceil(fraction x labelled pixels) largest losses of the batch.
+    ignore_label: int or None, pixels with this label are skipped (`segmentation.ignore_label`).
 
   Returns:
     float32 [] >= 0: sum of the kept pixel losses / their count (0 when no pixel is labelled).
@@ -140,6 +142,8 @@ def pixel_loss(logits, labels, num_classes, top_k_fraction=1.0):
   labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
   logits = tf.reshape(logits, [-1, num_classes])
   valid = tf.logical_and(labels >= 0, labels < num_classes)
+  if ignore_label is not None:
+    valid = tf.logical_and(valid, tf.not_equal(labels, ignore_label))
   losses = tf.nn.sparse_softmax_cross_entropy_with_logits(
       labels=tf.where(valid, labels, tf.zeros_like(labels)), logits=logits)
   num_valid = tf.reduce_sum(tf.cast(valid, tf.int32))
@@ -185,11 +189,13 @@ class SegmentationTask(skeleton.Task):
 
   def build_losses(self, outputs, labels, features):
     seg = self.config.segmentation
-    return {'segmentation': pixel_loss(outputs[LOGITS], labels, seg.num_classes, seg.hard_pixel_top_k)}
+    return {'segmentation': pixel_loss(outputs[LOGITS], labels, seg.num_classes, seg.hard_pixel_top_k,
+                                       ignore_label=seg.ignore_label)}
 
   def build_metrics(self, outputs, labels, features):
     predictions = tf.argmax(outputs[PROBABILITIES], 3, output_type=tf.int32)
-    return segmentation_metrics.eval_metric_ops(labels, predictions, class_names(self.config))
+    return segmentation_metrics.eval_metric_ops(labels, predictions, class_names(self.config),
+                                                ignore_label=self.config.segmentation.ignore_label)
 
   def build_predictions(self, outputs, features):
     """MASK int32 [B, H, W] class ids at the input image size (+ PROBABILITIES if `export_probabilities`)."""

@@ -28,6 +28,7 @@ def example(config, decoded, is_training):
     'height' / 'width' int32 [] (the original image size); label int32 [C, C, 1] (ignore_label on padding).
   """
   seg = config.segmentation
+  decoded = dict(decoded, label=checked_label(config, decoded))
   if is_training:
     image, label = preprocessing.preprocess_for_train(
         decoded['image'], decoded['label'], crop_size=seg.crop_size, min_scale=seg.min_scale,
@@ -37,6 +38,25 @@ def example(config, decoded, is_training):
     image, label = preprocessing.preprocess_for_eval(
         decoded['image'], decoded['label'], crop_size=seg.eval_crop_size, ignore_label=seg.ignore_label)
   return {'image': image, 'height': decoded['height'], 'width': decoded['width']}, label
+
+
+def checked_label(config, decoded):
+  """The decoded label map, with a run-time check that every value is a class or `segmentation.ignore_label`.
+
+  Any other value stops the pipeline with an error naming the record's image/filename and the values.
+  """
+  seg = config.segmentation
+  label = tf.cast(decoded['label'], tf.int32)
+  bad = tf.logical_not(tf.logical_or(tf.logical_and(label >= 0, label < seg.num_classes),
+                                     tf.equal(label, seg.ignore_label)))
+  bad_values = tf.unique(tf.boolean_mask(label, bad))[0][:10]
+  check = tf.debugging.Assert(tf.logical_not(tf.reduce_any(bad)), [
+      'record', decoded['filename'], 'has label values', bad_values,
+      'that are neither a class 0..%d (segmentation.num_classes %d) nor segmentation.ignore_label %d: set '
+      'num_classes / ignore_label to match the data, or fix the label PNGs'
+      % (seg.num_classes - 1, seg.num_classes, seg.ignore_label)], summarize=10)
+  with tf.control_dependencies([check]):
+    return tf.identity(decoded['label'])
 
 
 def dataset(config, mode, batch_size=None, repeat=None):

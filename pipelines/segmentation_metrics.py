@@ -5,8 +5,8 @@ prediction); the metric values are computed from the final matrix, so mIoU is th
 `mean_c TP_c / (TP_c + FP_c + FN_c)` of DeepLab's `tf.metrics.mean_iou`, not a mean of per-batch values.
 
 Conventions:
-* A pixel counts only if its label is in [0, num_classes): the ignore label (255, also the padding of eval
-  images) and any other out-of-range id are skipped.
+* A pixel counts only if its label is in [0, num_classes) and is not `ignore_label`
+  (`segmentation.ignore_label`, also the padding of eval images); the input pipeline rejects other values.
 * A class absent from both the labels and the predictions of the whole split has no IoU: its
   `IoU/<name>` is NaN and it is excluded from the mean (as `tf.metrics.mean_iou`). A class present in the
   labels but never predicted (or predicted but absent) has IoU 0 and counts.
@@ -24,13 +24,14 @@ IOU_PREFIX = 'IoU/'
 _SUMMARY_UNSAFE = re.compile(r'[^A-Za-z0-9_.\-]')
 
 
-def batch_confusion_matrix(labels, predictions, num_classes):
+def batch_confusion_matrix(labels, predictions, num_classes, ignore_label=None):
   """Pixel counts of one batch.
 
   Args:
     labels: integer tensor of any shape, class ids; ids outside [0, num_classes) are skipped.
     predictions: integer tensor of labels' size, class ids in [0, num_classes).
     num_classes: int >= 1.
+    ignore_label: int or None, a label whose pixels are skipped (even when it is < num_classes).
 
   Returns:
     float64 [num_classes, num_classes]: entry [i, j] counts pixels of label i predicted as j.
@@ -38,6 +39,8 @@ def batch_confusion_matrix(labels, predictions, num_classes):
   labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
   predictions = tf.reshape(tf.cast(predictions, tf.int32), [-1])
   valid = tf.logical_and(labels >= 0, labels < num_classes)
+  if ignore_label is not None:
+    valid = tf.logical_and(valid, tf.not_equal(labels, ignore_label))
   weights = tf.cast(valid, tf.float64)
   # Skipped pixels still need an in-range index; their weight is 0 so they add nothing.
   labels = tf.where(valid, labels, tf.zeros_like(labels))
@@ -46,11 +49,12 @@ def batch_confusion_matrix(labels, predictions, num_classes):
   return tf.reshape(counts, [num_classes, num_classes])
 
 
-def streaming_confusion_matrix(labels, predictions, num_classes, name='segmentation_confusion_matrix'):
+def streaming_confusion_matrix(labels, predictions, num_classes, name='segmentation_confusion_matrix',
+                               ignore_label=None):
   """A local-variable accumulator of `batch_confusion_matrix` (reset by local_variables_initializer).
 
   Args:
-    labels, predictions, num_classes: as `batch_confusion_matrix`.
+    labels, predictions, num_classes, ignore_label: as `batch_confusion_matrix`.
     name: variable scope of the accumulator.
 
   Returns:
@@ -60,7 +64,7 @@ def streaming_confusion_matrix(labels, predictions, num_classes, name='segmentat
     total = tf.Variable(lambda: tf.zeros([num_classes, num_classes], tf.float64), trainable=False,
                         collections=[tf.GraphKeys.LOCAL_VARIABLES, tf.GraphKeys.METRIC_VARIABLES],
                         name='total')
-    update_op = tf.assign_add(total, batch_confusion_matrix(labels, predictions, num_classes))
+    update_op = tf.assign_add(total, batch_confusion_matrix(labels, predictions, num_classes, ignore_label))
     return tf.identity(total), update_op
 
 
@@ -107,19 +111,21 @@ def metric_names(class_names):
   return names
 
 
-def eval_metric_ops(labels, predictions, class_names):
+def eval_metric_ops(labels, predictions, class_names, ignore_label=None):
   """Estimator eval_metric_ops: MIOU, PIXEL_ACCURACY and 'IoU/<class name>', all from one accumulator.
 
   Args:
     labels: integer tensor [B, H, W] or [B, H, W, 1], ids (255 and other out-of-range ids skipped).
     predictions: integer tensor [B, H, W], ids in [0, len(class_names)).
     class_names: list of str, one per class (its length is the class count).
+    ignore_label: int or None, label skipped by the metrics (`segmentation.ignore_label`).
 
   Returns:
     dict name -> (value float32 [], update_op); every entry shares the same update op.
   """
   labels = tf.reshape(labels, tf.shape(predictions))
-  total, update_op = streaming_confusion_matrix(labels, predictions, len(class_names))
+  total, update_op = streaming_confusion_matrix(labels, predictions, len(class_names),
+                                                 ignore_label=ignore_label)
   values = metrics_from_confusion(total)
   ops = {MIOU: (values[MIOU], update_op), PIXEL_ACCURACY: (values[PIXEL_ACCURACY], update_op)}
   for index, name in enumerate(metric_names(class_names)):

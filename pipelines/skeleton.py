@@ -119,10 +119,68 @@ def _moving_average(config):
   return None if decay is None else tf.train.ExponentialMovingAverage(decay)
 
 
-def _eval_scaffold(config):
-  """Eval/export read the moving averages of the weights in place of the raw weights (TF-Slim recipe)."""
+def _has_moving_averages(checkpoint):
+  """False when `checkpoint` (a prefix) exists but holds no `.../ExponentialMovingAverage` variable."""
+  if not checkpoint:
+    return True
+  try:
+    names = [name for name, _ in tf.train.list_variables(checkpoint)]
+  except (tf.errors.OpError, ValueError):
+    return True  # unreadable: let the restore report it
+  return any(name.endswith('/ExponentialMovingAverage') for name in names)
+
+
+def check_checkpoint(checkpoint, variables):
+  """Raises ValueError naming the variables when `checkpoint` cannot restore `variables` as they are.
+
+  TensorFlow 2's restore assigns a tensor of another shape without complaint (and fails later, somewhere
+  else), TF 1.15's names a graph node: this names the checkpoint, the variable and both shapes.
+
+  Args:
+    checkpoint: checkpoint prefix or None (nothing to check).
+    variables: dict checkpoint name -> variable (what the Saver will restore).
+  """
+  if not checkpoint:
+    return
+  try:
+    stored = dict(tf.train.list_variables(checkpoint))
+  except (tf.errors.OpError, ValueError):
+    return  # unreadable: the restore reports it
+  problems = []
+  for name, variable in sorted(variables.items()):
+    shape = variable.shape.as_list() if variable.shape.is_fully_defined() else None
+    if name not in stored:
+      problems.append('%s is not in it' % name)
+    elif shape is not None and list(stored[name]) != shape:
+      problems.append('%s has shape %s there but %s in the model' % (name, list(stored[name]), shape))
+  if problems:
+    more = ' (and %d more)' % (len(problems) - 3) if len(problems) > 3 else ''
+    raise ValueError('the checkpoint %s does not match the model this config builds: %s%s; use the config it '
+                     'was trained with (model.*, the task section: num_classes, ...) or another --model-dir / '
+                     '--checkpoint' % (checkpoint, '; '.join(problems[:3]), more))
+
+
+def _restored_variables(scaffold):
+  """dict checkpoint name -> variable of what eval/predict restore (moving averages when the scaffold has them)."""
+  if scaffold is not None and scaffold.saver is not None:
+    var_list = scaffold.saver._var_list  # pylint: disable=protected-access
+    if isinstance(var_list, dict):
+      return var_list
+  return {v.op.name: v for v in tf.global_variables()}
+
+
+def _eval_scaffold(config, checkpoint=None):
+  """Eval/export read the moving averages of the weights in place of the raw weights (TF-Slim recipe).
+
+  A checkpoint without moving averages (trained with train.moving_average_decay null, or elsewhere) is
+  read as it is, with a warning, instead of failing on the missing averages.
+  """
   ema = _moving_average(config)
   if ema is None:
+    return None
+  if not _has_moving_averages(checkpoint):
+    LOG.warning('warning: checkpoint %s holds no moving averages of the weights; using its raw weights '
+                '(train.moving_average_decay is %s)', checkpoint, config.train.moving_average_decay)
     return None
   return tf.train.Scaffold(saver=tf.train.Saver(ema.variables_to_restore(), sharded=True))
 
@@ -176,8 +234,9 @@ def make_model_fn(task, model_dir=None):
     outputs = task.build_outputs(features, is_training)
     if mode == ModeKeys.PREDICT:
       predictions = task.build_predictions(outputs, features)
+      scaffold = _checked_eval_scaffold(task, model_dir)
       return tf.estimator.EstimatorSpec(mode, predictions=predictions, export_outputs=task.export_outputs(predictions),
-                                        scaffold=_eval_scaffold(task.config))
+                                        scaffold=scaffold)
     losses = task.build_losses(outputs, labels, features)
     regularization = tf.losses.get_regularization_loss()
     total = tf.add_n(list(losses.values()) + [regularization], name='total_loss')
@@ -187,13 +246,31 @@ def make_model_fn(task, model_dir=None):
     tf.summary.scalar('losses/total', total)
     if mode == ModeKeys.EVAL:
       return tf.estimator.EstimatorSpec(mode, loss=total, eval_metric_ops=task.build_metrics(outputs, labels, features),
-                                        scaffold=_eval_scaffold(task.config))
+                                        scaffold=_checked_eval_scaffold(task, model_dir))
     images = task.summary_images(features)
     if images is not None and task.config.train.summary_images > 0:
       tf.summary.image('input_images', images, max_outputs=task.config.train.summary_images)
     train_op, rate = _train_op(task, total, model_dir)
+    if model_dir:  # resuming: the last checkpoint must restore into this graph
+      check_checkpoint(tf.train.latest_checkpoint(model_dir), {v.op.name: v for v in tf.global_variables()})
     logged = dict(losses, total_loss=total, lr=rate)
     hook = ProgressHook(logged, task.config.train.batch_size, task.config.runtime.log_every_n_steps)
     return tf.estimator.EstimatorSpec(mode, loss=total, train_op=train_op, training_hooks=[hook])
 
   return model_fn
+
+
+def restore_path(task, model_dir):
+  """The checkpoint eval/export/predict restore: `task.restore_checkpoint` if set, else the latest one."""
+  path = getattr(task, 'restore_checkpoint', None)
+  if path:
+    return path
+  return tf.train.latest_checkpoint(model_dir) if model_dir else None
+
+
+def _checked_eval_scaffold(task, model_dir):
+  """`_eval_scaffold` of the checkpoint eval/predict restore, after checking that it fits the graph."""
+  checkpoint = restore_path(task, model_dir)
+  scaffold = _eval_scaffold(task.config, checkpoint)
+  check_checkpoint(checkpoint, _restored_variables(scaffold))
+  return scaffold

@@ -50,3 +50,24 @@ def test_task_modules_do_not_import_each_other():
       others += [o + '_input' for o in others]
       modules = list(_imported_modules(os.path.join(ROOT, 'pipelines', name + '.py')))
       assert [m for m in modules if any(m == o or m.startswith(o + '.') for o in others)] == [], name
+
+
+def test_user_paths_go_through_gfile():
+  """Issue #11: configs, records, labels, checkpoints, images and exports open through tf.io.gfile (gs://).
+
+  The demo and the shapes generator write their own local scratch data and are exempt.
+  """
+  import re  # pylint: disable=g-import-not-at-top
+  forbidden = re.compile(r'\bglob\.glob\(|(^|[^\w.])open\(|os\.path\.(isfile|exists|isdir)\(|'
+                         r'os\.(listdir|makedirs|rename|remove)\(|io\.open\(')
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  found = []
+  for package in ('pipelines', 'datasets'):
+    for name in sorted(os.listdir(os.path.join(root, package))):
+      if not name.endswith('.py') or name in ('demo.py', 'shapes.py', 'shapes_render.py'):
+        continue
+      with open(os.path.join(root, package, name)) as f:
+        for number, line in enumerate(f, 1):
+          if forbidden.search(line.split('#')[0]):
+            found.append('%s/%s:%d: %s' % (package, name, number, line.strip()))
+  assert not found, '\n'.join(found)

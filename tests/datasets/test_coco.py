@@ -147,11 +147,11 @@ def test_cli_fatal_errors_name_the_file(tmp_path, capsys):
   coco.add_arguments(parser)
   base = ['--images-dir', str(tmp_path), '--output-dir', str(tmp_path / 'out'), '--split', 'val']
   missing = str(tmp_path / 'nope.json')
-  assert coco.run(parser.parse_args(base + ['--annotations', missing])) == 1
+  assert coco.run(parser.parse_args(base + ['--annotations', missing])) == 2
   assert missing in capsys.readouterr().err
   bad = tmp_path / 'bad.json'
   bad.write_text('{"images": [')
-  assert coco.run(parser.parse_args(base + ['--annotations', str(bad)])) == 1
+  assert coco.run(parser.parse_args(base + ['--annotations', str(bad)])) == 2
   err = capsys.readouterr().err
   assert str(bad) in err and 'Traceback' not in err
 

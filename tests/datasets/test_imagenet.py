@@ -116,7 +116,7 @@ def test_convert_fail_mode_names_path(folders, capsys):
   args = parser.parse_args(['--input-dir', raw, '--output-dir', out, '--split', 'train',
                             '--labels-file', words, '--num-shards', '2', '--num-workers', '2', '--on-error', 'fail'])
   capsys.readouterr()
-  assert imagenet.run(args) == 1
+  assert imagenet.run(args) == 2
   err = capsys.readouterr().err
   assert broken in err and 'Traceback' not in err
   assert not [n for n in os.listdir(out) if '.tmp-' in n]

@@ -176,11 +176,11 @@ def test_run_cli(devkit, tmp_path, capsys):
   voc.add_arguments(parser)
   args = parser.parse_args(['--devkit-dir', str(tmp_path / 'nothing'), '--split', 'val', '--output-dir',
                             str(tmp_path / 'o')])
-  assert voc.run(args) == 1
+  assert voc.run(args) == 2
   assert 'VOC2012' in capsys.readouterr().err
   args = parser.parse_args(['--devkit-dir', str(devkit / 'VOCdevkit'), '--split', 'val', '--output-dir',
                             str(tmp_path / 'o')])
-  assert voc.run(args) == 1
+  assert voc.run(args) == 2
   assert os.path.join('Segmentation', 'val.txt') in capsys.readouterr().err
   args = parser.parse_args(['--devkit-dir', str(devkit / 'VOCdevkit'), '--split', 'train', '--output-dir',
                             str(tmp_path / 'o'), '--num-shards', '1', '--num-workers', '1'])
