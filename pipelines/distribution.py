@@ -244,6 +244,25 @@ def _parameter_server(cluster, task_type, task_index, num_workers):
   return Distribution('parameter_server', None, 1, num_workers, task_type, task_index, device_filters=filters)
 
 
+def replicas_in_sync(strategy='none', num_devices=0, cpu_devices=1, tf_config=None, gpus=None):
+  """The `num_replicas` `make_distribution` gives, without building a strategy (for input pipelines).
+
+  none / parameter_server: 1; mirrored: the GPUs used, else `cpu_devices`; multi_worker_mirrored: workers
+  (chief + worker) x max(1, local GPUs); the evaluator task of a cluster: 1.
+  """
+  strategy = 'none' if strategy is None else str(strategy)
+  gpus = visible_gpus() if gpus is None else list(gpus)
+  if strategy == 'mirrored':
+    return (min(num_devices, len(gpus)) if num_devices else len(gpus)) if gpus else max(1, cpu_devices)
+  if strategy == 'multi_worker_mirrored':
+    config = read_tf_config(tf_config)
+    cluster = config.get('cluster') or {}
+    if (config.get('task') or {}).get('type') == 'evaluator':
+      return 1
+    return max(1, len(cluster.get('chief', [])) + len(cluster.get('worker', []))) * max(1, len(gpus))
+  return 1
+
+
 def per_replica_batch_size(global_batch_size, num_replicas, key=BATCH_SIZE_KEY):
   """The batch each replica's input_fn reads: global / replicas; ValueError naming `key` if it does not divide.
 
