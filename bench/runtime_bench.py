@@ -78,6 +78,7 @@ def child(args):
       with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
         return opt.minimize(loss)
 
+    step = tf.autograph.experimental.do_not_convert(step)  # TF 2.x: call_for_each_replica would convert it
     if strategy:
       with strategy.scope():
         train_op = tf.group(strategy.experimental_local_results(strategy.extended.call_for_each_replica(step)))

@@ -107,7 +107,10 @@ def train(config, model_dir, evaluate=False):
   placement = make_distribution(config)
   per_replica = distribution.per_replica_batch_size(config.train.batch_size, placement.num_replicas)
   if placement.task_type == 'evaluator':
+    # The evaluator role: `evaluate --continuous` (what train_and_evaluate's evaluator does, plus
+    # eval/metrics.json after each checkpoint); it stops after the checkpoint at train.steps.
     config_schema.check_files(config, 'eval')
+    return evaluate(config, model_dir, continuous=True)
   if placement.task_type in (None, 'chief', 'master', 'worker'):
     LOG.info('training: strategy %s, %d replica(s) x %d per replica = batch %d per step%s%s',
              placement.strategy, placement.num_replicas, per_replica, config.train.batch_size,

@@ -147,17 +147,21 @@ def mirrored_train_resume(tmp_dir):
   mirrored = ['runtime.distribution.strategy=mirrored', 'runtime.distribution.cpu_devices=2',
               'train.sync_batch_norm=true']
   # The split-CPU run first: TF 2.15 fixes the logical devices when the eager context starts.
-  runner.train(runner.load_config(path, mirrored, 'train'), mirrored_dir)
+  runner.train(runner.load_config(path, mirrored + ['train.steps=1'], 'train'), mirrored_dir)
   assert any('strategy mirrored, 2 replica(s) x 2 per replica = batch 4 per step' in l for l in lines), lines
-  rates = [l for l in lines if 'examples/s' in l]
-  assert rates, lines
   first = tf.train.latest_checkpoint(mirrored_dir)
-  assert first.endswith('-2'), first
-  # Resume: the same model dir trains on from step 2.
-  runner.train(runner.load_config(path, mirrored + ['train.steps=3'], 'train'), mirrored_dir)
-  assert tf.train.latest_checkpoint(mirrored_dir).endswith('-3')
-  runner.train(runner.load_config(path, (), 'train'), single_dir)
-  single = dict(tf.train.list_variables(tf.train.latest_checkpoint(single_dir)))
+  assert first.endswith('-1'), first
+  # Resume: the same model dir trains on from step 1.
+  runner.train(runner.load_config(path, mirrored + ['train.steps=2'], 'train'), mirrored_dir)
+  assert tf.train.latest_checkpoint(mirrored_dir).endswith('-2')
+  assert any('examples/s' in l for l in lines), lines
+  # What a single-device run saves: the global variables of the same model_fn in TRAIN mode on one device.
+  config = runner.load_config(path, (), 'train')
+  with tf.Graph().as_default():
+    from pipelines import skeleton  # pylint: disable=g-import-not-at-top
+    features = {'image': tf.zeros([4, 32, 32, 3])}
+    skeleton.make_model_fn(runner.make_task(config), single_dir)(features, tf.zeros([4], tf.int64), 'train')
+    single = {v.op.name: v.shape.as_list() for v in tf.global_variables()}
   multi = dict(tf.train.list_variables(tf.train.latest_checkpoint(mirrored_dir)))
   assert sorted(single) == sorted(multi), set(single) ^ set(multi)
   assert single == multi  # same shapes too
@@ -201,6 +205,7 @@ def _builder_step(config, num_replicas, images, labels):
       with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
         return tf.train.GradientDescentOptimizer(0.5).minimize(loss)
 
+    step = tf.autograph.experimental.do_not_convert(step)  # TF 2.x: call_for_each_replica would convert it
     if strategy:
       with strategy.scope():
         train_op = tf.group(strategy.experimental_local_results(strategy.extended.call_for_each_replica(step)))
@@ -297,3 +302,51 @@ def precision_and_xla(tmp_dir):
   metrics = runner.evaluate(runner.load_config(path, (), 'eval'), model_dir)
   assert np.isfinite(metrics['loss']), metrics
   print('PRECISION XLA OK', metrics)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Loopback TF_CONFIG clusters: one `mnv2 train` process per task
+
+
+def _cluster_command(path, model_dir, strategy, *extra):
+  def command(task_type, index):  # pylint: disable=unused-argument
+    return [sys.executable, '-m', 'pipelines', 'train', '--config', path, '--model-dir', model_dir,
+            '--set', 'runtime.distribution.strategy=%s' % strategy] + list(extra)
+  return command
+
+
+def _eval_step(model_dir):
+  with open(os.path.join(model_dir, 'eval', 'metrics.json')) as f:
+    return json.load(f)
+
+
+def test_parameter_server_cluster_runs_the_pipeline(tmp_path):
+  """chief + worker + ps + evaluator, each `python -m pipelines train`: training reaches train.steps, the
+  evaluator evaluates the final checkpoint in its own process, only the chief writes config.yaml."""
+  path = _write_config(tmp_path, tiny_imagenet_records(tmp_path, 3))
+  cluster = cluster_util.make_cluster(chief=1, workers=1, ps=1)
+  model_dir = str(tmp_path / 'model')
+  run = cluster_util.run_cluster(_cluster_command(path, model_dir, 'parameter_server', '--set', 'train.steps=4'),
+                                 cluster, str(tmp_path / 'logs'), evaluator=True, timeout=420, cwd=ROOT)
+  step = int(tf.train.latest_checkpoint(model_dir).split('-')[-1])
+  assert step >= 4, run.summary()
+  assert 'strategy parameter_server, 1 replica(s) x 4 per replica' in run.logs['chief:0'], run.summary()
+  assert 'strategy parameter_server' in run.logs['worker:0'], run.summary()
+  metrics = _eval_step(model_dir)
+  assert metrics['global_step'] >= 4 and 0 <= metrics['top1_accuracy'] <= 1, metrics
+  assert os.path.exists(os.path.join(model_dir, 'config.yaml'))
+  print('parameter_server pipeline cluster: %.1fs' % run.seconds)
+
+
+def test_multi_worker_mirrored_cluster_runs_the_pipeline(tmp_path):
+  """Two workers (worker 0 is the chief) all-reduce synchronously: 2 replicas x 2 = the global batch 4."""
+  path = _write_config(tmp_path, tiny_imagenet_records(tmp_path, 3))
+  cluster = cluster_util.make_cluster(chief=0, workers=2, ps=0)
+  model_dir = str(tmp_path / 'model')
+  run = cluster_util.run_cluster(_cluster_command(path, model_dir, 'multi_worker_mirrored'), cluster,
+                                 str(tmp_path / 'logs'), timeout=420, cwd=ROOT)
+  assert tf.train.latest_checkpoint(model_dir).endswith('-2'), run.summary()
+  for name in ('worker:0', 'worker:1'):
+    assert 'strategy multi_worker_mirrored, 2 replica(s) x 2 per replica = batch 4' in run.logs[name], run.summary()
+  assert os.path.exists(os.path.join(model_dir, 'config.yaml'))
+  print('multi_worker_mirrored pipeline cluster: %.1fs' % run.seconds)
