@@ -350,3 +350,37 @@ def test_multi_worker_mirrored_cluster_runs_the_pipeline(tmp_path):
     assert 'strategy multi_worker_mirrored, 2 replica(s) x 2 per replica = batch 4' in run.logs[name], run.summary()
   assert os.path.exists(os.path.join(model_dir, 'config.yaml'))
   print('multi_worker_mirrored pipeline cluster: %.1fs' % run.seconds)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Sync batch norm reaches every batch norm of backbone and heads (graph only)
+
+TASK_CONFIGS = {  # the classification backbone is covered by the equivalence test above
+    'detection': ('detection: {image_size: 64, num_classes: 3}', 64),
+    'segmentation': ('segmentation: {num_classes: 3, crop_size: 33, eval_crop_size: 33}', 33),
+}
+
+
+@pytest.mark.parametrize('task', sorted(TASK_CONFIGS))
+def test_sync_batch_norm_reaches_backbone_and_heads(tmp_path, task, monkeypatch):
+  """With train.sync_batch_norm and 2 replicas (faked), every batch-norm layer of the task's graph (backbone,
+  SSDLite extra layers and box predictors, DeepLab's ASPP / projection) takes the all-reduce path once."""
+  from pipelines import runner  # pylint: disable=g-import-not-at-top
+  section, size = TASK_CONFIGS[task]
+  path = str(tmp_path / 'config.yaml')
+  with open(path, 'w') as f:
+    f.write('task: %s\nmodel: {depth_multiplier: 0.35}\n%s\ntrain: {batch_size: 2, steps: 1, '
+            'freeze_batch_norm: false, learning_rate: {schedule: constant}}\n' % (task, section))
+  reduced = []
+  monkeypatch.setattr(distribution, '_replica_count', lambda: 2)
+  monkeypatch.setattr(distribution, '_all_reduce_sum', lambda value: reduced.append(value) or value)
+  counts = {}
+  for sync in (False, True):
+    del reduced[:]
+    config = config_schema.load(path, ['train.sync_batch_norm=%s' % str(sync).lower()])
+    with tf.Graph().as_default():
+      runner.make_task(config).build_outputs({'image': tf.zeros([2, size, size, 3])}, True)
+      layers = [v for v in tf.global_variables() if v.op.name.endswith('/moving_mean')]
+      counts[sync] = (len(layers), len(reduced))
+  assert counts[False][1] == 0 and counts[False][0] > 30, counts
+  assert counts[True] == (counts[False][0], counts[False][0]), counts  # every layer, same variables
