@@ -110,7 +110,7 @@ def train(config, model_dir, evaluate=False):
     # The evaluator role: `evaluate --continuous` (what train_and_evaluate's evaluator does, plus
     # eval/metrics.json after each checkpoint); it stops after the checkpoint at train.steps.
     config_schema.check_files(config, 'eval')
-    return evaluate(config, model_dir, continuous=True)
+    return _run_evaluator(config, model_dir)  # (`evaluate` is this function's flag)
   if placement.task_type in (None, 'chief', 'master', 'worker'):
     LOG.info('training: strategy %s, %d replica(s) x %d per replica = batch %d per step%s%s',
              placement.strategy, placement.num_replicas, per_replica, config.train.batch_size,
@@ -182,6 +182,11 @@ def evaluate(config, model_dir, checkpoint_path=None, continuous=False):
       break
     LOG.info('waiting for a new checkpoint in %s', model_dir)
   return metrics
+
+
+def _run_evaluator(config, model_dir):
+  """The evaluator task of a TF_CONFIG cluster: evaluates each new checkpoint until train.steps."""
+  return evaluate(config, model_dir, continuous=True)
 
 
 def _log_timeout(model_dir):
