@@ -260,8 +260,9 @@ def builder_sync_bn_equivalence():
       if not np.allclose(copy, values[0], rtol=1e-4, atol=1e-4):
         bad.append('%s: max abs diff %.3g' % (name, diff))
   assert not bad, '\n'.join(bad)
-  name = 'MobilenetV2/Conv/BatchNorm/moving_variance'
-  assert not np.allclose(local[name][0], one[name][0], rtol=1e-4, atol=1e-4)  # plain BN: per-replica moments
+  # Sanity: plain slim BN over the same replicas (per-replica moments) is far from the one-device step.
+  local_diff = max(float(np.max(np.abs(local[name][0] - one[name][0]))) for name in one if one[name][0].size)
+  assert local_diff > 100 * max(worst, 1e-7), (local_diff, worst)
   print('BUILDER SYNC BN OK max abs diff %.3g over %d variables' % (worst, len(one)))
 
 
