@@ -2,6 +2,15 @@
 
 The TensorFlow pin depends on the interpreter: TF 1.15.5 only exists for Python <= 3.7, and TF 2.15.1 is
 the last release that ships `tf.estimator`. Environment markers choose the right stack per interpreter.
+
+On Python >= 3.8 the TensorFlow 2.15.1 build is an extra, because `tensorflow-cpu` and `tensorflow` are two
+distributions that write the same `tensorflow` package (installing both leaves a broken mix):
+
+    pip install -e .[cpu]   # tensorflow-cpu==2.15.1 (what the Makefile installs)
+    pip install -e .[gpu]   # tensorflow[and-cuda]==2.15.1 alone: GPU build + CUDA/cuDNN wheels
+
+A plain `pip install -e .` on Python >= 3.8 installs no TensorFlow (bring your own 2.15 build).
+Python 3.7 always gets tensorflow==1.15.5 (CPU and GPU in one wheel) and ignores both extras.
 """
 from setuptools import setup
 
@@ -17,8 +26,7 @@ INSTALL_REQUIRES = [
     'h5py<3; ' + PY37,
     'Pillow>=8,<10; ' + PY37,
     'pytest>=6,<8; ' + PY37,
-    # TensorFlow 2.15.1 stack (Python 3.9-3.11), CPU build by default; see extras for CUDA.
-    'tensorflow-cpu==2.15.1; ' + PY3X,
+    # TensorFlow 2.15.1 stack (Python 3.9-3.11): TensorFlow itself comes from the `cpu` or `gpu` extra.
     'numpy>=1.23.5,<2; ' + PY3X,
     'Pillow>=9; ' + PY3X,
     'pytest>=7; ' + PY3X,
@@ -37,7 +45,8 @@ setup(
     python_requires='>=3.7,<3.12',
     install_requires=INSTALL_REQUIRES,
     extras_require={
-        # GPU users on the TF 2.15 stack: `pip install -e .[gpu]` adds the CUDA-enabled build.
+        # Exactly one of them on the TF 2.15 stack (see the module docstring); no-ops on Python 3.7.
+        'cpu': ['tensorflow-cpu==2.15.1; ' + PY3X],
         'gpu': ['tensorflow[and-cuda]==2.15.1; ' + PY3X],
     },
     entry_points={'console_scripts': ['mnv2 = pipelines.cli:main']},

@@ -102,9 +102,13 @@ def _build_base(net, plan, final_endpoint, explicit_padding):
 
 
 @contextlib.contextmanager
-def _arch_scope(activation_fn):
-  """Inference-graph defaults of the architecture (TF-Slim's V2_DEF `defaults`)."""
-  conv_args = {'normalizer_fn': slim.batch_norm, 'activation_fn': activation_fn or tf.nn.relu6}
+def _arch_scope(activation_fn, normalizer_fn=None):
+  """Inference-graph defaults of the architecture (TF-Slim's V2_DEF `defaults`).
+
+  `normalizer_fn` replaces slim.batch_norm after every conv (e.g. a cross-replica batch norm with the same
+  signature and arg_scope entry); None = slim.batch_norm.
+  """
+  conv_args = {'normalizer_fn': normalizer_fn or slim.batch_norm, 'activation_fn': activation_fn or tf.nn.relu6}
   with slim.arg_scope([slim.conv2d, slim.fully_connected, slim.separable_conv2d], **conv_args), \
       slim.arg_scope([slim.batch_norm], center=True, scale=True):
     yield
@@ -127,7 +131,7 @@ def _base_network(input_tensor, depth_multiplier, conv_defs, finegrain_classific
         final_endpoint, _FINAL_ENDPOINTS_HINT % len(spec)))
   plan = spec_lib.layer_plan(spec, depth_multiplier, options.get('output_stride'), min_depth, divisible_by)
   _check_input(input_tensor)
-  with _arch_scope(options.get('activation_fn')), \
+  with _arch_scope(options.get('activation_fn'), options.get('normalizer_fn')), \
       slim.arg_scope([slim.batch_norm], is_training=options.get('is_training', False)):
     return _build_base(input_tensor, plan, final_endpoint, options.get('use_explicit_padding', False))
 
@@ -135,9 +139,11 @@ def _base_network(input_tensor, depth_multiplier, conv_defs, finegrain_classific
 @slim.add_arg_scope
 def _mobilenet(input_tensor, num_classes, depth_multiplier, scope, conv_defs, finegrain_classification_mode,
                min_depth, divisible_by, activation_fn, is_training=False, reuse=None, prediction_fn=slim.softmax,
-               base_only=False, output_stride=None, final_endpoint=None, use_explicit_padding=False):
+               base_only=False, output_stride=None, final_endpoint=None, use_explicit_padding=False,
+               normalizer_fn=None):
   options = dict(activation_fn=activation_fn, is_training=is_training, output_stride=output_stride,
-                 final_endpoint=final_endpoint, use_explicit_padding=use_explicit_padding)
+                 final_endpoint=final_endpoint, use_explicit_padding=use_explicit_padding,
+                 normalizer_fn=normalizer_fn)
   with tf.variable_scope(scope, DEFAULT_SCOPE, [input_tensor], reuse=reuse):
     input_tensor = tf.identity(input_tensor, name='input')
     net, end_points = _base_network(input_tensor, depth_multiplier, conv_defs, finegrain_classification_mode,
@@ -201,7 +207,8 @@ def mobilenet(input_tensor, num_classes=1001, depth_multiplier=1.0, scope=DEFAUL
     min_depth, divisible_by: channel rounding (defaults 8 and 8).
     activation_fn: replaces ReLU6 in every conv.
     **kwargs: is_training (default False, or set by `training_scope`), reuse, prediction_fn, base_only,
-      output_stride (8/16/32), final_endpoint ('layer_N'), use_explicit_padding.
+      output_stride (8/16/32), final_endpoint ('layer_N'), use_explicit_padding, normalizer_fn (the batch
+      norm after every conv, default slim.batch_norm; e.g. `pipelines.distribution.sync_batch_norm`).
 
   Returns:
     logits: float32 [B, num_classes] (or pooled features [B, 1, 1, C] when num_classes is falsy).

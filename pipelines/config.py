@@ -130,6 +130,9 @@ class TrainConfig:
   clip_gradient_norm: float = 0.0  # 0 = no clipping
   summary_images: int = 3  # input images written to TensorBoard
   evaluate_every_checkpoint: bool = False  # train_and_evaluate: evaluate each new checkpoint
+  # Batch-norm moments all-reduced over the replicas of a synchronous strategy (global-batch statistics,
+  # DeepLab's recipe); checkpoint variables unchanged. No effect with one replica.
+  sync_batch_norm: bool = False
 
   def validate(self):
     _positive('batch_size', self.batch_size)
@@ -153,6 +156,25 @@ class EvalConfig:
       _positive('steps', self.steps)
 
 
+STRATEGIES = ('none', 'mirrored', 'multi_worker_mirrored', 'parameter_server')
+MIXED_PRECISIONS = ('float16', 'bfloat16')
+
+
+@dataclasses.dataclass(frozen=True)
+class DistributionConfig:
+  """Where training runs (see README "Training on several GPUs and machines", `pipelines.distribution`)."""
+  strategy: str = 'none'  # none | mirrored | multi_worker_mirrored | parameter_server
+  num_devices: int = 0  # mirrored: GPUs to use, 0 = every visible GPU
+  cpu_devices: int = 1  # mirrored without a GPU: N > 1 splits the host CPU into N logical devices
+
+  def validate(self):
+    _in('strategy', self.strategy, STRATEGIES)
+    if self.num_devices < 0:
+      raise ValueError('num_devices: must be >= 0 (0 = every visible GPU), got %r' % (self.num_devices,))
+    if self.cpu_devices < 1:
+      raise ValueError('cpu_devices: must be >= 1, got %r' % (self.cpu_devices,))
+
+
 @dataclasses.dataclass(frozen=True)
 class RuntimeConfig:
   seed: Optional[int] = None
@@ -162,8 +184,13 @@ class RuntimeConfig:
   save_summary_steps: int = 100
   intra_op_threads: int = 0  # 0 = TensorFlow's choice
   inter_op_threads: int = 0
+  distribution: DistributionConfig = dataclasses.field(default_factory=DistributionConfig)
+  mixed_precision: Optional[str] = None  # null | float16 (GPU, loss scaling) | bfloat16 (AVX512_BF16/AMX CPUs)
+  xla: bool = False  # XLA JIT for training and evaluation
 
   def validate(self):
+    if self.mixed_precision is not None:
+      _in('mixed_precision', self.mixed_precision, MIXED_PRECISIONS)
     for name in ('save_checkpoints_steps', 'keep_checkpoint_max', 'log_every_n_steps', 'save_summary_steps'):
       _positive(name, getattr(self, name))
 

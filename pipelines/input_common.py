@@ -1,7 +1,8 @@
 """What the three per-task input pipelines share: which split a mode reads, and reading it with the config.
 
 `split` maps an Estimator mode to (file pattern, batch size, is_training): TRAIN reads `data.train_files`
-with `train.batch_size`, every other mode `data.eval_files` with `eval.batch_size`. `read_records` runs
+with `train.batch_size` split over the replicas of `runtime.distribution` (the batch of one replica:
+under a strategy every replica pulls its own batch from the input_fn), every other mode `data.eval_files` with `eval.batch_size`. `read_records` runs
 `datasets.tfrecord.read_dataset` over that split with the `data.*` tuning settings and `runtime.seed`:
 training batches are full (static batch size) and repeat, evaluation reads the split once and keeps the
 last partial batch so every record is scored.
@@ -13,6 +14,7 @@ import tensorflow.compat.v1 as tf
 
 from datasets import decoders
 from datasets import tfrecord
+from pipelines import distribution
 
 TRAIN = tf.estimator.ModeKeys.TRAIN
 
@@ -25,8 +27,16 @@ def split(config, mode):
     mode: a `tf.estimator.ModeKeys` value ('train', 'eval', 'infer').
   """
   if mode == TRAIN:
-    return config.data.train_files, config.train.batch_size, True
+    return config.data.train_files, train_batch_per_replica(config), True
   return config.data.eval_files, config.eval.batch_size, False
+
+
+def train_batch_per_replica(config):
+  """`train.batch_size` (the global batch of one step) / the replicas in sync; ValueError naming the key if
+  it does not divide. parameter_server: every worker steps on a whole `train.batch_size`."""
+  dist = config.runtime.distribution
+  replicas = distribution.replicas_in_sync(dist.strategy, dist.num_devices, dist.cpu_devices)
+  return distribution.per_replica_batch_size(config.train.batch_size, replicas)
 
 
 def read_records(config, mode, decode_fn, map_fn, batch_size=None, repeat=None):

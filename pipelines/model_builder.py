@@ -18,6 +18,10 @@ anchors can read strides and channels from it.
 weight decay, init and batch-norm decay, and batch norm in training mode only when `train.freeze_batch_norm`
 (null = DeepLab's rule for segmentation: frozen below 12 images per step) allows it.
 
+`normalizer_fn` is the one batch-norm hook: with `train.sync_batch_norm` the backbone (`mobilenet_base`'s
+`normalizer_fn`) and every head conv scope (`heads.scopes.conv_bn_scope`, set through `arg_scope`) use
+`pipelines.distribution.sync_batch_norm` (global-batch moments across replicas, slim's variables).
+
 Not here: the heads (`heads/`), losses, anything about devices or precision (`pipelines.runner`).
 """
 import collections
@@ -27,8 +31,10 @@ import re
 import tensorflow.compat.v1 as tf
 import tf_slim as slim
 
+from heads import scopes as head_scopes
 from nets import mobilenet_spec
 from nets import mobilenet_v2
+from pipelines import distribution
 
 CLASSIFICATION_SCOPE = mobilenet_v2.DEFAULT_SCOPE
 DETECTION_SCOPE = 'FeatureExtractor/' + mobilenet_v2.DEFAULT_SCOPE  # = heads.ssdlite.FEATURE_EXTRACTOR_SCOPE
@@ -96,8 +102,15 @@ def arg_scope(config, is_training):
   scope = mobilenet_v2.training_scope(is_training=batch_norm_training(config, is_training),
                                       weight_decay=model.weight_decay, stddev=model.init_stddev,
                                       dropout_keep_prob=keep_prob, bn_decay=model.bn_decay)
-  with slim.arg_scope(scope), slim.arg_scope([slim.dropout], is_training=is_training) as combined:
+  with slim.arg_scope(scope), slim.arg_scope([slim.dropout], is_training=is_training), \
+      slim.arg_scope([head_scopes.conv_bn_scope], normalizer_fn=normalizer_fn(config)) as combined:
     return combined
+
+
+def normalizer_fn(config):
+  """The batch norm of backbone and heads: `distribution.sync_batch_norm` with `train.sync_batch_norm`, else
+  None (= slim.batch_norm). sync_batch_norm is slim.batch_norm outside a multi-replica training step."""
+  return distribution.sync_batch_norm if config.train.sync_batch_norm else None
 
 
 def _layer_number(endpoint):
@@ -129,7 +142,8 @@ def backbone(config, images, endpoints, reuse=None):
     _, end_points = mobilenet_v2.mobilenet_base(
         images, depth_multiplier=opts.depth_multiplier, output_stride=opts.output_stride, min_depth=opts.min_depth,
         divisible_by=opts.divisible_by, finegrain_classification_mode=opts.finegrain_classification_mode,
-        use_explicit_padding=opts.use_explicit_padding, final_endpoint=final, scope=scope)
+        use_explicit_padding=opts.use_explicit_padding, final_endpoint=final, scope=scope,
+        normalizer_fn=normalizer_fn(config))
   return end_points, scope
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from pipelines import config as config_schema
+from pipelines import distribution
 from pipelines import skeleton
 
 LOG = logging.getLogger('mnv2')
@@ -39,9 +40,34 @@ def session_config(config):
                         inter_op_parallelism_threads=runtime.inter_op_threads, allow_soft_placement=True)
 
 
+def make_distribution(config):
+  """`distribution.Distribution` of `runtime.distribution` (reads TF_CONFIG); ValueError naming the key."""
+  dist = config.runtime.distribution
+  return distribution.make_distribution(dist.strategy, dist.num_devices, dist.cpu_devices)
+
+
+def distribution_run_config(config, placement=None):
+  """RunConfig kwargs (train_distribute, eval_distribute, session_config) for `runtime`: the strategy's
+  placement, the mixed-precision rewrite and XLA on top of `session_config(config)`.
+
+  Call before the process creates its first session (XLA on CPU sets TF_XLA_FLAGS, read once).
+  """
+  runtime = config.runtime
+  placement = placement or make_distribution(config)
+  session = distribution.mixed_precision_session_config(runtime.mixed_precision, session_config(config))
+  session = distribution.xla_session_config(runtime.xla, session)
+  return placement.run_config_kwargs(session)
+
+
 def make_estimator(task, model_dir, **run_config_kwargs):
-  """tf.estimator.Estimator for `task` writing to `model_dir`."""
+  """tf.estimator.Estimator for `task` writing to `model_dir`.
+
+  Without explicit `train_distribute` / `session_config` kwargs, the config's `runtime.distribution`,
+  `runtime.mixed_precision` and `runtime.xla` decide them (`distribution_run_config`).
+  """
   runtime = task.config.runtime
+  if not {'train_distribute', 'session_config'} & set(run_config_kwargs):
+    run_config_kwargs = dict(distribution_run_config(task.config), **run_config_kwargs)
   run_config = tf.estimator.RunConfig(
       model_dir=model_dir, tf_random_seed=runtime.seed, save_checkpoints_steps=runtime.save_checkpoints_steps,
       keep_checkpoint_max=runtime.keep_checkpoint_max, save_summary_steps=runtime.save_summary_steps,
@@ -59,35 +85,66 @@ def load_config(path, overrides=(), mode=None):
   return config
 
 
+def _is_chief(placement):
+  """The process that writes config.yaml (and, in the Estimator, checkpoints and summaries)."""
+  if placement.task_type is None:
+    return True
+  if placement.task_type in ('chief', 'master'):
+    return True
+  cluster = distribution.read_tf_config().get('cluster') or {}
+  # A worker-only multi_worker_mirrored cluster: worker 0 is the chief.
+  return placement.task_type == 'worker' and placement.task_index == 0 and not (
+      cluster.get('chief') or cluster.get('master'))
+
+
 def train(config, model_dir, evaluate=False, allow_config_change=False):
   """Trains to `train.steps` (resuming from model_dir); with `evaluate`, evaluates each new checkpoint.
 
-  A model_dir whose saved config.yaml differs in a key that changes the graph is refused (see
-  `check_saved_config`) unless `allow_config_change`; a changed config.yaml is replaced only once the run
-  has succeeded.
+  Under TF_CONFIG (multi_worker_mirrored, parameter_server) the process runs its task's role through
+  `train_and_evaluate` with or without `evaluate`: chief and workers train, a `ps` task serves variables
+  (forever), an `evaluator` task evaluates each new checkpoint until `train.steps`. Only the chief writes
+  `config.yaml`. A model_dir whose saved config.yaml differs in a key that changes the graph is refused
+  (see `check_saved_config`) unless `allow_config_change`; a changed config.yaml is replaced only once the
+  run has succeeded.
   """
+  placement = make_distribution(config)
+  per_replica = distribution.per_replica_batch_size(config.train.batch_size, placement.num_replicas)
+  if placement.task_type == 'evaluator':
+    # The evaluator role: `evaluate --continuous` (what train_and_evaluate's evaluator does, plus
+    # eval/metrics.json after each checkpoint); it stops after the checkpoint at train.steps.
+    config_schema.check_files(config, 'eval')
+    return _run_evaluator(config, model_dir)  # (`evaluate` is this function's flag)
+  if placement.task_type in (None, 'chief', 'master', 'worker'):
+    LOG.info('training: strategy %s, %d replica(s) x %d per replica = batch %d per step%s%s',
+             placement.strategy, placement.num_replicas, per_replica, config.train.batch_size,
+             ' (asynchronous, per worker)' if placement.strategy == 'parameter_server' else '',
+             '' if placement.task_type is None else ' [%s:%s]' % (placement.task_type, placement.task_index))
   tf.gfile.MakeDirs(model_dir)
-  save_config = check_saved_config(config, model_dir, allow_config_change)
-  result = _train(config, model_dir, evaluate)
+  save_config = lambda: None
+  if _is_chief(placement):
+    save_config = check_saved_config(config, model_dir, allow_config_change)
+  result = _train(config, model_dir, evaluate, placement)
   save_config()
   return result
 
 
-def _train(config, model_dir, with_eval):
+def _train(config, model_dir, with_eval, placement):
   task = make_task(config)
-  estimator = make_estimator(task, model_dir)
-  if not (with_eval or config.train.evaluate_every_checkpoint):
+  estimator = make_estimator(task, model_dir, **distribution_run_config(config, placement))
+  if placement.task_type is None and not (with_eval or config.train.evaluate_every_checkpoint):
     estimator.train(task.input_fn(tf.estimator.ModeKeys.TRAIN), max_steps=config.train.steps)
     return None
-  if len(task.eval_input_fns()) > 1:
+  eval_inputs = task.eval_input_fns()
+  if placement.task_type is None and len(eval_inputs) > 1:
     # train_and_evaluate takes one eval input; a multitask model evaluates each member on its own split.
     estimator.train(task.input_fn(tf.estimator.ModeKeys.TRAIN), max_steps=config.train.steps)
     return evaluate(config, model_dir)
   train_spec = tf.estimator.TrainSpec(task.input_fn(tf.estimator.ModeKeys.TRAIN), max_steps=config.train.steps)
-  eval_spec = tf.estimator.EvalSpec(task.input_fn(tf.estimator.ModeKeys.EVAL), steps=config.eval.steps,
-                                    throttle_secs=0, start_delay_secs=0)
+  # (In a cluster the evaluator task runs `evaluate`, which covers every eval input.)
+  eval_spec = tf.estimator.EvalSpec(eval_inputs[0][1], steps=config.eval.steps, throttle_secs=0,
+                                    start_delay_secs=0)
   result = tf.estimator.train_and_evaluate(estimator, train_spec, eval_spec)
-  metrics = result[0] if result else None
+  metrics = result[0] if isinstance(result, tuple) and result else None
   if metrics:
     write_metrics(metrics, os.path.join(estimator.eval_dir(), 'metrics.json'))
   return metrics
@@ -152,6 +209,11 @@ def _evaluate_all(task, estimator, config, checkpoint_path):
         key = '%s/%s' % (name, key)
       metrics[key] = value
   return metrics
+
+
+def _run_evaluator(config, model_dir):
+  """The evaluator task of a TF_CONFIG cluster: evaluates each new checkpoint until train.steps."""
+  return evaluate(config, model_dir, continuous=True)
 
 
 def _log_timeout(model_dir):

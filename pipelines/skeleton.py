@@ -14,6 +14,7 @@ import time
 
 import tensorflow.compat.v1 as tf
 
+from pipelines import distribution
 from pipelines import optimization
 from pipelines import warm_start as warm_start_lib
 
@@ -193,7 +194,9 @@ def _train_op(task, total_loss, model_dir):
   rate = optimization.learning_rate(config.train, config.train.batch_size, config.data.num_train_examples,
                                     global_step)
   tf.summary.scalar('learning_rate', rate)
-  opt = optimization.optimizer(config.train, rate)
+  # float16: dynamic loss scaling (the loss scale is a checkpointed variable); else unchanged.
+  opt = distribution.mixed_precision_optimizer(optimization.optimizer(config.train, rate),
+                                               config.runtime.mixed_precision)
   grads_and_vars = opt.compute_gradients(total_loss, var_list=tf.trainable_variables())
   if config.train.clip_gradient_norm > 0:
     grads, variables = zip(*grads_and_vars)
@@ -254,10 +257,19 @@ def make_model_fn(task, model_dir=None):
     if model_dir:  # resuming: the last checkpoint must restore into this graph
       check_checkpoint(tf.train.latest_checkpoint(model_dir), {v.op.name: v for v in tf.global_variables()})
     logged = dict(losses, total_loss=total, lr=rate)
+    # train.batch_size is the global batch of one step (all replicas), so examples/s counts every replica.
     hook = ProgressHook(logged, task.config.train.batch_size, task.config.runtime.log_every_n_steps)
     return tf.estimator.EstimatorSpec(mode, loss=total, train_op=train_op, training_hooks=[hook])
 
-  return model_fn
+  # Under a distribution strategy TF 2.x runs the model_fn through AutoGraph (call_for_each_replica), which
+  # would convert every slim layer of the backbone: minutes of graph building for nothing (graph-mode code).
+  # The wrapper keeps the signature the Estimator inspects.
+  unconverted = tf.autograph.experimental.do_not_convert(model_fn)
+
+  def estimator_model_fn(features, labels, mode, params=None, config=None):
+    return unconverted(features, labels, mode, params, config)
+
+  return estimator_model_fn
 
 
 def restore_path(task, model_dir):
