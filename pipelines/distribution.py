@@ -500,11 +500,11 @@ def _warn_once(message, *args):
 def cpu_flags(path='/proc/cpuinfo'):
   """The `flags` of the first CPU in /proc/cpuinfo (empty set when unreadable)."""
   try:
-    with open(path) as f:
+    with tf.io.gfile.GFile(path, 'r') as f:
       for line in f:
         if line.startswith('flags'):
           return set(line.split(':', 1)[1].split())
-  except (IOError, OSError):
+  except (IOError, OSError, tf.errors.OpError):
     pass
   return set()
 
