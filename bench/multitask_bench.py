@@ -3,7 +3,7 @@
 Builds, with random weights and in inference mode, the multitask model of `pipelines.multitask` (one
 MobileNetV2 backbone, the classifier, SSDLite and DeepLab heads: `build_outputs` on one image batch) and
 the three single-task models each task's own config builds, all at the same square input (default 320,
-the SSDLite size), in separate graphs and sessions of this process. It times batch-1 inference of the
+the SSDLite size), in separate graphs and sessions of this process, taking turns run by run. It times batch-1 inference of the
 network outputs (no decoding, NMS or mask resizing, which are the same in both setups) and prints the
 median milliseconds per image and the ratio combined / (sum of the three). Target: <= 0.5.
 
@@ -30,23 +30,34 @@ import numpy as np  # noqa: E402
 import tensorflow.compat.v1 as tf  # noqa: E402
 
 
-def _latency_ms(config, size, runs, warmup):
-  """Median ms of one batch-1 forward pass of `config`'s model (its outputs, flattened)."""
-  with tf.Graph().as_default() as graph:
-    images = tf.placeholder(tf.float32, [1, size, size, 3])
-    outputs = runner.make_task(config).build_outputs({'image': images}, False)
-    fetches = tf.nest.flatten(outputs)
-    with tf.Session(graph=graph) as sess:
-      sess.run(tf.global_variables_initializer())
-      feed = {images: np.random.RandomState(0).uniform(-1, 1, [1, size, size, 3])}
-      for _ in range(warmup):
-        sess.run(fetches, feed)
-      times = []
-      for _ in range(runs):
-        start = time.perf_counter()
-        sess.run(fetches, feed)
-        times.append((time.perf_counter() - start) * 1000.0)
-  return statistics.median(times)
+class _Model(object):
+  """`config`'s model in its own graph and session, random weights, fed one fixed image."""
+
+  def __init__(self, config, size):
+    self.graph = tf.Graph()
+    with self.graph.as_default():
+      images = tf.placeholder(tf.float32, [1, size, size, 3])
+      self.fetches = tf.nest.flatten(runner.make_task(config).build_outputs({'image': images}, False))
+      self.session = tf.Session(graph=self.graph)
+      self.session.run(tf.global_variables_initializer())
+    self.feed = {images: np.random.RandomState(0).uniform(-1, 1, [1, size, size, 3])}
+
+  def run_ms(self):
+    start = time.perf_counter()
+    self.session.run(self.fetches, self.feed)
+    return (time.perf_counter() - start) * 1000.0
+
+
+def _latencies_ms(models, runs, warmup):
+  """Median ms per model; the models take turns run by run, so a change of machine load hits all alike."""
+  for _ in range(warmup):
+    for model in models.values():
+      model.run_ms()
+  times = dict((name, []) for name in models)
+  for _ in range(runs):
+    for name, model in models.items():
+      times[name].append(model.run_ms())
+  return dict((name, statistics.median(values)) for name, values in times.items())
 
 
 def main(argv=None):
@@ -58,14 +69,14 @@ def main(argv=None):
   args = parser.parse_args(argv)
   runs, warmup = (5, 2) if args.quick else (30, 5)
   config = profile_models.multitask_config(args.depth_multiplier, args.image_size)
-  results = {'separate_ms': {}}
-  for name in config.multitask.members():
-    results['separate_ms'][name] = _latency_ms(config_schema.member_config(config, name), args.image_size, runs,
-                                               warmup)
-  results['multitask_ms'] = _latency_ms(config, args.image_size, runs, warmup)
+  models = dict((name, _Model(config_schema.member_config(config, name), args.image_size))
+                for name in config.multitask.members())
+  models['multitask'] = _Model(config, args.image_size)
+  latencies = _latencies_ms(models, runs, warmup)
+  results = {'multitask_ms': latencies.pop('multitask'), 'separate_ms': latencies}
   total = sum(results['separate_ms'].values())
   results['ratio'] = results['multitask_ms'] / total
-  print('TensorFlow %s, %dx%d, depth multiplier %.2f, batch 1, median of %d runs, load %s' % (
+  print("TensorFlow %s, %dx%d, depth multiplier %.2f, batch 1, median of %d runs (models taking turns), load %s" % (
       tf.__version__, args.image_size, args.image_size, args.depth_multiplier, runs, os.getloadavg()))
   for name, ms in results['separate_ms'].items():
     print('  %-16s %8.1f ms' % (name, ms))
