@@ -100,5 +100,5 @@ def random_images(shape, seed=0):
   """float32 images in [-1, 1] with some smooth structure (not pure noise)."""
   rng = np.random.RandomState(seed)
   base = rng.uniform(-1, 1, shape).astype(np.float32)
-  ramp = np.linspace(-1, 1, shape[2], dtype=np.float32)[None, None, :, None]
+  ramp = np.linspace(-1, 1, shape[-2], dtype=np.float32)[:, None]
   return np.clip(0.5 * base + 0.5 * ramp, -1, 1)
