@@ -48,22 +48,17 @@ def segmentation_build(num_classes=4, depth_multiplier=DEPTH, output_stride=16):
   return build
 
 
-def _randomize(session, variables, rng, ema_scale=None):
-  """Random BN statistics / affine parameters; other variables keep their random initial values."""
-  for var in variables:
-    name = var.op.name
-    shape = var.get_shape().as_list()
-    if name.endswith('moving_mean'):
-      value = rng.normal(0.0, 0.2, shape)
-    elif name.endswith('moving_variance'):
-      value = rng.uniform(0.3, 2.0, shape)
-    elif name.endswith('BatchNorm/gamma'):
-      value = rng.uniform(0.5, 1.5, shape)
-    elif name.endswith('BatchNorm/beta'):
-      value = rng.normal(0.0, 0.2, shape)
-    else:
-      continue
-    var.load(value.astype(np.float32), session)
+def _random_value(name, shape, rng):
+  """Random BN statistics / affine parameters; None for other variables (they keep their initial value)."""
+  if name.endswith('moving_mean'):
+    return rng.normal(0.0, 0.2, shape)
+  if name.endswith('moving_variance'):
+    return rng.uniform(0.3, 2.0, shape)
+  if name.endswith('BatchNorm/gamma'):
+    return rng.uniform(0.5, 1.5, shape)
+  if name.endswith('BatchNorm/beta'):
+    return rng.normal(0.0, 0.2, shape)
+  return None
 
 
 def save_random_checkpoint(build, input_shape, directory, seed=0, with_ema=False, overrides=None):
@@ -71,28 +66,42 @@ def save_random_checkpoint(build, input_shape, directory, seed=0, with_ema=False
 
   with_ema: also save `<name>/ExponentialMovingAverage` for every trainable variable, equal to 0.5 x
     the raw value (so a test can tell which one was restored).
-  overrides: dict variable name -> numpy value set last (e.g. a class-predictor bias).
+  overrides: dict variable name -> numpy value (or callable (rng, shape) -> value) set last (e.g. a
+    class-predictor bias).
+
+  The values are computed in numpy and written by one SaveV2 op: on TF 1.15 each new session-run
+  signature (or tf.train.ExponentialMovingAverage.apply) costs seconds on this graph.
   """
   rng = np.random.RandomState(seed)
+  if not os.path.isdir(str(directory)):
+    os.makedirs(str(directory))
   with tf.Graph().as_default():
     tf.set_random_seed(seed)
     build(tf.placeholder(tf.float32, input_shape))
     variables = tf.global_variables()
-    ema_vars = []
-    if with_ema:
-      ema = tf.train.ExponentialMovingAverage(0.99)
-      ema.apply(tf.trainable_variables())
-      ema_vars = [(v, ema.average(v)) for v in tf.trainable_variables()]
+    trainable = [v.op.name for v in tf.trainable_variables()]
     with tf.Session() as session:
-      session.run(tf.global_variables_initializer())
-      _randomize(session, variables, rng)
-      by_name = dict((v.op.name, v) for v in variables)
-      for name, value in (overrides or {}).items():
-        by_name[name].load(np.asarray(value, np.float32), session)
-      for var, shadow in ema_vars:
-        shadow.load(0.5 * session.run(var), session)
-      prefix = os.path.join(str(directory), 'model.ckpt')
-      tf.train.Saver(tf.global_variables()).save(session, prefix, write_meta_graph=False)
+      session.run(tf.variables_initializer(variables))
+      values = session.run(dict((v.op.name, v) for v in variables))
+  for name in sorted(values):
+    random = _random_value(name, list(values[name].shape), rng)
+    if random is not None:
+      values[name] = random
+  for name, value in (overrides or {}).items():
+    if name not in values:
+      raise KeyError('override of unknown variable %r' % (name,))
+    values[name] = value(rng, values[name].shape) if callable(value) else value
+  if with_ema:
+    for name in trainable:
+      values[name + '/ExponentialMovingAverage'] = 0.5 * np.asarray(values[name])
+  prefix = os.path.join(str(directory), 'model.ckpt')
+  names = sorted(values)
+  with tf.Graph().as_default():
+    save = tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names, shape_and_slices=[''] * len(names),
+                             tensors=[tf.constant(np.asarray(values[n], np.float32)) for n in names])
+    with tf.Session() as session:
+      session.run(save)
+  tf.train.update_checkpoint_state(str(directory), prefix)
   return prefix
 
 
