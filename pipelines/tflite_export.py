@@ -250,20 +250,23 @@ def _array_name(tensor_name):
 def _make_converter(frozen):
   """tf.compat.v1 TFLiteConverter on tensors when TF can import the graph, on array names otherwise."""
   names = list(frozen.outputs.values())
-  custom = any(n.op == DETECTION_POSTPROCESS_OP for n in frozen.graph_def.node)
-  if not custom:
+  if not _has_postprocess(frozen):
     graph = tf.Graph()
     with graph.as_default():
       tf.import_graph_def(frozen.graph_def, name='')
     inputs = [graph.get_tensor_by_name(frozen.input_name + ':0')]
     outputs = [graph.get_tensor_by_name(n) for n in names]
-    return tf.lite.TFLiteConverter(graph.as_graph_def(), inputs, outputs) if _is_tf1() else \
-        tf.compat.v1.lite.TFLiteConverter(graph.as_graph_def(), inputs, outputs)
-  cls = tf.lite.TFLiteConverter if _is_tf1() else tf.compat.v1.lite.TFLiteConverter
-  converter = cls(frozen.graph_def, None, None, input_arrays_with_shape=[(frozen.input_name, frozen.input_shape)],
-                  output_arrays=[_array_name(n) for n in names])
+    return tf.lite.TFLiteConverter(graph.as_graph_def(), inputs, outputs)
+  # TensorFlow cannot import the custom op: give the converter the GraphDef with array names and shapes.
+  converter = tf.lite.TFLiteConverter(
+      frozen.graph_def, None, None, input_arrays_with_shape=[(frozen.input_name, frozen.input_shape)],
+      output_arrays=[_array_name(n) for n in names])
   converter.allow_custom_ops = True
   return converter
+
+
+def _has_postprocess(frozen):
+  return any(n.op == DETECTION_POSTPROCESS_OP for n in frozen.graph_def.node)
 
 
 def _is_tf1():
@@ -306,6 +309,11 @@ def convert(frozen, quantize='none', representative_images=None):
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = tf.lite.RepresentativeDataset(representative_dataset(representative_images))
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    if _is_tf1() and _has_postprocess(frozen):
+      # TF 1.15's quantizer refuses any op it cannot quantize ("Quantization not yet supported for op:
+      # CUSTOM") unless float ops are allowed; the network still quantizes fully, only the post-processing
+      # op's inputs are dequantized (as TF 2.15 does by itself).
+      converter.target_spec.supported_ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
     converter.inference_input_type = tf.uint8
     float_outputs = [k for k in frozen.outputs if k == PROBABILITIES]
     converter.inference_output_type = tf.uint8 if float_outputs else tf.float32
@@ -356,14 +364,23 @@ def _quantization(detail):
   return {'scale': float(scale), 'zero_point': int(zero_point)}
 
 
+def _output_details(interpreter, frozen):
+  """The interpreter's output details in the order of `frozen.outputs` (matched by name, else position)."""
+  details = interpreter.get_output_details()
+  by_name = dict((d['name'], d) for d in details)
+  names = [_array_name(t) for t in frozen.outputs.values()]
+  if all(n in by_name for n in names):
+    return [by_name[n] for n in names]
+  return details
+
+
 def describe(model_content, frozen, task, quantize, extra=None):
   """The model.json dict: task, input (name, dtype, shape, value range, quantization) and outputs."""
   interpreter = tf.lite.Interpreter(model_content=model_content)
   interpreter.allocate_tensors()
   (inp,) = interpreter.get_input_details()
-  keys = list(frozen.outputs)
   outputs = []
-  for key, detail in zip(keys, interpreter.get_output_details()):
+  for key, detail in zip(frozen.outputs, _output_details(interpreter, frozen)):
     outputs.append({'key': key, 'name': detail['name'], 'dtype': np.dtype(detail['dtype']).name,
                     'shape': [int(d) for d in detail['shape']], 'quantization': _quantization(detail),
                     'meaning': _MEANINGS.get(key, '')})
@@ -469,8 +486,8 @@ class TFLiteModel(object):
       self.metadata = json.load(f)
     self.interpreter = make_interpreter(model_path=model_path, num_threads=num_threads)
     self._input = self.interpreter.get_input_details()[0]['index']
-    self._outputs = [(o['key'], d['index'], o.get('quantization'))
-                     for o, d in zip(self.metadata['outputs'], self.interpreter.get_output_details())]
+    by_name = dict((d['name'], d['index']) for d in self.interpreter.get_output_details())
+    self._outputs = [(o['key'], by_name[o['name']], o.get('quantization')) for o in self.metadata['outputs']]
 
   def run(self, model_input):
     """Runs on an already preprocessed [1, S, S, 3] input; dict key -> numpy (dequantized)."""

@@ -19,8 +19,8 @@ DEPTH = 0.35
 
 
 def classification_build(num_classes=5, depth_multiplier=DEPTH, use_explicit_padding=False):
-  def build(images):
-    with slim.arg_scope(mobilenet_v2.training_scope(is_training=False)):
+  def build(images, is_training=False):
+    with slim.arg_scope(mobilenet_v2.training_scope(is_training=is_training)):
       _, end_points = mobilenet_v2.mobilenet(images, num_classes=num_classes, depth_multiplier=depth_multiplier,
                                              use_explicit_padding=use_explicit_padding)
     return {'probabilities': end_points['Predictions']}
@@ -28,46 +28,82 @@ def classification_build(num_classes=5, depth_multiplier=DEPTH, use_explicit_pad
 
 
 def detection_build(num_classes=3, depth_multiplier=DEPTH):
-  def build(images):
-    with slim.arg_scope(mobilenet_v2.training_scope(is_training=False)):
-      maps = ssdlite.feature_maps(images, depth_multiplier=depth_multiplier, is_training=False)
-      out = ssdlite.box_predictor(maps, num_classes, anchors_lib.num_anchors_per_location(), is_training=False)
+  def build(images, is_training=False):
+    with slim.arg_scope(mobilenet_v2.training_scope(is_training=is_training)):
+      maps = ssdlite.feature_maps(images, depth_multiplier=depth_multiplier, is_training=is_training)
+      out = ssdlite.box_predictor(maps, num_classes, anchors_lib.num_anchors_per_location(),
+                                  is_training=is_training)
     return {ssdlite.BOX_ENCODINGS: out[ssdlite.BOX_ENCODINGS],
             ssdlite.CLASS_PREDICTIONS_WITH_BACKGROUND: out[ssdlite.CLASS_PREDICTIONS_WITH_BACKGROUND]}
   return build
 
 
-def segmentation_build(num_classes=4, depth_multiplier=DEPTH, output_stride=16):
-  def build(images):
-    with slim.arg_scope(mobilenet_v2.training_scope(is_training=False)):
+def segmentation_build(num_classes=4, depth_multiplier=DEPTH, output_stride=16, center_logits=False):
+  """center_logits: subtract each class's spatial mean from its logits. A random model's class offsets
+  dwarf its spatial variation (one class everywhere); centered, its class map has structure to compare."""
+  def build(images, is_training=False):
+    with slim.arg_scope(mobilenet_v2.training_scope(is_training=is_training)):
       features, end_points = deeplab.features(images, output_stride=output_stride,
-                                              depth_multiplier=depth_multiplier, is_training=False)
+                                              depth_multiplier=depth_multiplier, is_training=is_training)
       with slim.arg_scope([slim.batch_norm], epsilon=1e-5):
-        out = deeplab.aspp_head(features, num_classes, depth=32, is_training=False, end_points=end_points)
-    return {'logits': out[deeplab.LOGITS]}
+        out = deeplab.aspp_head(features, num_classes, depth=32, is_training=is_training,
+                                end_points=end_points)
+    logits = out[deeplab.LOGITS]
+    if center_logits:
+      logits -= tf.reduce_mean(logits, [1, 2], keepdims=True)
+    return {'logits': logits}
   return build
 
 
-def _random_value(name, shape, rng):
-  """Random BN statistics / affine parameters; None for other variables (they keep their initial value)."""
-  if name.endswith('moving_mean'):
-    return rng.normal(0.0, 0.2, shape)
-  if name.endswith('moving_variance'):
-    return rng.uniform(0.3, 2.0, shape)
-  if name.endswith('BatchNorm/gamma'):
-    return rng.uniform(0.5, 1.5, shape)
-  if name.endswith('BatchNorm/beta'):
-    return rng.normal(0.0, 0.2, shape)
-  return None
+def _batch_norm_statistics(graph):
+  """dict BN variable scope -> (batch mean, batch variance) tensors of the training-mode batch norms."""
+  stats = {}
+  for op in graph.get_operations():
+    if op.type in ('FusedBatchNorm', 'FusedBatchNormV3'):
+      # The scope of the gamma variable (op names may carry a re-entered name scope, variables do not).
+      source = op.inputs[1].op
+      while source.type in ('Identity', 'ReadVariableOp') and source.inputs:
+        source = source.inputs[0].op
+      stats[source.name.rsplit('/', 1)[0]] = (op.outputs[1], op.outputs[2])
+  return stats
 
 
-def save_random_checkpoint(build, input_shape, directory, seed=0, with_ema=False, overrides=None):
-  """Builds `build`, randomizes it, saves `<directory>/model.ckpt`; returns the prefix.
+def _randomize_batch_norms(values, stats, rng, jitter=1.0, residual_gain=1.0):
+  """Moving statistics near the real batch statistics (so activations stay alive and input-dependent)
+  but off by a random amount, and random gamma / beta: folding has non-trivial numbers to get right."""
+  matched = 0
+  for scope, (mean, variance) in sorted(stats.items()):
+    if scope + '/moving_mean' not in values:
+      continue
+    matched += 1
+    std = np.sqrt(variance + 1e-3)
+    values[scope + '/moving_mean'] = mean + rng.normal(0.0, 0.2 * jitter, mean.shape) * std
+    values[scope + '/moving_variance'] = variance * np.exp(rng.uniform(-0.5, 0.5, variance.shape) * jitter) + 1e-3
+    if scope + '/gamma' in values:
+      values[scope + '/gamma'] = np.exp(rng.uniform(-0.35, 0.35, mean.shape) * jitter) * (
+          residual_gain if scope.endswith('project/BatchNorm') else 1.0)
+    if scope + '/beta' in values:
+      values[scope + '/beta'] = rng.normal(0.0, 0.2 * jitter, mean.shape)
+  if matched != sum(1 for name in values if name.endswith('/moving_mean')):
+    raise AssertionError('batch statistics found for %d of the batch norms' % matched)
 
-  with_ema: also save `<name>/ExponentialMovingAverage` for every trainable variable, equal to 0.5 x
-    the raw value (so a test can tell which one was restored).
+
+def save_random_checkpoint(build, input_shape, directory, seed=0, with_ema=False, overrides=None, jitter=1.0,
+                           residual_gain=1.0):
+  """Builds `build` in training mode, randomizes it, saves `<directory>/model.ckpt`; returns the prefix.
+
+  Weights keep their random initial values; batch-norm moving statistics are set near the batch
+  statistics of 4 random images (randomly perturbed), gamma / beta random.
+  with_ema: also save `<name>/ExponentialMovingAverage` for every trainable variable: the raw value times
+    uniform(0.8, 1.2) noise (so a test can tell which one was restored, and the network stays alive).
   overrides: dict variable name -> numpy value (or callable (rng, shape) -> value) set last (e.g. a
     class-predictor bias).
+  jitter: scale of the batch-norm randomization (0 = the batch statistics, gamma 1, beta 0). Each layer's
+    random gain compounds through ~50 layers: quantization tests want it smaller than folding tests.
+  residual_gain: multiplies gamma of every `project` batch norm (the end of an inverted-residual branch).
+    Random batch-normalized networks are chaotic: they amplify any perturbation (float16 or int8 rounding)
+    layer after layer, unlike trained ones. Small residual branches (e.g. 0.2) keep the signal on the
+    identity shortcuts, making the random model about as quantization-friendly as a trained one.
 
   The values are computed in numpy and written by one SaveV2 op: on TF 1.15 each new session-run
   signature (or tf.train.ExponentialMovingAverage.apply) costs seconds on this graph.
@@ -75,25 +111,26 @@ def save_random_checkpoint(build, input_shape, directory, seed=0, with_ema=False
   rng = np.random.RandomState(seed)
   if not os.path.isdir(str(directory)):
     os.makedirs(str(directory))
-  with tf.Graph().as_default():
+  batch = [4] + list(input_shape[1:])
+  with tf.Graph().as_default() as graph:
     tf.set_random_seed(seed)
-    build(tf.placeholder(tf.float32, input_shape))
+    images = tf.placeholder(tf.float32, batch)
+    build(images, is_training=True)
     variables = tf.global_variables()
     trainable = [v.op.name for v in tf.trainable_variables()]
+    stats = _batch_norm_statistics(graph)
     with tf.Session() as session:
       session.run(tf.variables_initializer(variables))
-      values = session.run(dict((v.op.name, v) for v in variables))
-  for name in sorted(values):
-    random = _random_value(name, list(values[name].shape), rng)
-    if random is not None:
-      values[name] = random
+      values, stats = session.run((dict((v.op.name, v) for v in variables), stats),
+                                  {images: random_images(batch, seed=seed + 1000)})
+  _randomize_batch_norms(values, stats, rng, jitter, residual_gain)
   for name, value in (overrides or {}).items():
     if name not in values:
       raise KeyError('override of unknown variable %r' % (name,))
     values[name] = value(rng, values[name].shape) if callable(value) else value
   if with_ema:
     for name in trainable:
-      values[name + '/ExponentialMovingAverage'] = 0.5 * np.asarray(values[name])
+      values[name + '/ExponentialMovingAverage'] = np.asarray(values[name]) * rng.uniform(0.8, 1.2, values[name].shape)
   prefix = os.path.join(str(directory), 'model.ckpt')
   names = sorted(values)
   with tf.Graph().as_default():
@@ -111,3 +148,17 @@ def random_images(shape, seed=0):
   base = rng.uniform(-1, 1, shape).astype(np.float32)
   ramp = np.linspace(-1, 1, shape[-2], dtype=np.float32)[:, None]
   return np.clip(0.5 * base + 0.5 * ramp, -1, 1)
+
+
+def replace_constant(frozen, name, value):
+  """A copy of a FrozenGraph whose Const node `name` holds `value` (e.g. rebalanced logit biases)."""
+  graph_def = tf.GraphDef()
+  graph_def.CopyFrom(frozen.graph_def)
+  (node,) = [n for n in graph_def.node if n.name == name and n.op == 'Const']
+  node.attr['value'].tensor.CopyFrom(tf.make_tensor_proto(np.asarray(value, np.float32)))
+  return frozen._replace(graph_def=graph_def)
+
+
+def constant_value(frozen, name):
+  (node,) = [n for n in frozen.graph_def.node if n.name == name and n.op == 'Const']
+  return tf.make_ndarray(node.attr['value'].tensor)
