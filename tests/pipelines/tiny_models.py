@@ -55,6 +55,19 @@ def segmentation_build(num_classes=4, depth_multiplier=DEPTH, output_stride=16, 
   return build
 
 
+def _initial_value(name, shape, rng):
+  """float32 initial value of a model variable, from numpy (identical on both stacks for one seed)."""
+  leaf = name.rsplit('/', 1)[-1]
+  if leaf in ('weights', 'depthwise_weights', 'pointwise_weights'):
+    fan_in = int(np.prod(shape[:2])) * (1 if leaf == 'depthwise_weights' else shape[2])
+    return (np.clip(rng.normal(0.0, 1.0, shape), -2, 2) / np.sqrt(fan_in)).astype(np.float32)
+  if leaf in ('gamma', 'moving_variance'):
+    return np.ones(shape, np.float32)
+  if leaf in ('biases', 'beta', 'moving_mean'):
+    return np.zeros(shape, np.float32)
+  raise ValueError('no initial value rule for variable %r' % (name,))
+
+
 def _batch_norm_statistics(graph):
   """dict BN variable scope -> (batch mean, batch variance) tensors of the training-mode batch norms."""
   stats = {}
@@ -92,8 +105,9 @@ def save_random_checkpoint(build, input_shape, directory, seed=0, with_ema=False
                            residual_gain=1.0):
   """Builds `build` in training mode, randomizes it, saves `<directory>/model.ckpt`; returns the prefix.
 
-  Weights keep their random initial values; batch-norm moving statistics are set near the batch
-  statistics of 4 random images (randomly perturbed), gamma / beta random.
+  Conv weights are numpy truncated normals (std 1 / sqrt(fan-in)), so both TensorFlow stacks get the
+  same model from the same seed; batch-norm moving statistics are set near the batch statistics of 4
+  random images (randomly perturbed), gamma / beta random.
   with_ema: also save `<name>/ExponentialMovingAverage` for every trainable variable: the raw value times
     uniform(0.8, 1.2) noise (so a test can tell which one was restored, and the network stays alive).
   overrides: dict variable name -> numpy value (or callable (rng, shape) -> value) set last (e.g. a
@@ -102,8 +116,8 @@ def save_random_checkpoint(build, input_shape, directory, seed=0, with_ema=False
     random gain compounds through ~50 layers: quantization tests want it smaller than folding tests.
   residual_gain: multiplies gamma of every `project` batch norm (the end of an inverted-residual branch).
     Random batch-normalized networks are chaotic: they amplify any perturbation (float16 or int8 rounding)
-    layer after layer, unlike trained ones. Small residual branches (e.g. 0.2) keep the signal on the
-    identity shortcuts, making the random model about as quantization-friendly as a trained one.
+    layer after layer, unlike trained ones. Smaller residual branches keep more of the signal on the
+    identity shortcuts: 0.5 is less chaotic yet input-dependent (0.2 makes the output almost constant).
 
   The values are computed in numpy and written by one SaveV2 op: on TF 1.15 each new session-run
   signature (or tf.train.ExponentialMovingAverage.apply) costs seconds on this graph.
@@ -119,10 +133,10 @@ def save_random_checkpoint(build, input_shape, directory, seed=0, with_ema=False
     variables = tf.global_variables()
     trainable = [v.op.name for v in tf.trainable_variables()]
     stats = _batch_norm_statistics(graph)
+    values = dict((v.op.name, _initial_value(v.op.name, v.get_shape().as_list(), rng)) for v in variables)
     with tf.Session() as session:
-      session.run(tf.variables_initializer(variables))
-      values, stats = session.run((dict((v.op.name, v) for v in variables), stats),
-                                  {images: random_images(batch, seed=seed + 1000)})
+      session.run(tf.variables_initializer(variables), dict((v.initial_value, values[v.op.name]) for v in variables))
+      stats = session.run(stats, {images: random_images(batch, seed=seed + 1000)})
   _randomize_batch_norms(values, stats, rng, jitter, residual_gain)
   for name, value in (overrides or {}).items():
     if name not in values:
