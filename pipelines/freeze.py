@@ -157,7 +157,8 @@ def _input_name(name):
   return name, 0
 
 
-def _const_node(name, value, dtype=None):
+def const_node(name, value, dtype=None):
+  """A Const NodeDef holding numpy `value` (cast to `dtype` if given)."""
   node = tf.NodeDef()
   node.name = name
   node.op = 'Const'
@@ -255,10 +256,10 @@ def _fold_into_conv(graph, bn, scale, offset):
   if bias is not None:
     offset = offset + bias.astype(np.float64) * scale
   weights_name = graph.unique(src.name + '/folded_weights')
-  graph.nodes[weights_name] = _const_node(weights_name, folded, dtype)
+  graph.nodes[weights_name] = const_node(weights_name, folded, dtype)
   src.input[1] = weights_name
   bias_name = graph.unique(bn.name + '/folded_bias')
-  graph.nodes[bias_name] = _const_node(bias_name, offset, dtype)
+  graph.nodes[bias_name] = const_node(bias_name, offset, dtype)
   _rewrite_as_bias_add(bn, bias_input.name, bias_name, dtype)
   return True
 
@@ -314,8 +315,8 @@ def fold_batch_norms(graph_def, protected=()):
     mul.name, mul.op = mul_name, 'Mul'
     mul.input.extend([node.input[0], scale_name])
     mul.attr['T'].type = tf.as_dtype(dtype).as_datatype_enum
-    graph.nodes[scale_name] = _const_node(scale_name, scale, dtype)
-    graph.nodes[bias_name] = _const_node(bias_name, offset, dtype)
+    graph.nodes[scale_name] = const_node(scale_name, scale, dtype)
+    graph.nodes[bias_name] = const_node(bias_name, offset, dtype)
     graph.nodes[mul_name] = mul
     _rewrite_as_bias_add(node, mul_name, bias_name, dtype)
   del result.node[:]

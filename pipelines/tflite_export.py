@@ -33,7 +33,6 @@ and converted with `allow_custom_ops`, on both stacks.
 import collections
 import contextlib
 import json
-import logging
 import os
 import shutil
 import sys
@@ -44,7 +43,6 @@ import tensorflow.compat.v1 as tf
 
 from pipelines import freeze as freeze_lib
 
-LOG = logging.getLogger('mnv2')
 QUANTIZE_MODES = ('none', 'float16', 'int8')
 MODEL_NAME = 'model.tflite'
 METADATA_NAME = 'model.json'
@@ -204,7 +202,7 @@ def add_detection_postprocess(raw, anchors, num_classes, max_detections=10, dete
   if scores_shape and scores_shape[2] != num_classes + 1:
     raise ValueError('scores have %d columns, expected num_classes + 1 = %d' % (scores_shape[2], num_classes + 1))
   anchors_name = name + '/anchors'
-  graph_def.node.extend([freeze_lib._const_node(anchors_name, anchors)])  # pylint: disable=protected-access
+  graph_def.node.extend([freeze_lib.const_node(anchors_name, anchors)])
   graph_def.node.extend([_postprocess_node(
       name, [boxes_name.split(':')[0], scores_name.split(':')[0], anchors_name], num_classes, max_detections,
       max_classes_per_detection, detections_per_class, use_regular_nms, score_threshold, iou_threshold,
