@@ -184,3 +184,46 @@ def test_segmentation(tmp_path, records):
   agreement = np.mean([(s['mask'] == t['mask']).mean() for s, t in zip(saved, tflite_task.predict(int8, images))])
   print('segmentation int8 pixel agreement', agreement)
   assert agreement >= 0.9
+
+
+MULTITASK = """
+task: multitask
+classification: {image_size: 48, num_classes: 5}
+detection: {image_size: 64, num_classes: 7, max_objects: 10, max_detections: 20}
+segmentation: {num_classes: 5, crop_size: 49, eval_crop_size: 64}
+multitask:
+  classification:
+    data: {train_files: '%(r)s/classification/train-*', eval_files: '%(r)s/classification/val-*',
+           labels_file: '%(r)s/classification/labels.txt', shuffle_buffer: 8, num_parallel_reads: 1}
+    batch_size: 2
+  detection:
+    data: {train_files: '%(r)s/detection/train-*', eval_files: '%(r)s/detection/val-*',
+           labels_file: '%(r)s/detection/label_map.pbtxt', shuffle_buffer: 8, num_parallel_reads: 1}
+    batch_size: 2
+  segmentation:
+    data: {train_files: '%(r)s/segmentation/train-*', eval_files: '%(r)s/segmentation/val-*',
+           labels_file: '%(r)s/segmentation/labels.txt', shuffle_buffer: 8, num_parallel_reads: 1}
+    batch_size: 2
+"""
+
+
+def test_multitask_one_model(tmp_path, records):
+  records_dir, images = records
+  CONFIGS['multitask'] = MULTITASK
+  path, config, model_dir = _trained(tmp_path, records_dir, 'multitask')
+  saved = predict.predict_saved_model(runner.export(config, model_dir), images)
+  model_path = _export(path, model_dir, str(tmp_path / 'f32'))
+  with open(str(tmp_path / 'f32' / 'model.json')) as f:
+    meta = json.load(f)
+  assert sorted(meta['members']) == ['classification', 'detection', 'segmentation']
+  keys = [o['key'] for o in meta['outputs']]
+  assert 'detection/num_detections' in keys and 'classification/probabilities' in keys, keys
+  lite = tflite_task.predict(model_path, images)
+  for s, t in zip(saved, lite):
+    assert np.abs(s['classification/probabilities'] - t['classification/probabilities']).max() < 1e-4
+    assert (s['segmentation/mask'] == t['segmentation/mask']).mean() >= 0.999
+    member = lambda p: dict((k.split('/', 1)[1], v) for k, v in p.items() if k.startswith('detection/'))
+    assert not _matched(member(s), member(t), 10, 0.99, 1e-3)
+  got = _cli_predict(tmp_path, images, '--tflite', model_path, 'lite')
+  assert sorted(k for k in got[0] if k in ('classification', 'detection', 'segmentation')) == [
+      'classification', 'detection', 'segmentation'] and os.path.isfile(got[0]['output'])
