@@ -36,9 +36,9 @@ from pipelines import tflite_export as te  # noqa: E402
 from pipelines import tflite_task  # noqa: E402
 
 CONFIGS = {
-    'classification': 'task: classification\nclassification: {image_size: 224, num_classes: 1001}\n',
-    'detection': 'task: detection\ndetection: {image_size: 320, num_classes: 90}\n',
-    'segmentation': ('task: segmentation\nsegmentation: {num_classes: 21, output_stride: 16, crop_size: 513, '
+    'classification': 'task: classification\ntrain: {steps: 1, learning_rate: {schedule: constant}}\nclassification: {image_size: 224, num_classes: 1001}\n',
+    'detection': 'task: detection\ntrain: {steps: 1, learning_rate: {schedule: constant}}\ndetection: {image_size: 320, num_classes: 90}\n',
+    'segmentation': ('task: segmentation\ntrain: {steps: 1, learning_rate: {schedule: constant}}\nsegmentation: {num_classes: 21, output_stride: 16, crop_size: 513, '
                      'eval_crop_size: 513}\n'),
 }
 
