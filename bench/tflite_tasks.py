@@ -72,6 +72,8 @@ def _median_ms(fn, runs, warmup=3):
 
 
 def _tf_ms(graph_def, input_name, outputs, image, runs):
+  # Only the subgraph TF can run (detection: without the TFLite-only post-processing op).
+  graph_def = tf.graph_util.extract_sub_graph(graph_def, [o.split(':')[0] for o in outputs])
   with tf.Graph().as_default() as graph:
     tf.import_graph_def(graph_def, name='')
     tensors = [graph.get_tensor_by_name(n) for n in outputs]
