@@ -70,12 +70,23 @@ def _add_export(parser):
   _add_run_args(parser)
   parser.add_argument('--export-dir', help='base directory (default: MODEL_DIR/export); a timestamped dir is made')
   parser.add_argument('--checkpoint', help='checkpoint to export (default: latest in --model-dir)')
+  parser.add_argument('--format', choices=('saved_model', 'tflite'), default='saved_model',
+                      help='saved_model (default) or tflite (model.tflite + model.json + labels)')
+  parser.add_argument('--quantize', choices=('none', 'float16', 'int8'), default='none',
+                      help='tflite: none (float32), float16 weights, or int8 full-integer (calibrated)')
+  parser.add_argument('--calibration-images', type=int, default=100, metavar='N',
+                      help='tflite int8: eval images to calibrate on (default 100)')
 
 
 def _run_export(args):
   from pipelines import runner  # pylint: disable=g-import-not-at-top
   config = runner.load_config(args.config, args.set)
   _quiet_tf()
+  if args.format == 'tflite':
+    from pipelines import tflite_task  # pylint: disable=g-import-not-at-top
+    print(tflite_task.export(config, args.model_dir, args.export_dir, args.checkpoint, args.quantize,
+                             args.calibration_images))
+    return 0
   print(runner.export(config, args.model_dir, args.export_dir, args.checkpoint))
   return 0
 
@@ -83,6 +94,7 @@ def _run_export(args):
 def _add_predict(parser):
   parser.add_argument('images', nargs='+', help='image files (JPEG/PNG)')
   parser.add_argument('--saved-model', help='exported SavedModel directory')
+  parser.add_argument('--tflite', help='exported model.tflite (model.json and config.yaml beside it)')
   parser.add_argument('--config', help='YAML config (with --model-dir: predict from a checkpoint)')
   parser.add_argument('--model-dir', help='model directory holding checkpoints')
   parser.add_argument('--checkpoint', help='checkpoint (default: latest in --model-dir)')
@@ -100,13 +112,17 @@ def _run_predict(args):
   if args.saved_model:
     _quiet_tf()
     results = predict.predict_saved_model(args.saved_model, args.images)
+  elif args.tflite:
+    from pipelines import tflite_task  # pylint: disable=g-import-not-at-top
+    _quiet_tf()
+    results = tflite_task.predict(args.tflite, args.images)
   elif args.config and args.model_dir:
     from pipelines import runner  # pylint: disable=g-import-not-at-top
     config = runner.load_config(args.config, args.set)
     _quiet_tf()
     results = predict.predict_checkpoint(config, args.model_dir, args.images, args.checkpoint)
   else:
-    raise ValueError('predict needs --saved-model DIR, or --config FILE and --model-dir DIR')
+    raise ValueError('predict needs --saved-model DIR, --tflite FILE, or --config FILE and --model-dir DIR')
   described = [render.describe(path, result, render.output_path(args.output, path, len(args.images)),
                                args.min_score)
                for path, result in zip(args.images, results)]
@@ -213,7 +229,7 @@ def _run_demo(args):
 _COMMANDS = {
     'train': ('train a model (resumes from the last checkpoint in --model-dir)', _add_train, _run_train),
     'eval': ('evaluate checkpoints; writes MODEL_DIR/eval/metrics.json', _add_eval, _run_eval),
-    'export': ('export a SavedModel', _add_export, _run_export),
+    'export': ('export a SavedModel, or a TFLite model (--format tflite)', _add_export, _run_export),
     'predict': ('predict on image files from a SavedModel or a checkpoint', _add_predict, _run_predict),
     'profile': ('parameters and multiply-adds per layer type', _add_profile, _run_profile),
     'convert': ('convert a raw dataset to sharded TFRecords', _add_convert, _run_convert),

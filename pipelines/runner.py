@@ -221,14 +221,20 @@ def _log_timeout(model_dir):
   return True
 
 
-def export(config, model_dir, export_dir=None, checkpoint_path=None):
-  """Exports a SavedModel (serving signatures of the task); returns its directory."""
+def export(config, model_dir, export_dir=None, checkpoint_path=None, fold_batch_norm=True):
+  """Exports a SavedModel (serving signatures of the task, batch norm folded); returns its directory.
+
+  See `pipelines.saved_model_export` for the signatures; `fold_batch_norm=False` keeps the Estimator export.
+  """
   task = make_task(config)
-  estimator = make_estimator(task, model_dir)
   base = export_dir or os.path.join(model_dir, 'export')
   task.restore_checkpoint = checkpoint_path or tf.train.latest_checkpoint(model_dir)
   if not task.restore_checkpoint:
     raise ValueError('no checkpoint in %r to export (train first, or pass --checkpoint)' % model_dir)
+  if fold_batch_norm:
+    from pipelines import saved_model_export  # pylint: disable=g-import-not-at-top
+    return saved_model_export.export(task, base, task.restore_checkpoint)
+  estimator = make_estimator(task, model_dir)
   before = set(tf.io.gfile.listdir(base)) if tf.io.gfile.isdir(base) else set()
   try:
     path = estimator.export_saved_model(base, task.serving_input_receiver_fn(), checkpoint_path=checkpoint_path)

@@ -1,0 +1,154 @@
+"""SavedModel export with batch norm folded, and the signatures existing clients call.
+
+The network is frozen with the moving-average weights and its batch norms folded into the convs
+(`pipelines.freeze`, as for TFLite), then imported ONCE into a serving graph written with
+`tf.saved_model.builder` and explicit signatures. Every signature feeds that one copy of the model through
+`placeholder_with_default` links, so the weights are stored once:
+
+  uint8 images --encode_png--> encoded bytes --task.features_from_bytes--> float images --> model
+
+  serving_default            encoded_image string [B] -> the task's predictions (as before: what
+                             `mnv2 predict --saved-model` and `pipelines.render` read)
+  classification
+    float_images:serving_default   images float32 [B, S, S, 3] in [-1, 1] -> the same predictions
+    image_tensor                   inputs uint8 [B, H, W, 3] -> the same predictions (TF-Slim clients)
+  detection
+    image_tensor             inputs uint8 [B, H, W, 3] -> the Object Detection API exporter's outputs:
+                             detection_boxes float32 [B, D, 4] normalized ymin, xmin, ymax, xmax;
+                             detection_scores [B, D]; detection_classes float32 [B, D] (label-map ids);
+                             num_detections float32 [B]. Tensor names as the OD API's frozen graph:
+                             image_tensor:0, detection_boxes:0, ...
+  segmentation
+    ImageTensor              ImageTensor uint8 [1, H, W, 3] -> SemanticPredictions int32 [1, H, W] (DeepLab's
+                             exporter; tensor names ImageTensor:0 and SemanticPredictions:0)
+
+A uint8 image goes through PNG encoding (lossless) so it is preprocessed by exactly the serving code the
+encoded-bytes signature uses. Not here: TFLite (`pipelines.tflite_task`).
+"""
+import logging
+import os
+import time
+
+import tensorflow.compat.v1 as tf
+
+from pipelines import freeze as freeze_lib
+
+LOG = logging.getLogger('mnv2')
+SEP = '/'
+IMAGE_TENSOR_SIGNATURE = 'image_tensor'
+DEEPLAB_SIGNATURE = 'ImageTensor'
+
+
+def _escape(key):
+  # Output keys of a member may contain '/'; flattening joins levels with SEP, so keep levels distinct.
+  return key.replace(SEP, '|')
+
+
+def _flat_outputs(outputs):
+  def walk(value, path):
+    if isinstance(value, dict):
+      result = {}
+      for key, item in value.items():
+        result.update(walk(item, path + [_escape(str(key))]))
+      return result
+    return {SEP.join(path): value}
+  return walk(outputs, [])
+
+
+def _nested_outputs(flat):
+  nested = {}
+  for key, value in flat.items():
+    parts = key.split(SEP)
+    node = nested
+    for part in parts[:-1]:
+      node = node.setdefault(part.replace('|', SEP), {})
+    node[parts[-1].replace('|', SEP)] = value
+  return nested
+
+
+def _tensor_info(tensor):
+  return tf.saved_model.utils.build_tensor_info(tensor)
+
+
+def _signature(inputs, outputs):
+  return tf.saved_model.signature_def_utils.build_signature_def(
+      dict((k, _tensor_info(v)) for k, v in inputs.items()), dict((k, _tensor_info(v)) for k, v in outputs.items()),
+      tf.saved_model.signature_constants.PREDICT_METHOD_NAME)
+
+
+def _encode_png(images):
+  return tf.map_fn(tf.image.encode_png, images, dtype=tf.string, back_prop=False)
+
+
+def build_and_save(task, checkpoint_path, export_dir):
+  """Writes the folded SavedModel of `task` (see the module docstring) to `export_dir`."""
+  config = task.config
+  with tf.Graph().as_default():
+    # The float image size the model takes: what the task's serving preprocessing produces.
+    probe = task.features_from_bytes(tf.placeholder(tf.string, [None]))['image']
+    size = probe.get_shape().as_list()[1:3]
+
+  def build(images):
+    return _flat_outputs(task.build_outputs({'image': images}, False))
+
+  frozen = freeze_lib.freeze(build, checkpoint_path, [None] + size + [3])
+  LOG.info('saved model: %d batch norms folded', frozen.folded)
+  graph = tf.Graph()
+  with graph.as_default():
+    uint8 = tf.placeholder_with_default(tf.zeros([0, 1, 1, 3], tf.uint8), [None, None, None, 3],
+                                        name=_uint8_name(config))
+    encoded = tf.placeholder_with_default(_encode_png(uint8), [None], name='encoded_image')
+    features = task.features_from_bytes(encoded)
+    images = tf.placeholder_with_default(features['image'], [None] + size + [3], name='images')
+    names = list(frozen.outputs)
+    tensors = tf.import_graph_def(frozen.graph_def, input_map={frozen.input_name + ':0': images},
+                                  return_elements=[frozen.outputs[k] for k in names], name='model')
+    outputs = _nested_outputs(dict(zip(names, tensors)))
+    features = dict(features, image=images)
+    predictions = task.build_predictions(outputs, features)
+    signatures = {tf.saved_model.signature_constants.DEFAULT_SERVING_SIGNATURE_DEF_KEY:
+                  _signature({'encoded_image': encoded}, predictions)}
+    signatures.update(_client_signatures(task, config, uint8, images, outputs, features, predictions))
+    with tf.Session(graph=graph) as session:
+      builder = tf.saved_model.builder.SavedModelBuilder(export_dir)
+      builder.add_meta_graph_and_variables(session, [tf.saved_model.tag_constants.SERVING],
+                                           signature_def_map=signatures, strip_default_attrs=True,
+                                           main_op=tf.tables_initializer())
+      builder.save()
+  return export_dir
+
+
+def _uint8_name(config):
+  return {'detection': 'image_tensor', 'segmentation': 'ImageTensor'}.get(config.task, 'inputs')
+
+
+def _client_signatures(task, config, uint8, images, outputs, features, predictions):
+  if config.task == 'classification':
+    return {'float_images:serving_default': _signature({'images': images}, predictions),
+            IMAGE_TENSOR_SIGNATURE: _signature({'inputs': uint8}, predictions)}
+  if config.task == 'detection':
+    ones = tf.ones_like(features['original_height'])
+    od = task.postprocess(outputs, ones, ones)  # heights = widths = 1: normalized boxes
+    od_outputs = {
+        'detection_boxes': tf.identity(od['detection_boxes'], name='detection_boxes'),
+        'detection_scores': tf.identity(od['detection_scores'], name='detection_scores'),
+        'detection_classes': tf.cast(od['detection_classes'], tf.float32, name='detection_classes'),
+        'num_detections': tf.cast(od['num_detections'], tf.float32, name='num_detections'),
+    }
+    return {IMAGE_TENSOR_SIGNATURE: _signature({'inputs': uint8}, od_outputs)}
+  if config.task == 'segmentation':
+    semantic = tf.identity(predictions['mask'], name='SemanticPredictions')
+    return {DEEPLAB_SIGNATURE: _signature({'ImageTensor': uint8}, {'SemanticPredictions': semantic})}
+  return {IMAGE_TENSOR_SIGNATURE: _signature({'inputs': uint8}, predictions)}
+
+
+def export(task, base_dir, checkpoint_path):
+  """Folded SavedModel under `base_dir/<timestamp>` (as the Estimator's export); returns its path."""
+  path = os.path.join(base_dir, str(int(time.time())))
+  while tf.gfile.Exists(path):
+    time.sleep(1)
+    path = os.path.join(base_dir, str(int(time.time())))
+  tmp = os.path.join(base_dir, 'temp-' + os.path.basename(path))
+  build_and_save(task, checkpoint_path, tmp)
+  tf.gfile.Rename(tmp, path)
+  return path

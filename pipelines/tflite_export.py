@@ -1,0 +1,508 @@
+"""TFLite export of frozen MobileNetV2 graphs: classification, SSDLite detection, DeepLab segmentation.
+
+Pipeline: `*_graph` builds a model-specific inference graph with `pipelines.freeze.freeze` (EMA weights,
+batch norm folded into the convs) -> `convert` turns the frozen GraphDef into a .tflite flatbuffer with
+`tf.compat.v1.lite.TFLiteConverter` (the same class on TF 1.15 and TF 2.15) -> `export` writes
+`model.tflite` and `model.json` (input / output description, both written atomically) -> `TFLiteModel`
+runs it on a uint8 HxWx3 image.
+
+Signatures (S = image size, K = classes without background for detection):
+
+  classification  input [1, S, S, 3] -> probabilities float32 [1, num_classes]
+  detection       input [1, S, S, 3] -> detection_boxes float32 [1, N, 4] normalized ymin, xmin, ymax,
+                  xmax; detection_classes float32 [1, N] zero-based over the object classes (label id - 1);
+                  detection_scores float32 [1, N]; num_detections float32 [1] -- the Object Detection API's
+                  TFLite layout, from TFLite's built-in custom op `TFLite_Detection_PostProcess` fed by the
+                  box encodings [1, A, 4], the sigmoid scores [1, A, K + 1] (column 0 = background, which
+                  the op skips) and the anchors [A, 4] (ycenter, xcenter, h, w) as a constant.
+  segmentation    input [1, S, S, 3] -> class_map int32 [1, S, S] (logits resized bilinearly to the input
+                  size, corners aligned, then argmax inside the model).
+
+Input: float32 in [-1, 1] (the training preprocessing) for quantize `none` and `float16`; uint8 for
+`int8`, whose scale / zero point (the [-1, 1] range as calibrated) are in model.json, so a client
+quantizes the [-1, 1] image with them (`TFLiteModel` does). Quantize modes: `none` (float32), `float16`
+(weights stored as float16, computation in float32), `int8` (full-integer post-training quantization
+calibrated on representative images; uint8 input, uint8 classification probabilities, while the
+detection post-processing outputs and the segmentation class map stay float32 / int32). Not available:
+int8 detection on TF 1.15 (`convert` raises ValueError, see TF1_INT8_DETECTION_UNSUPPORTED).
+
+The detection post-processing op is inserted as a NodeDef of op `TFLite_Detection_PostProcess` into the
+frozen GraphDef (TensorFlow does not know the op, so the converter gets array names instead of tensors)
+and converted with `allow_custom_ops`, on both stacks.
+"""
+import collections
+import contextlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+
+import numpy as np
+import tensorflow.compat.v1 as tf
+
+from pipelines import freeze as freeze_lib
+
+QUANTIZE_MODES = ('none', 'float16', 'int8')
+MODEL_NAME = 'model.tflite'
+METADATA_NAME = 'model.json'
+METADATA_VERSION = 1
+INPUT_RANGE = (-1.0, 1.0)
+DETECTION_POSTPROCESS_OP = 'TFLite_Detection_PostProcess'
+DEFAULT_SCALE_FACTORS = (10.0, 10.0, 5.0, 5.0)
+# TF 1.15's post-training quantizer refuses the custom op with TFLITE_BUILTINS_INT8 only ("Quantization not
+# yet supported for op: CUSTOM"); with float fallback (+ TFLITE_BUILTINS) it converts, the op gets correct
+# dequantized inputs, but its outputs are never written (num_detections 0, garbage boxes), in TF 1.15's
+# and in TF 2.15's interpreter alike.
+TF1_INT8_DETECTION_UNSUPPORTED = ('quantize=int8 is not supported for detection (TFLite_Detection_PostProcess) '
+                                  'on TensorFlow 1.15; use TensorFlow 2.15, or quantize=float16 / none')
+
+CLASSIFICATION, DETECTION, SEGMENTATION = 'classification', 'detection', 'segmentation'
+PROBABILITIES = 'probabilities'
+BOX_ENCODINGS = 'box_encodings'
+CLASS_LOGITS = 'class_predictions_with_background'
+CLASS_SCORES = 'class_scores'
+DETECTION_BOXES = 'detection_boxes'
+DETECTION_CLASSES = 'detection_classes'
+DETECTION_SCORES = 'detection_scores'
+NUM_DETECTIONS = 'num_detections'
+LOGITS = 'logits'
+CLASS_MAP = 'class_map'
+
+_MEANINGS = {
+    PROBABILITIES: 'class probabilities (softmax), index = class id of the training labels',
+    DETECTION_BOXES: 'boxes [ymin, xmin, ymax, xmax] normalized to the input image, rows sorted by score',
+    DETECTION_CLASSES: 'zero-based object class per box (label id - 1; background excluded)',
+    DETECTION_SCORES: 'sigmoid score per box',
+    NUM_DETECTIONS: 'number of valid rows of the detection outputs',
+    CLASS_MAP: 'class id per pixel at the input resolution (argmax of bilinearly resized logits)',
+    BOX_ENCODINGS: 'raw box-coder offsets (ty, tx, th, tw) per anchor',
+    CLASS_SCORES: 'sigmoid scores per anchor, column 0 = background',
+}
+
+
+def _image_shape(image_size):
+  return [1, int(image_size), int(image_size), 3]
+
+
+# ------------------------------------------------------------------------------------------ graphs
+
+
+def classification_graph(build, checkpoint_path, image_size, use_moving_averages=True):
+  """Frozen classifier: input float32 [1, S, S, 3] in [-1, 1] -> `probabilities` [1, num_classes].
+
+  Args:
+    build: callable images -> dict with PROBABILITIES (or only LOGITS, then softmax is added), built in
+      inference mode.
+    checkpoint_path: checkpoint prefix or directory.
+    image_size: S.
+    use_moving_averages: restore the EMA shadow variables when the checkpoint has them.
+
+  Returns:
+    pipelines.freeze.FrozenGraph with the one output PROBABILITIES.
+  """
+  def graph(images):
+    outputs = build(images)
+    if PROBABILITIES in outputs:
+      return {PROBABILITIES: outputs[PROBABILITIES]}
+    return {PROBABILITIES: tf.nn.softmax(outputs[LOGITS])}
+  return freeze_lib.freeze(graph, checkpoint_path, _image_shape(image_size),
+                           use_moving_averages=use_moving_averages)
+
+
+def detection_raw_graph(build, checkpoint_path, image_size, score_converter='sigmoid', use_moving_averages=True):
+  """Frozen SSD network up to the post-processing: box encodings [1, A, 4] and scores [1, A, K + 1].
+
+  Args:
+    build: callable images -> dict with BOX_ENCODINGS [1, A, 4] and CLASS_LOGITS [1, A, K + 1]
+      (e.g. `heads.ssdlite.box_predictor`'s result), built in inference mode.
+    checkpoint_path, image_size, use_moving_averages: see `classification_graph`.
+    score_converter: 'sigmoid' (this library's SSDLite training default) or 'softmax'.
+
+  Returns:
+    FrozenGraph with outputs BOX_ENCODINGS and CLASS_SCORES (runs in TensorFlow: the TF reference).
+  """
+  if score_converter not in ('sigmoid', 'softmax'):
+    raise ValueError("score_converter must be 'sigmoid' or 'softmax', got %r" % (score_converter,))
+
+  def graph(images):
+    outputs = build(images)
+    logits = outputs[CLASS_LOGITS]
+    scores = tf.sigmoid(logits) if score_converter == 'sigmoid' else tf.nn.softmax(logits)
+    return collections.OrderedDict([(BOX_ENCODINGS, outputs[BOX_ENCODINGS]), (CLASS_SCORES, scores)])
+  return freeze_lib.freeze(graph, checkpoint_path, _image_shape(image_size),
+                           use_moving_averages=use_moving_averages)
+
+
+def anchors_center_size(anchors):
+  """float32 [A, 4] (ycenter, xcenter, height, width) from [A, 4] (ymin, xmin, ymax, xmax)."""
+  anchors = np.asarray(anchors, np.float64)
+  heights = anchors[:, 2] - anchors[:, 0]
+  widths = anchors[:, 3] - anchors[:, 1]
+  return np.stack([anchors[:, 0] + heights / 2, anchors[:, 1] + widths / 2, heights, widths], 1).astype(np.float32)
+
+
+def _postprocess_node(name, inputs, num_classes, max_detections, max_classes_per_detection, detections_per_class,
+                      use_regular_nms, score_threshold, iou_threshold, scale_factors):
+  node = tf.NodeDef()
+  node.name = name
+  node.op = DETECTION_POSTPROCESS_OP
+  node.input.extend(inputs)
+  ints = {'max_detections': max_detections, 'max_classes_per_detection': max_classes_per_detection,
+          'detections_per_class': detections_per_class, 'num_classes': num_classes}
+  floats = {'nms_score_threshold': score_threshold, 'nms_iou_threshold': iou_threshold,
+            'y_scale': scale_factors[0], 'x_scale': scale_factors[1], 'h_scale': scale_factors[2],
+            'w_scale': scale_factors[3]}
+  for key, value in ints.items():
+    node.attr[key].i = int(value)
+  for key, value in floats.items():
+    node.attr[key].f = float(value)
+  node.attr['use_regular_nms'].b = bool(use_regular_nms)
+  # As the OD API's TF1 exporter: outputs stay float even in a quantized model.
+  node.attr['_output_quantized'].b = True
+  node.attr['_support_output_type_float_in_quantized_op'].b = True
+  node.attr['_output_types'].list.type.extend([tf.float32.as_datatype_enum] * 4)
+  return node
+
+
+def add_detection_postprocess(raw, anchors, num_classes, max_detections=10, detections_per_class=100,
+                              score_threshold=1e-8, iou_threshold=0.6, use_regular_nms=False,
+                              max_classes_per_detection=1, scale_factors=DEFAULT_SCALE_FACTORS,
+                              name=DETECTION_POSTPROCESS_OP):
+  """Appends TFLite's `TFLite_Detection_PostProcess` custom op to a `detection_raw_graph`.
+
+  Args:
+    raw: FrozenGraph from `detection_raw_graph` (outputs BOX_ENCODINGS, CLASS_SCORES).
+    anchors: float [A, 4] normalized anchors [ymin, xmin, ymax, xmax] (`heads.core.anchors`).
+    num_classes: K, object classes without background (the scores have K + 1 columns).
+    max_detections: N, rows of the outputs.
+    detections_per_class: boxes kept per class by regular NMS (ignored by the fast NMS).
+    score_threshold, iou_threshold: NMS thresholds (scores must exceed score_threshold).
+    use_regular_nms: per-class NMS (slower) instead of the fast class-agnostic one.
+    max_classes_per_detection: classes reported per box by the fast NMS.
+    scale_factors: box-coder (y, x, h, w) scale factors.
+    name: the op's node name (also the output tensors' names).
+
+  Returns:
+    FrozenGraph with outputs DETECTION_BOXES, DETECTION_CLASSES, DETECTION_SCORES, NUM_DETECTIONS
+    ('<name>', '<name>:1', '<name>:2', '<name>:3'). Only TFLite can run it.
+
+  Raises:
+    ValueError: anchors and box encodings differ in count, or the score columns are not K + 1.
+  """
+  graph_def = tf.GraphDef()
+  graph_def.CopyFrom(raw.graph_def)
+  nodes = dict((n.name, n) for n in graph_def.node)
+  boxes_name, scores_name = raw.outputs[BOX_ENCODINGS], raw.outputs[CLASS_SCORES]
+  boxes_shape = _static_shape(nodes, boxes_name)
+  scores_shape = _static_shape(nodes, scores_name)
+  anchors = anchors_center_size(anchors)
+  if boxes_shape and boxes_shape[1] != len(anchors):
+    raise ValueError('the network predicts %d boxes but there are %d anchors' % (boxes_shape[1], len(anchors)))
+  if scores_shape and scores_shape[2] != num_classes + 1:
+    raise ValueError('scores have %d columns, expected num_classes + 1 = %d' % (scores_shape[2], num_classes + 1))
+  anchors_name = name + '/anchors'
+  graph_def.node.extend([freeze_lib.const_node(anchors_name, anchors)])
+  graph_def.node.extend([_postprocess_node(
+      name, [boxes_name.split(':')[0], scores_name.split(':')[0], anchors_name], num_classes, max_detections,
+      max_classes_per_detection, detections_per_class, use_regular_nms, score_threshold, iou_threshold,
+      scale_factors)])
+  outputs = collections.OrderedDict([
+      (DETECTION_BOXES, name + ':0'), (DETECTION_CLASSES, name + ':1'), (DETECTION_SCORES, name + ':2'),
+      (NUM_DETECTIONS, name + ':3')])
+  return raw._replace(graph_def=graph_def, outputs=outputs)
+
+
+def _static_shape(nodes, tensor_name):
+  node = nodes.get(tensor_name.split(':')[0])
+  if node is None or '_output_shapes' not in node.attr:
+    return None
+  return [d.size for d in node.attr['_output_shapes'].list.shape[0].dim]
+
+
+def detection_graph(build, checkpoint_path, image_size, anchors, num_classes, score_converter='sigmoid',
+                    use_moving_averages=True, **postprocess_args):
+  """`detection_raw_graph` + `add_detection_postprocess`: (raw FrozenGraph, FrozenGraph for TFLite)."""
+  raw = detection_raw_graph(build, checkpoint_path, image_size, score_converter, use_moving_averages)
+  return raw, add_detection_postprocess(raw, anchors, num_classes, **postprocess_args)
+
+
+def segmentation_graph(build, checkpoint_path, image_size, use_moving_averages=True):
+  """Frozen segmenter: input [1, S, S, 3] -> CLASS_MAP int32 [1, S, S].
+
+  Args:
+    build: callable images -> dict with LOGITS float32 [1, h, w, C] at any resolution (e.g. the
+      `heads.deeplab.aspp_head` result), built in inference mode.
+    checkpoint_path, image_size, use_moving_averages: see `classification_graph`.
+  """
+  size = int(image_size)
+
+  def graph(images):
+    logits = build(images)[LOGITS]
+    logits = tf.image.resize_bilinear(logits, [size, size], align_corners=True)
+    return {CLASS_MAP: tf.argmax(logits, 3, output_type=tf.int32)}
+  return freeze_lib.freeze(graph, checkpoint_path, _image_shape(size), use_moving_averages=use_moving_averages)
+
+
+# ------------------------------------------------------------------------------------------ conversion
+
+
+def _array_name(tensor_name):
+  """TOCO / MLIR array name: 'node' for output 0, 'node:i' otherwise."""
+  return tensor_name[:-2] if tensor_name.endswith(':0') else tensor_name
+
+
+def _make_converter(frozen):
+  """tf.compat.v1 TFLiteConverter on tensors when TF can import the graph, on array names otherwise."""
+  names = list(frozen.outputs.values())
+  if not _has_postprocess(frozen):
+    graph = tf.Graph()
+    with graph.as_default():
+      tf.import_graph_def(frozen.graph_def, name='')
+    inputs = [graph.get_tensor_by_name(frozen.input_name + ':0')]
+    outputs = [graph.get_tensor_by_name(n) for n in names]
+    return tf.lite.TFLiteConverter(graph.as_graph_def(), inputs, outputs)
+  # TensorFlow cannot import the custom op: give the converter the GraphDef with array names and shapes.
+  converter = tf.lite.TFLiteConverter(
+      frozen.graph_def, None, None, input_arrays_with_shape=[(frozen.input_name, frozen.input_shape)],
+      output_arrays=[_array_name(n) for n in names])
+  converter.allow_custom_ops = True
+  return converter
+
+
+def _has_postprocess(frozen):
+  return any(n.op == DETECTION_POSTPROCESS_OP for n in frozen.graph_def.node)
+
+
+def _is_tf1():
+  return tf.__version__.startswith('1.')
+
+
+def representative_dataset(images):
+  """Generator function over float32 [H, W, 3] (or [1, H, W, 3]) images in [-1, 1] for calibration."""
+  def generate():
+    for image in images:
+      image = np.asarray(image, np.float32)
+      yield [image if image.ndim == 4 else image[None]]
+  return generate
+
+
+def convert(frozen, quantize='none', representative_images=None):
+  """Converts a FrozenGraph to a .tflite flatbuffer.
+
+  Args:
+    frozen: FrozenGraph (from the `*_graph` functions, or `pipelines.freeze.freeze`), float32 input.
+    quantize: 'none', 'float16' or 'int8'.
+    representative_images: for 'int8': sequence of float32 [S, S, 3] images in [-1, 1] (a few dozen to a
+      few hundred real images; the input range calibrated from them sets the uint8 input's scale).
+
+  Returns:
+    bytes, the flatbuffer.
+
+  Raises:
+    ValueError: unknown mode, 'int8' without images, or a mode this stack cannot convert (one line).
+  """
+  if quantize not in QUANTIZE_MODES:
+    raise ValueError('quantize must be one of %s, got %r' % (', '.join(QUANTIZE_MODES), quantize))
+  if quantize == 'int8' and _is_tf1() and _has_postprocess(frozen):
+    raise ValueError(TF1_INT8_DETECTION_UNSUPPORTED)
+  converter = _make_converter(frozen)
+  if quantize == 'float16':
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.target_spec.supported_types = [tf.float16]
+  elif quantize == 'int8':
+    if representative_images is None or not len(representative_images):  # pylint: disable=g-explicit-length-test
+      raise ValueError('quantize=int8 needs representative_images (calibration images in [-1, 1])')
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = tf.lite.RepresentativeDataset(representative_dataset(representative_images))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.uint8
+    # Probabilities become uint8 (scale 1/256); box / score / class-map outputs are not quantized anyway.
+    converter.inference_output_type = tf.uint8 if PROBABILITIES in frozen.outputs else tf.float32
+  with _toco_on_path():
+    return converter.convert()
+
+
+@contextlib.contextmanager
+def _toco_on_path():
+  """TF 1.15 converts in a `toco_from_protos` subprocess found on PATH; a virtualenv used without being
+  activated has it beside its python only, so put that directory on PATH while converting."""
+  bin_dir = os.path.dirname(sys.executable)
+  if not _is_tf1() or shutil.which('toco_from_protos') or \
+      not os.path.exists(os.path.join(bin_dir, 'toco_from_protos')):
+    yield
+    return
+  old = os.environ.get('PATH')
+  os.environ['PATH'] = bin_dir + os.pathsep + (old or '')
+  try:
+    yield
+  finally:
+    if old is None:
+      del os.environ['PATH']
+    else:
+      os.environ['PATH'] = old
+
+
+# ------------------------------------------------------------------------------------------ files
+
+
+def _atomic_write(path, data):
+  directory = os.path.dirname(os.path.abspath(path))
+  handle, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', dir=directory)
+  try:
+    with os.fdopen(handle, 'wb') as f:
+      f.write(data)
+    os.rename(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def _quantization(detail):
+  scale, zero_point = detail.get('quantization', (0.0, 0))
+  if not scale:
+    return None
+  return {'scale': float(scale), 'zero_point': int(zero_point)}
+
+
+def _output_details(interpreter, frozen):
+  """The interpreter's output details in the order of `frozen.outputs` (matched by name, else position)."""
+  details = interpreter.get_output_details()
+  by_name = dict((d['name'], d) for d in details)
+  names = [_array_name(t) for t in frozen.outputs.values()]
+  if all(n in by_name for n in names):
+    return [by_name[n] for n in names]
+  return details
+
+
+def describe(model_content, frozen, task, quantize, extra=None):
+  """The model.json dict: task, input (name, dtype, shape, value range, quantization) and outputs."""
+  interpreter = tf.lite.Interpreter(model_content=model_content)
+  interpreter.allocate_tensors()
+  (inp,) = interpreter.get_input_details()
+  outputs = []
+  for key, detail in zip(frozen.outputs, _output_details(interpreter, frozen)):
+    outputs.append({'key': key, 'name': detail['name'], 'dtype': np.dtype(detail['dtype']).name,
+                    'shape': [int(d) for d in detail['shape']], 'quantization': _quantization(detail),
+                    'meaning': _MEANINGS.get(key, '')})
+  meta = {
+      'format_version': METADATA_VERSION,
+      'task': task,
+      'quantize': quantize,
+      'tensorflow_version': tf.__version__,
+      'input': {
+          'name': inp['name'], 'dtype': np.dtype(inp['dtype']).name, 'shape': [int(d) for d in inp['shape']],
+          'layout': 'NHWC, RGB',
+          'value_range': list(INPUT_RANGE),
+          'preprocessing': 'resize to HxW (bilinear), then x = pixel / 127.5 - 1; quantized inputs take '
+                           'round(x / scale + zero_point)',
+          'quantization': _quantization(inp),
+      },
+      'outputs': outputs,
+  }
+  meta.update(extra or {})
+  return meta
+
+
+def export(frozen, output_dir, task, quantize='none', representative_images=None, extra_metadata=None):
+  """Converts and writes `<output_dir>/model.tflite` and `<output_dir>/model.json` (each atomically).
+
+  Args:
+    frozen: FrozenGraph from `classification_graph`, `detection_graph`[1] or `segmentation_graph`.
+    output_dir: created if missing.
+    task: CLASSIFICATION, DETECTION or SEGMENTATION (recorded in the JSON).
+    quantize, representative_images: see `convert`.
+    extra_metadata: dict merged into the JSON (e.g. class names, num_classes).
+
+  Returns:
+    (model path, metadata path).
+  """
+  content = convert(frozen, quantize, representative_images)
+  meta = describe(content, frozen, task, quantize, extra_metadata)
+  if not tf.gfile.IsDirectory(output_dir):
+    tf.gfile.MakeDirs(output_dir)
+  model_path = os.path.join(output_dir, MODEL_NAME)
+  meta_path = os.path.join(output_dir, METADATA_NAME)
+  _atomic_write(model_path, content)
+  _atomic_write(meta_path, (json.dumps(meta, indent=2, sort_keys=True) + '\n').encode('utf-8'))
+  return model_path, meta_path
+
+
+# ------------------------------------------------------------------------------------------ runner
+
+
+def interpreter_supports_num_threads():
+  """True if this stack's tf.lite.Interpreter takes `num_threads` (TF >= 2.x, not TF 1.15)."""
+  import inspect  # pylint: disable=g-import-not-at-top
+  try:
+    return 'num_threads' in inspect.signature(tf.lite.Interpreter.__init__).parameters
+  except (TypeError, ValueError):
+    return False
+
+
+def make_interpreter(model_path=None, model_content=None, num_threads=None):
+  """tf.lite.Interpreter with `num_threads` where the stack supports it (ignored on TF 1.15)."""
+  kwargs = {}
+  if num_threads and interpreter_supports_num_threads():
+    kwargs['num_threads'] = int(num_threads)
+  interpreter = tf.lite.Interpreter(model_path=model_path, model_content=model_content, **kwargs)
+  interpreter.allocate_tensors()
+  return interpreter
+
+
+def _resize(image, height, width):
+  image = np.asarray(image)
+  if image.shape[:2] == (height, width):
+    return image
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
+
+
+def preprocess(image, input_meta):
+  """uint8 [H, W, 3] -> the model input [1, S, S, 3] as described by model.json's `input`."""
+  image = np.asarray(image)
+  if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+    raise ValueError('expected a uint8 [H, W, 3] RGB image, got %s %s' % (image.dtype, image.shape))
+  _, height, width, _ = input_meta['shape']
+  low, high = input_meta['value_range']
+  x = _resize(image, height, width).astype(np.float32) * ((high - low) / 255.0) + low
+  quant = input_meta.get('quantization')
+  dtype = np.dtype(input_meta['dtype'])
+  if quant:
+    info = np.iinfo(dtype)
+    x = np.clip(np.round(x / quant['scale'] + quant['zero_point']), info.min, info.max)
+  return x.astype(dtype)[None]
+
+
+class TFLiteModel(object):
+  """Runs an exported model.tflite with its model.json: uint8 image in, dict key -> numpy out.
+
+  Quantized outputs (int8 probabilities) are dequantized to float32 with the JSON's scale / zero point.
+  """
+
+  def __init__(self, model_path, metadata_path=None, num_threads=None):
+    if metadata_path is None:
+      metadata_path = os.path.join(os.path.dirname(model_path), METADATA_NAME)
+    with open(metadata_path) as f:
+      self.metadata = json.load(f)
+    self.interpreter = make_interpreter(model_path=model_path, num_threads=num_threads)
+    self._input = self.interpreter.get_input_details()[0]['index']
+    by_name = dict((d['name'], d['index']) for d in self.interpreter.get_output_details())
+    self._outputs = [(o['key'], by_name[o['name']], o.get('quantization')) for o in self.metadata['outputs']]
+
+  def run(self, model_input):
+    """Runs on an already preprocessed [1, S, S, 3] input; dict key -> numpy (dequantized)."""
+    self.interpreter.set_tensor(self._input, model_input)
+    self.interpreter.invoke()
+    results = {}
+    for key, index, quant in self._outputs:
+      value = self.interpreter.get_tensor(index)
+      if quant:
+        value = (value.astype(np.float32) - quant['zero_point']) * quant['scale']
+      results[key] = value
+    return results
+
+  def __call__(self, image):
+    """uint8 [H, W, 3] RGB image -> dict key -> numpy array (batch dimension 1 kept)."""
+    return self.run(preprocess(image, self.metadata['input']))
