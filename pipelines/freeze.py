@@ -70,11 +70,13 @@ def restore_map(checkpoint_path, variables, use_moving_averages=True):
     candidates = ([name + EMA_SUFFIX] if use_moving_averages else []) + [name]
     found = [c for c in candidates if c in shapes]
     if not found:
-      raise ValueError('checkpoint %s has no variable %r (nor %r); it has e.g. %s' % (
-          checkpoint_path, name, name + EMA_SUFFIX, ', '.join(sorted(shapes)[:5])))
+      raise ValueError('the checkpoint %s does not match the model this config builds: it has no variable %r '
+                       '(nor %r; it has e.g. %s); use the config it was trained with' % (
+                           checkpoint_path, name, name + EMA_SUFFIX, ', '.join(sorted(shapes)[:5])))
     if list(shapes[found[0]]) != shape:
-      raise ValueError('checkpoint %s: %r has shape %s, the graph expects %s' % (
-          checkpoint_path, found[0], shapes[found[0]], shape))
+      raise ValueError('the checkpoint %s does not match the model this config builds: %r has shape %s there but '
+                       '%s in the model; use the config it was trained with' % (
+                           checkpoint_path, found[0], list(shapes[found[0]]), shape))
     mapping[found[0]] = var
     if found[0].endswith(EMA_SUFFIX):
       used_ema = True

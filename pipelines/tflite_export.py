@@ -36,7 +36,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 
 import numpy as np
 import tensorflow.compat.v1 as tf
@@ -329,7 +328,7 @@ def _toco_on_path():
   activated has it beside its python only, so put that directory on PATH while converting."""
   bin_dir = os.path.dirname(sys.executable)
   if not _is_tf1() or shutil.which('toco_from_protos') or \
-      not os.path.exists(os.path.join(bin_dir, 'toco_from_protos')):
+      not tf.io.gfile.exists(os.path.join(bin_dir, 'toco_from_protos')):
     yield
     return
   old = os.environ.get('PATH')
@@ -347,15 +346,15 @@ def _toco_on_path():
 
 
 def _atomic_write(path, data):
-  directory = os.path.dirname(os.path.abspath(path))
-  handle, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', dir=directory)
+  """Writes `data` (bytes or str) to a temporary name beside `path`, then renames it (tf.io.gfile paths)."""
+  tmp = '%s.tmp-%d' % (path, os.getpid())
   try:
-    with os.fdopen(handle, 'wb') as f:
-      f.write(data)
-    os.rename(tmp, path)
+    with tf.io.gfile.GFile(tmp, 'wb') as f:
+      f.write(data if isinstance(data, bytes) else data.encode('utf-8'))
+    tf.io.gfile.rename(tmp, path, overwrite=True)
   except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+    if tf.io.gfile.exists(tmp):
+      tf.io.gfile.remove(tmp)
     raise
 
 
@@ -484,7 +483,7 @@ class TFLiteModel(object):
   def __init__(self, model_path, metadata_path=None, num_threads=None):
     if metadata_path is None:
       metadata_path = os.path.join(os.path.dirname(model_path), METADATA_NAME)
-    with open(metadata_path) as f:
+    with tf.io.gfile.GFile(metadata_path, 'r') as f:
       self.metadata = json.load(f)
     self.interpreter = make_interpreter(model_path=model_path, num_threads=num_threads)
     self._input = self.interpreter.get_input_details()[0]['index']

@@ -24,7 +24,6 @@ segmentation the class map [1, S, S] at the input (eval crop) size; multitask on
 import json
 import logging
 import os
-import shutil
 
 import numpy as np
 import tensorflow.compat.v1 as tf
@@ -184,15 +183,15 @@ def _task_metadata(config, task_name):
 def _write_labels(config, task_name, output_dir, prefix=''):
   """Copies data.labels_file (or writes labels.txt from the class names); returns the file name."""
   source = config.data.labels_file
-  if source and os.path.isfile(source):
+  if source and tf.io.gfile.exists(source):
     name = prefix + os.path.basename(source)
-    shutil.copyfile(source, os.path.join(output_dir, name))
+    tf.io.gfile.copy(source, os.path.join(output_dir, name), overwrite=True)
     return name
   names = _class_names(config, task_name)
   first = 1 if task_name == 'detection' else 0
   name = prefix + 'labels.txt'
-  with open(os.path.join(output_dir, name), 'w') as f:
-    f.writelines('%d:%s\n' % (i, n) for i, n in enumerate(names, first))
+  with tf.io.gfile.GFile(os.path.join(output_dir, name), 'w') as f:
+    f.write(''.join('%d:%s\n' % (i, n) for i, n in enumerate(names, first)))
   return name
 
 

@@ -155,7 +155,7 @@ def detector(tmp_path_factory):
   build = tiny_models.detection_build(num_classes=DET_CLASSES)
   checkpoint = tiny_models.save_random_checkpoint(build, [1, DET_SIZE, DET_SIZE, 3], tmp_path_factory.mktemp('det'),
                                                   residual_gain=RESIDUAL_GAIN)
-  anchors = anchors_lib.generate_anchors(anchors_lib.feature_map_shapes_for(DET_SIZE))
+  anchors = anchors_lib.generate_anchors(anchors_lib.feature_map_shapes(DET_SIZE, (16, 32, 64, 128, 256, 512)))
   assert len(anchors) == 330  # 8x8x3 + 4x4x6 + 2x2x6 + 3 x 1x1x6 at 128
   raw = te.detection_raw_graph(build, checkpoint, DET_SIZE)
   # Shift the object logits (not the background column, which the op skips) so that ~2% of the

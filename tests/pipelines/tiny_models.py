@@ -30,7 +30,10 @@ def classification_build(num_classes=5, depth_multiplier=DEPTH, use_explicit_pad
 def detection_build(num_classes=3, depth_multiplier=DEPTH):
   def build(images, is_training=False):
     with slim.arg_scope(mobilenet_v2.training_scope(is_training=is_training)):
-      maps = ssdlite.feature_maps(images, depth_multiplier=depth_multiplier, is_training=is_training)
+      with tf.variable_scope(ssdlite.FEATURE_EXTRACTOR_SCOPE) as scope:
+        _, end_points = mobilenet_v2.mobilenet_base(images, depth_multiplier=depth_multiplier, min_depth=16,
+                                                    final_endpoint='layer_19', scope=scope, is_training=is_training)
+        maps = ssdlite.extra_feature_maps(end_points, depth_multiplier=depth_multiplier, is_training=is_training)
       out = ssdlite.box_predictor(maps, num_classes, anchors_lib.num_anchors_per_location(),
                                   is_training=is_training)
     return {ssdlite.BOX_ENCODINGS: out[ssdlite.BOX_ENCODINGS],
@@ -43,11 +46,12 @@ def segmentation_build(num_classes=4, depth_multiplier=DEPTH, output_stride=16, 
   dwarf its spatial variation (one class everywhere); centered, its class map has structure to compare."""
   def build(images, is_training=False):
     with slim.arg_scope(mobilenet_v2.training_scope(is_training=is_training)):
-      features, end_points = deeplab.features(images, output_stride=output_stride,
-                                              depth_multiplier=depth_multiplier, is_training=is_training)
+      # DeepLab's rounding below width 1.0 (min_depth and divisible_by 1), as pipelines.model_builder.
+      _, end_points = mobilenet_v2.mobilenet_base(images, depth_multiplier=depth_multiplier, output_stride=output_stride,
+                                                  final_endpoint=deeplab.FEATURE_ENDPOINT, min_depth=1, divisible_by=1,
+                                                  scope=mobilenet_v2.DEFAULT_SCOPE, is_training=is_training)
       with slim.arg_scope([slim.batch_norm], epsilon=1e-5):
-        out = deeplab.aspp_head(features, num_classes, depth=32, is_training=is_training,
-                                end_points=end_points)
+        out = deeplab.aspp_head(end_points, num_classes, depth=32, is_training=is_training)
     logits = out[deeplab.LOGITS]
     if center_logits:
       logits -= tf.reduce_mean(logits, [1, 2], keepdims=True)
