@@ -26,7 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 CONFIG = """
 task: classification
 model: {depth_multiplier: 0.35}
-classification: {image_size: 32, num_classes: 3}
+classification: {image_size: 32, num_classes: 4}  # background + the 3 classes of the tiny records
 data: {train_files: '%(data)s/train-*', eval_files: '%(data)s/train-*', num_train_examples: 8, shuffle_buffer: 8,
        num_parallel_reads: 2, prefetch: 1}
 train: {batch_size: 4, steps: 2, optimizer: sgd, learning_rate: {schedule: constant, base: 0.01}}
