@@ -43,3 +43,12 @@ def tiny_imagenet_records(root, num_classes, images_per_class=4):
   records = os.path.join(str(root), 'records')
   imagenet.convert(os.path.join(str(root), 'raw'), records, 'train', num_shards=2, num_workers=1)
   return records
+
+
+@pytest.fixture(autouse=True)
+def _mnv2_logs_reach_caplog():
+  """`mnv2` CLI calls stop the 'mnv2' logger from propagating (it prints through its own handler); tests that
+  read its records with caplog need them to reach the root logger whatever test ran before."""
+  import logging  # pylint: disable=g-import-not-at-top
+  logging.getLogger('mnv2').propagate = True
+  yield
