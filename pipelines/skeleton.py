@@ -10,6 +10,7 @@ Nothing here pins a device or builds per-replica state by hand, so `tf.distribut
 the RunConfig keep working; loss scaling for mixed precision can wrap the optimizer in `_train_op`.
 """
 import logging
+import re
 import time
 
 import tensorflow.compat.v1 as tf
@@ -129,6 +130,9 @@ def _has_moving_averages(checkpoint):
   except (tf.errors.OpError, ValueError):
     return True  # unreadable: let the restore report it
   return any(name.endswith('/ExponentialMovingAverage') for name in names)
+
+
+_REPLICA_COPY = re.compile(r'/replica_\d+$')
 
 
 def check_checkpoint(checkpoint, variables):
@@ -255,7 +259,9 @@ def make_model_fn(task, model_dir=None):
       tf.summary.image('input_images', images, max_outputs=task.config.train.summary_images)
     train_op, rate = _train_op(task, total, model_dir)
     if model_dir:  # resuming: the last checkpoint must restore into this graph
-      check_checkpoint(tf.train.latest_checkpoint(model_dir), {v.op.name: v for v in tf.global_variables()})
+      # A MirroredStrategy's copies on replicas > 0 ('<name>/replica_1') are saved once, as the primary.
+      saved = dict((v.op.name, v) for v in tf.global_variables() if not _REPLICA_COPY.search(v.op.name))
+      check_checkpoint(tf.train.latest_checkpoint(model_dir), saved)
     logged = dict(losses, total_loss=total, lr=rate)
     # train.batch_size is the global batch of one step (all replicas), so examples/s counts every replica.
     hook = ProgressHook(logged, task.config.train.batch_size, task.config.runtime.log_every_n_steps)
