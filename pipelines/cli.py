@@ -256,12 +256,28 @@ def build_parser():
   return parser
 
 
+class _StderrHandler(logging.StreamHandler):
+  """Writes to whatever sys.stderr is at each record (not the one at start-up), so a redirected or
+  captured stderr gets the progress lines too."""
+
+  def __init__(self):
+    super(_StderrHandler, self).__init__(sys.stderr)
+
+  @property
+  def stream(self):
+    return sys.stderr
+
+  @stream.setter
+  def stream(self, value):  # StreamHandler sets it in __init__; the property always reads sys.stderr
+    pass
+
+
 def main(argv=None):
   args = build_parser().parse_args(argv)
   _VERBOSE[0] = args.verbose
   logger = logging.getLogger('mnv2')
   if not logger.handlers:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter('%(asctime)s %(message)s', '%H:%M:%S'))
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
