@@ -7,6 +7,7 @@ metrics -> export a SavedModel -> reload it and predict on held-out images -> `r
 (read back from each `eval/metrics.json`) and pictures. Nothing here has its own training or metric code.
 """
 import collections
+import dataclasses
 import glob
 import json
 import logging
@@ -14,6 +15,9 @@ import os
 import time
 
 from datasets import shapes
+from pipelines import config as config_schema
+from pipelines import exported_eval
+from pipelines import labels as labels_lib
 from pipelines import predict
 from pipelines import render
 from pipelines import runner
@@ -29,7 +33,17 @@ TARGETS = {
     'segmentation': ('miou', 0.6, 'mIoU'),
 }
 NUM_PICTURES = 6
-Result = collections.namedtuple('Result', ['task', 'metric', 'value', 'target', 'seconds', 'metrics', 'pictures'])
+CALIBRATION_IMAGES = 32  # int8 calibration, drawn from the training split (the held-out split stays unseen)
+LATENCY_RUNS = 30
+# (row name, `mnv2 export` format, --quantize)
+EXPORTS = (('SavedModel', 'saved_model', None), ('TFLite float32', 'tflite', 'none'), ('TFLite int8', 'tflite', 'int8'))
+Result = collections.namedtuple('Result', ['task', 'metric', 'value', 'target', 'seconds', 'metrics', 'pictures',
+                                           'exports'])
+# One exported model measured on the held-out split: metrics (dict, the Estimator's keys) or `error` (why
+# this export does not exist on this stack); latency_ms from encoded image to prediction dict; model_ms the
+# TFLite interpreter alone.
+Export = collections.namedtuple('Export', ['name', 'path', 'metrics', 'size_bytes', 'latency_ms', 'model_ms',
+                                           'error'])
 
 
 def add_arguments(parser):
@@ -177,17 +191,106 @@ def run_task(task, raw, out, steps, extra_sets):
     if not os.path.isdir(picture_dir):
       os.makedirs(picture_dir)
     pictures = []
+    names = _legend_names(config)
     for path, pred in zip(images, predict.predict_saved_model(export_dir, images)):  # one backbone pass each
-      item = render.describe(path, pred, os.path.join(picture_dir, os.path.splitext(os.path.basename(path))[0] + '.png'))
+      item = render.describe(path, pred, os.path.join(picture_dir, os.path.splitext(os.path.basename(path))[0] + '.png'),
+                             class_names=names)
       LOG.info('  %s', render.summary_line(item))
       pictures.append(item)
+  with Timer('exporting %s to TFLite and measuring every export on the held-out split' % task):
+    exports = measure_exports(config, model_dir, export_dir, images[0])
   seconds = time.time() - start
   if task == MULTITASK:
     return [Result('%s (%s)' % (MULTITASK, name), '%s/%s' % (name, TARGETS[name][0]),
-                   metrics.get('%s/%s' % (name, TARGETS[name][0])), TARGETS[name][1], seconds, metrics, pictures)
+                   metrics.get('%s/%s' % (name, TARGETS[name][0])), TARGETS[name][1], seconds, metrics, pictures,
+                   exports)
             for name in TASKS]
   key, target, _ = TARGETS[task]
-  return [Result(task, key, metrics.get(key), target, seconds, metrics, pictures)]
+  return [Result(task, key, metrics.get(key), target, seconds, metrics, pictures, exports)]
+
+
+def _legend_names(config):
+  """Segmentation class names for the pictures' legends (for multitask, a dict member -> names)."""
+  if config.task == 'segmentation':
+    return labels_lib.class_names(config.data.labels_file, config.segmentation.num_classes)
+  if config.task == MULTITASK and config.multitask.segmentation is not None:
+    return {'segmentation': _legend_names(config_schema.member_config(config, 'segmentation'))}
+  return None
+
+
+def _train_split_config(config):
+  """`config` with each eval split replaced by its training split: int8 calibrates on training images."""
+  def swapped(data):
+    return dataclasses.replace(data, eval_files=data.train_files)
+  if config.task != MULTITASK:
+    return dataclasses.replace(config, data=swapped(config.data))
+  members = dict((name, dataclasses.replace(getattr(config.multitask, name),
+                                            data=swapped(getattr(config.multitask, name).data)))
+                 for name in config.multitask.members())
+  return dataclasses.replace(config, multitask=dataclasses.replace(config.multitask, **members))
+
+
+def _tflite_threads():
+  from pipelines import tflite_export  # pylint: disable=g-import-not-at-top
+  return os.cpu_count() if tflite_export.interpreter_supports_num_threads() else None
+
+
+def measure_exports(config, model_dir, saved_model_dir, sample_image):
+  """The SavedModel and the TFLite float32 / int8 exports of one trained model: each scored on the
+  held-out split by `exported_eval` (the task's metric code), timed on one held-out image, and weighed.
+
+  Returns a list of `Export`, in EXPORTS order; an export this stack cannot make has `error` set.
+  """
+  from pipelines import tflite_task  # pylint: disable=g-import-not-at-top
+  with open(sample_image, 'rb') as f:
+    encoded = f.read()
+  rows = []
+  for name, fmt, quantize in EXPORTS:
+    model_only = None
+    if fmt == 'saved_model':
+      path, predictor = saved_model_dir, exported_eval.SavedModelPredictor(saved_model_dir)
+    else:
+      reason = tflite_task.unsupported(config, quantize)
+      if reason:
+        LOG.warning('%s not made: %s', name, reason)
+        rows.append(Export(name, None, None, None, None, None, reason))
+        continue
+      path = tflite_task.export(config, model_dir, quantize=quantize, num_calibration_images=CALIBRATION_IMAGES,
+                                calibration_config=_train_split_config(config))
+      predictor = tflite_task.TFLitePredictor(path, num_threads=_tflite_threads())
+      model_input = predictor.model_input(predictor.features(encoded)['image'])
+      model_only = lambda predictor=predictor, x=model_input: predictor.model.run(x)
+    try:
+      metrics = exported_eval.evaluate(config, predictor)
+      latency = exported_eval.latency_ms(lambda predictor=predictor: predictor(encoded), LATENCY_RUNS)
+      model_ms = exported_eval.latency_ms(model_only, LATENCY_RUNS) if model_only else None
+    finally:
+      predictor.close()
+    rows.append(Export(name, path, metrics, exported_eval.size_bytes(path), latency, model_ms, None))
+    LOG.info('  %s: %s, %.1f ms per image, %s', name, ', '.join(
+        '%s %s' % (key, _value(metrics.get(key))) for key in _headline_keys(config)), latency,
+             _megabytes(rows[-1].size_bytes))
+  return rows
+
+
+def _headline_keys(config):
+  """The metrics.json keys of the demo's targets for this config (one per member for multitask)."""
+  if config.task == MULTITASK:
+    return ['%s/%s' % (name, TARGETS[name][0]) for name in config.multitask.members()]
+  return [TARGETS[config.task][0]]
+
+
+def _value(value):
+  """A metric for a person: COCO's -1 (no such objects in the split) is n/a."""
+  if value is None or (isinstance(value, float) and value != value):
+    return 'n/a'
+  if isinstance(value, (int, float)) and value == -1:
+    return 'n/a'
+  return '%.3f' % value if isinstance(value, float) else str(value)
+
+
+def _megabytes(size):
+  return 'n/a' if size is None else '%.2f MB' % (size / 1e6)
 
 
 def _base_task(result):
@@ -211,11 +314,89 @@ def summary_table(results):
   return '\n'.join(lines)
 
 
+def exports_table(results):
+  """Markdown: every export of every model on the held-out split, next to its SavedModel."""
+  lines = ['| model | export | metric | value | vs SavedModel | size | JPEG -> result | model only |',
+           '|---|---|---|---|---|---|---|---|']
+  for r in results:
+    saved = [e for e in r.exports if e.error is None and e.name == EXPORTS[0][0]]
+    reference = saved[0].metrics.get(r.metric) if saved else None
+    for e in r.exports:
+      if e.error is not None:
+        lines.append('| %s | %s | %s | not made: %s | | | | |' % (r.task, e.name, TARGETS[_base_task(r)][2], e.error))
+        continue
+      value = e.metrics.get(r.metric)
+      delta = '' if e.name == EXPORTS[0][0] or value is None or reference is None else '%+.3f' % (value - reference)
+      lines.append('| %s | %s | %s | %s | %s | %s | %.1f ms | %s |' % (
+          r.task, e.name, TARGETS[_base_task(r)][2], _value(value), delta, _megabytes(e.size_bytes), e.latency_ms,
+          '' if e.model_ms is None else '%.2f ms' % e.model_ms))
+  return '\n'.join(lines)
+
+
+def multitask_latency(results, runs=LATENCY_RUNS):
+  """The combined TFLite model against the three single-task TFLite models of this run, run one after
+  another, timed in turns on one held-out image (model only). Returns markdown lines ([] without them)."""
+  from pipelines import tflite_task  # pylint: disable=g-import-not-at-top
+  combined = [r for r in results if r.task.startswith(MULTITASK)]
+  singles = dict((r.task, r) for r in results if r.task in TASKS)
+  if not combined:
+    return []
+  members = [_base_task(r) for r in combined]
+  if any(name not in singles for name in members):
+    return ['The single-task models did not run in this demo, so the combined model\'s latency has nothing to be '
+            'compared with: run `mnv2 demo --tasks %s,multitask`.' % ','.join(members)]
+  lines = ['| TFLite | multitask model (one backbone pass) | %s one after another | ratio |' % ' + '.join(members),
+           '|---|---|---|---|']
+  image = combined[0].pictures[0]['image'] if combined[0].pictures else None
+  with open(image, 'rb') as f:
+    encoded = f.read()
+  for name, _, _ in EXPORTS[1:]:
+    paths = [dict((e.name, e.path) for e in r.exports if e.error is None).get(name)
+             for r in [combined[0]] + [singles[m] for m in members]]
+    if not all(paths):
+      lines.append('| %s | not made on this stack | | |' % name)
+      continue
+    predictors = [tflite_task.TFLitePredictor(p, num_threads=_tflite_threads()) for p in paths]
+    try:
+      calls = []
+      for predictor in predictors:
+        x = predictor.model_input(predictor.features(encoded)['image'])
+        calls.append(lambda predictor=predictor, x=x: predictor.model.run(x))
+      # In turns, so both figures see the same machine load.
+      times = [[], []]
+      for _ in range(runs):
+        times[0].append(exported_eval.latency_ms(calls[0], runs=1, warmup=1))
+        times[1].append(sum(exported_eval.latency_ms(c, runs=1, warmup=1) for c in calls[1:]))
+      one, three = sorted(times[0])[runs // 2], sorted(times[1])[runs // 2]
+    finally:
+      for predictor in predictors:
+        predictor.close()
+    lines.append('| %s | %.2f ms | %.2f ms | %.2fx |' % (name, one, three, one / three))
+  return lines
+
+
 def write_report(out, results, total_seconds):
-  """`report.md`: summary, every metric from each eval/metrics.json, and the prediction pictures."""
-  lines = ['# mnv2 demo report', '', summary_table(results), '',
+  """`report.md`: summary, exported models, every metric from each eval/metrics.json, and the pictures.
+
+  Paths are relative to the report, so the output directory can be moved or shared as it is.
+  """
+  lines = ['# mnv2 demo report', '', 'Metrics of each trained model (its checkpoint, evaluated by the Estimator on '
+           'the held-out split):', '', summary_table(results), '',
            'Total time: %.0fs. Metrics are read from each `models/<task>/eval/metrics.json`; TensorBoard logs: '
-           '`tensorboard --logdir %s`.' % (total_seconds, os.path.join(out, 'models')), '']
+           '`tensorboard --logdir models` (from this directory).' % total_seconds, '']
+  if any(r.exports for r in results):
+    lines += ['## Exported models', '',
+              'Every export scored on the held-out split with the evaluation\'s metric code, from the encoded '
+              'image through the export\'s own serving path (`pipelines/exported_eval.py`). Size on disk; latency '
+              'is the median of %d single-image runs on one held-out image on this machine: "JPEG -> result" '
+              'includes decoding, preprocessing and post-processing, "model only" is the TFLite interpreter (%s '
+              'threads). int8 is calibrated on %d training images.' % (
+                  LATENCY_RUNS, _tflite_threads() or 'default', CALIBRATION_IMAGES), '', exports_table(results), '']
+    comparison = multitask_latency(results)
+    if comparison:
+      lines += ['### One multitask model against three single-task models', '',
+                'Model only, timed in turns on the same held-out image (a ratio below 1: the combined model '
+                'is cheaper).', ''] + comparison + ['']
   shown = set()
   for r in results:
     if id(r.metrics) in shown:  # the multitask model's members share one metrics.json
@@ -225,11 +406,14 @@ def write_report(out, results, total_seconds):
               '|---|---|']
     for key, value in sorted(r.metrics.items()):
       if isinstance(value, (int, float)):
-        lines.append('| %s | %.4g |' % (key, value))
+        shown_value = 'n/a (no such objects in the split)' if value == -1 else (
+            'n/a' if value != value else '%.4g' % value)
+        lines.append('| %s | %s |' % (key, shown_value))
     lines.append('')
     for item in r.pictures:
-      rel = os.path.relpath(item['output'], out)
-      lines.append('![%s](%s) %s  ' % (os.path.basename(item['image']), rel, render.summary_line(item)))
+      picture = os.path.relpath(item.get('overlay', item['output']), out)
+      lines.append('![%s](%s)  ' % (os.path.basename(item['image']), picture))
+      lines.append('%s  ' % render.summary_line(item, out))
     lines.append('')
   path = os.path.join(out, 'report.md')
   with open(path + '.tmp', 'w') as f:

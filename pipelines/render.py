@@ -1,9 +1,14 @@
 """Turns one prediction dict into something a person can read or look at.
 
 Classification: the top-k classes with names and probabilities. Detection: boxes (absolute pixels) with
-class names and scores, drawn on the image. Segmentation: a VOC-palette class mask PNG plus a blended
-overlay. The task is recognised from the prediction's keys, so SavedModel and checkpoint predictions
-render the same way. No graph is built here: Pillow and numpy draw what a model returned.
+class names and scores, drawn on the image. Segmentation: a VOC-palette class mask PNG at the image's own
+size (the data: one class id per pixel) plus a picture with the input, the coloured mask and their blend
+side by side, and a legend of the classes found. The task is recognised from the prediction's keys, so
+SavedModel, TFLite and checkpoint predictions render the same way. No graph is built here: Pillow and numpy
+draw what a model returned.
+
+Pictures are for a person: an image smaller than `MIN_PICTURE_SIDE` on its long side is drawn on an
+upscaled copy (integer factor), with labels in a font sized to the picture on a dark backing.
 """
 import io
 import os
@@ -12,8 +17,15 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 from PIL import Image
 from PIL import ImageDraw
+from PIL import ImageFont
 
 from datasets import voc
+
+MIN_PICTURE_SIDE = 384
+_RESAMPLING = getattr(Image, 'Resampling', Image)  # Pillow >= 9.1 names the filters there
+BOX_COLOUR = (255, 40, 40)
+TEXT_COLOUR = (255, 255, 255)
+BACKING_COLOUR = (0, 0, 0)
 
 
 def _open_image(path):
@@ -46,19 +58,135 @@ def output_path(output, image_path, num_images):
   return os.path.join(output, stem + '.png')
 
 
+# ------------------------------------------------------------------------------------------ drawing
+
+
+def upscale_factor(size, min_side=MIN_PICTURE_SIDE):
+  """Smallest integer factor bringing the long side of `size` (width, height) to at least `min_side`."""
+  return max(1, -(-int(min_side) // max(1, max(size))))
+
+
+def _upscaled(image, factor, smooth=True):
+  if factor == 1:
+    return image
+  return image.resize((image.size[0] * factor, image.size[1] * factor),
+                      _RESAMPLING.BICUBIC if smooth else _RESAMPLING.NEAREST)
+
+
+class _Font(object):
+  """Text of a given pixel height: a scalable font when Pillow has one built in (>= 10.1 with FreeType),
+  else Pillow's bitmap font drawn at an integer zoom (older Pillow: the TF 1.15 stack)."""
+
+  def __init__(self, height):
+    self.height = max(10, int(height))
+    self._font = None
+    try:
+      self._font = ImageFont.load_default(size=self.height)
+    except (TypeError, AttributeError, IOError, OSError):  # no `size` argument or no FreeType
+      self._bitmap = ImageFont.load_default()
+      self._zoom = max(1, -(-self.height // 11))  # ceil: never smaller than asked
+
+  def size(self, text):
+    if self._font is not None:
+      box = self._font.getbbox(text)
+      return box[2], max(box[3], self.height)
+    box = self._bitmap.getbbox(text) if hasattr(self._bitmap, 'getbbox') else (0, 0) + self._bitmap.getsize(text)
+    return box[2] * self._zoom, box[3] * self._zoom
+
+  def draw(self, image, xy, text, fill=TEXT_COLOUR, backing=BACKING_COLOUR, pad=2):
+    """Draws `text` with its top-left corner at `xy` on a filled backing, kept inside the image."""
+    width, height = self.size(text)
+    x = int(min(max(0, xy[0]), max(0, image.size[0] - width - 2 * pad)))
+    y = int(min(max(0, xy[1]), max(0, image.size[1] - height - 2 * pad)))
+    draw = ImageDraw.Draw(image)
+    if backing is not None:
+      draw.rectangle([x, y, x + width + 2 * pad, y + height + 2 * pad], fill=backing)
+    if self._font is not None:
+      draw.text((x + pad, y + pad), text, fill=fill, font=self._font)
+      return
+    small = Image.new('L', (max(1, width // self._zoom), max(1, height // self._zoom)), 0)
+    ImageDraw.Draw(small).text((0, 0), text, fill=255, font=self._bitmap)
+    mask = small.resize((small.size[0] * self._zoom, small.size[1] * self._zoom), _RESAMPLING.NEAREST)
+    image.paste(Image.new('RGB', mask.size, fill), (x + pad, y + pad), mask)
+
+
+def _font_for(image):
+  return _Font(max(image.size) / 28.0)
+
+
+def _draw_boxes(image, dets, factor):
+  """Boxes (absolute pixels of the original image) and 'name score' labels on the upscaled `image`."""
+  draw = ImageDraw.Draw(image)
+  font = _font_for(image)
+  line = max(2, factor)
+  for det in dets:
+    ymin, xmin, ymax, xmax = [v * factor for v in det['box']]
+    draw.rectangle([xmin, ymin, xmax, ymax], outline=BOX_COLOUR, width=line)
+  for det in dets:  # labels after every box, so no box line crosses a label
+    ymin, xmin = det['box'][0] * factor, det['box'][1] * factor
+    label = '%s %.2f' % (det['name'], det['score'])
+    above = ymin - font.size(label)[1] - 4
+    font.draw(image, (xmin, above if above >= 0 else ymin + line), label, backing=BOX_COLOUR)
+
+
+def _caption(image, lines):
+  """`image` with a dark band under it holding one text line per entry."""
+  font = _font_for(image)
+  row = font.size('Ag')[1] + 6
+  lines = [part for text in lines for part in _wrap(font, text, image.size[0] - 12)]
+  canvas = Image.new('RGB', (image.size[0], image.size[1] + row * len(lines) + 4), BACKING_COLOUR)
+  canvas.paste(image, (0, 0))
+  for index, text in enumerate(lines):
+    font.draw(canvas, (4, image.size[1] + 2 + index * row), text)
+  return canvas
+
+
+def _wrap(font, text, width):
+  """`text` split at spaces into lines no wider than `width` pixels (a longer single word stays whole)."""
+  lines, current = [], ''
+  for word in text.split(' '):
+    candidate = (current + ' ' + word) if current else word
+    if current and font.size(candidate)[0] > width:
+      lines.append(current)
+      candidate = word
+    current = candidate
+  return lines + [current]
+
+
+def _mask_colours(mask):
+  return Image.fromarray(voc.voc_colormap()[np.asarray(mask).astype(np.uint8)], 'RGB')
+
+
+def _legend(mask, class_names):
+  classes = [int(c) for c in np.unique(mask)]
+  def name(c):
+    return '%d %s' % (c, class_names[c]) if class_names and 0 <= c < len(class_names) else 'class %d' % c
+  return [(voc.voc_colormap()[c], name(c)) for c in classes]
+
+
+def _draw_legend(image, entries, origin, font):
+  draw = ImageDraw.Draw(image)
+  x, y = origin
+  side = font.size('Ag')[1]
+  for colour, text in entries:
+    draw.rectangle([x, y, x + side, y + side], fill=tuple(int(v) for v in colour), outline=TEXT_COLOUR)
+    font.draw(image, (x + side + 6, y - 2), text)
+    x += side + 12 + font.size(text)[0] + 4 + 12
+    if x > image.size[0] - 4 * side:
+      x, y = origin[0], y + side + 8
+
+
+# ------------------------------------------------------------------------------------------ per task
+
+
 def _classification(path, pred, out):
   top = [{'class': int(c), 'name': _text(n), 'probability': float(p)}
          for c, n, p in zip(pred['top_k_classes'], pred['top_k_class_names'], pred['top_k_probabilities'])]
   item = {'image': path, 'task': 'classification', 'top_k': top}
   if out:
     image = _open_image(path).convert('RGB')
-    scale = max(1, 192 // max(image.size))
-    image = image.resize((image.size[0] * scale, image.size[1] * scale), Image.NEAREST)
-    canvas = Image.new('RGB', (image.size[0], image.size[1] + 14), (0, 0, 0))
-    canvas.paste(image, (0, 0))
-    ImageDraw.Draw(canvas).text((2, image.size[1] + 1), '%s %.2f' % (top[0]['name'], top[0]['probability']),
-                                fill=(255, 255, 255))
-    _save(canvas, out)
+    image = _upscaled(image, upscale_factor(image.size))
+    _save(_caption(image, ['%s %.2f' % (t['name'], t['probability']) for t in top[:3]]), out)
     item['output'] = out
   return item
 
@@ -72,30 +200,40 @@ def _detection(path, pred, out, min_score):
   item = {'image': path, 'task': 'detection', 'detections': dets}
   if out:
     image = _open_image(path).convert('RGB')
-    draw = ImageDraw.Draw(image)
-    for det in dets:
-      ymin, xmin, ymax, xmax = det['box']
-      draw.rectangle([xmin, ymin, xmax, ymax], outline=(255, 32, 32), width=2)
-      draw.text((xmin + 2, ymin + 1), '%s %.2f' % (det['name'], det['score']), fill=(255, 255, 0))
+    factor = upscale_factor(image.size)
+    image = _upscaled(image, factor)
+    _draw_boxes(image, dets, factor)
     _save(image, out)
     item['output'] = out
   return item
 
 
-def _segmentation(path, pred, out):
+def _segmentation(path, pred, out, class_names=None):
   mask = np.asarray(pred['mask']).astype(np.uint8)
   classes, counts = np.unique(mask, return_counts=True)
   item = {'image': path, 'task': 'segmentation',
           'pixels_per_class': {int(c): int(n) for c, n in zip(classes, counts)}}
   if out:
-    palette = voc.voc_colormap()
     mask_image = Image.fromarray(mask, 'P')
-    mask_image.putpalette(palette.flatten().tolist())
-    _save(mask_image, out)
+    mask_image.putpalette(voc.voc_colormap().flatten().tolist())
+    _save(mask_image, out)  # the class ids themselves, at the image's size
     base = _open_image(path).convert('RGB')
-    colour = Image.fromarray(palette[mask], 'RGB').resize(base.size, Image.NEAREST)
+    colour = _mask_colours(mask).resize(base.size, _RESAMPLING.NEAREST)
+    factor = upscale_factor(base.size)
+    panels = [_upscaled(base, factor), _upscaled(colour, factor, smooth=False),
+              _upscaled(Image.blend(base, colour, 0.5), factor)]
+    gap = 8
+    width, height = panels[0].size
+    font = _Font(max(3 * width, height) / 50.0)
+    title = font.size('Ag')[1] + 8
+    legend_rows = 1 + len(classes) // 6
+    canvas = Image.new('RGB', (3 * width + 2 * gap, height + title + legend_rows * (title + 4) + 8), BACKING_COLOUR)
+    for index, (panel, name) in enumerate(zip(panels, ('input', 'predicted classes', 'overlay'))):
+      canvas.paste(panel, (index * (width + gap), title))
+      font.draw(canvas, (index * (width + gap) + 4, 2), name)
+    _draw_legend(canvas, _legend(mask, class_names), (6, title + height + 8), font)
     overlay = os.path.splitext(out)[0] + '_overlay.png'
-    _save(Image.blend(base, colour, 0.5), overlay)
+    _save(canvas, overlay)
     item.update(output=out, overlay=overlay)
   return item
 
@@ -105,8 +243,8 @@ def _segmentation(path, pred, out):
 DEFAULT_MIN_SCORE = 0.3
 
 
-def _multitask(path, pred, out, min_score):
-  """Every member's result, drawn in one picture: class mask blended, boxes, top class as a caption."""
+def _multitask(path, pred, out, min_score, class_names=None):
+  """Every member's result, drawn in one picture: class mask blended, boxes, top classes as a caption."""
   parts = {}
   for key, value in pred.items():
     name, _, rest = key.partition('/')
@@ -115,48 +253,56 @@ def _multitask(path, pred, out, min_score):
   for name in sorted(parts):
     item[name] = describe(path, parts[name], None, min_score)
   if out:
-    image = Image.open(path).convert('RGB')
+    image = _open_image(path).convert('RGB')
+    factor = upscale_factor(image.size)
+    mask = None
     if 'segmentation' in parts:
       mask = np.asarray(parts['segmentation']['mask']).astype(np.uint8)
-      colour = Image.fromarray(voc.voc_colormap()[mask], 'RGB').resize(image.size, Image.NEAREST)
-      image = Image.blend(image, colour, 0.45)
-    draw = ImageDraw.Draw(image)
-    for det in item.get('detection', {}).get('detections', []):
-      ymin, xmin, ymax, xmax = det['box']
-      draw.rectangle([xmin, ymin, xmax, ymax], outline=(255, 32, 32), width=2)
-      draw.text((xmin + 2, ymin + 1), '%s %.2f' % (det['name'], det['score']), fill=(255, 255, 0))
+      image = Image.blend(image, _mask_colours(mask).resize(image.size, _RESAMPLING.NEAREST), 0.45)
+    image = _upscaled(image, factor)
+    _draw_boxes(image, item.get('detection', {}).get('detections', []), factor)
+    lines = []
     if 'classification' in item:
-      top = item['classification']['top_k'][0]
-      draw.text((2, 2), '%s %.2f' % (top['name'], top['probability']), fill=(255, 255, 255))
-    image.save(out)
+      lines.append('image class: ' + ', '.join('%s %.2f' % (t['name'], t['probability'])
+                                                for t in item['classification']['top_k'][:3]))
+    if mask is not None:
+      names = (class_names or {}).get('segmentation')
+      lines.append('mask: ' + ', '.join(text for _, text in _legend(mask, names)))
+    _save(_caption(image, lines) if lines else image, out)
     item['output'] = out
   return item
 
 
-def describe(path, prediction, out=None, min_score=DEFAULT_MIN_SCORE):
-  """JSON-able dict for one prediction; writes the picture to `out` (detections: those >= `min_score`)."""
+def describe(path, prediction, out=None, min_score=DEFAULT_MIN_SCORE, class_names=None):
+  """JSON-able dict for one prediction; writes the picture to `out` (detections: those >= `min_score`).
+
+  `class_names`: optional, names of the segmentation classes for the legend (a list; for a multitask
+  prediction a dict member -> list).
+  """
   if any('/' in key for key in prediction):
-    return _multitask(path, prediction, out, min_score)
+    return _multitask(path, prediction, out, min_score, class_names)
   if 'top_k_classes' in prediction:
     return _classification(path, prediction, out)
   if 'detection_boxes' in prediction:
     return _detection(path, prediction, out, min_score)
   if 'mask' in prediction:
-    return _segmentation(path, prediction, out)
+    return _segmentation(path, prediction, out, class_names)
   raise ValueError('unrecognised prediction outputs: %s' % ', '.join(sorted(prediction)))
 
 
-def summary_line(item):
+def summary_line(item, relative_to=None):
+  """One line for a person; paths relative to `relative_to` when given (a report's directory)."""
+  def show(path):
+    return os.path.relpath(path, relative_to) if relative_to else path
+  arrow = ' -> %s' % show(item['output']) if 'output' in item else ''
   if item['task'] == 'multitask':
     parts = [summary_line(dict(item[name], image=name)) for name in ('classification', 'detection', 'segmentation')
              if name in item]
-    return '%s: %s%s' % (item['image'], '; '.join(parts), ' -> %s' % item['output'] if 'output' in item else '')
+    return '%s: %s%s' % (show(item['image']), '; '.join(parts), arrow)
   if item['task'] == 'classification':
-    return '%s: %s%s' % (item['image'], ', '.join('%s (%.3f)' % (t['name'], t['probability']) for t in item['top_k']),
-                         ' -> %s' % item['output'] if 'output' in item else '')
+    return '%s: %s%s' % (show(item['image']),
+                         ', '.join('%s (%.3f)' % (t['name'], t['probability']) for t in item['top_k']), arrow)
   if item['task'] == 'detection':
     dets = ', '.join('%s %.2f' % (d['name'], d['score']) for d in item['detections'][:5])
-    return '%s: %d detections %s%s' % (item['image'], len(item['detections']), dets,
-                                       ' -> %s' % item['output'] if 'output' in item else '')
-  return '%s: classes %s%s' % (item['image'], sorted(item['pixels_per_class']),
-                               ' -> %s' % item['output'] if 'output' in item else '')
+    return '%s: %d detections %s%s' % (show(item['image']), len(item['detections']), dets, arrow)
+  return '%s: classes %s%s' % (show(item['image']), sorted(item['pixels_per_class']), arrow)

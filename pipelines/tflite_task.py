@@ -195,17 +195,27 @@ def _write_labels(config, task_name, output_dir, prefix=''):
   return name
 
 
+def unsupported(config, quantize):
+  """Why `quantize` cannot export this config's task on this TensorFlow, or None when it can."""
+  if quantize == 'int8' and te._is_tf1() and (config.task == 'detection' or (  # pylint: disable=protected-access
+      config.task == 'multitask' and 'detection' in config.multitask.members())):
+    return te.TF1_INT8_DETECTION_UNSUPPORTED
+  return None
+
+
 def export(config, model_dir, export_dir=None, checkpoint_path=None, quantize='none',
-           num_calibration_images=DEFAULT_CALIBRATION_IMAGES):
+           num_calibration_images=DEFAULT_CALIBRATION_IMAGES, calibration_config=None):
   """Writes model.tflite, model.json, config.yaml and the class names file; returns the model path.
 
-  Default directory: `<model_dir>/export/tflite_<quantize>`.
+  Default directory: `<model_dir>/export/tflite_<quantize>`. int8 calibrates on the eval input pipeline of
+  `calibration_config` (default `config`; the demo passes one reading training records, so its held-out
+  split stays unseen by the export).
   """
   if quantize not in te.QUANTIZE_MODES:
     raise ValueError('--quantize must be one of %s, got %r' % (', '.join(te.QUANTIZE_MODES), quantize))
-  if quantize == 'int8' and te._is_tf1() and (config.task == 'detection' or (  # pylint: disable=protected-access
-      config.task == 'multitask' and 'detection' in config.multitask.members())):
-    raise ValueError(te.TF1_INT8_DETECTION_UNSUPPORTED)
+  reason = unsupported(config, quantize)
+  if reason:
+    raise ValueError(reason)
   checkpoint_path = checkpoint_path or tf.train.latest_checkpoint(model_dir)
   if not checkpoint_path:
     raise ValueError('no checkpoint in %r to export (train first, or pass --checkpoint)' % model_dir)
@@ -214,7 +224,7 @@ def export(config, model_dir, export_dir=None, checkpoint_path=None, quantize='n
   LOG.info('tflite export: %s, %d batch norms folded, quantize=%s', checkpoint_path, frozen.folded, quantize)
   representative = None
   if quantize == 'int8':
-    representative = calibration_images(config, num_calibration_images)
+    representative = calibration_images(calibration_config or config, num_calibration_images)
     LOG.info('tflite export: calibrating on %d eval images', len(representative))
   if not tf.gfile.IsDirectory(output_dir):
     tf.gfile.MakeDirs(output_dir)

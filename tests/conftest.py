@@ -45,6 +45,29 @@ def tiny_imagenet_records(root, num_classes, images_per_class=4):
   return records
 
 
+TINY_SHAPES_COUNTS = {'imagenet': {'train': 8, 'val': 4}, 'coco': {'train': 4, 'val': 3}, 'voc': {'train': 4, 'val': 2}}
+
+
+def tiny_shapes_records(root, counts=None, image_size=64):
+  """The demo's shapes world, tiny, converted by the real converters into the three record formats.
+
+  Returns (records directory with classification/, detection/ and segmentation/ each holding train-* and
+  val-* shards and their labels file, the raw data dict of `datasets.shapes.generate`).
+  """
+  from datasets import coco, imagenet, shapes, voc  # pylint: disable=g-import-not-at-top
+  raw = shapes.generate(os.path.join(str(root), 'raw'), seed=0, image_size=image_size,
+                        counts=counts or TINY_SHAPES_COUNTS)
+  out = os.path.join(str(root), 'records')
+  for split in ('train', 'val'):
+    imagenet.convert(raw['imagenet'][split + '_dir'], os.path.join(out, 'classification'), split,
+                     labels_file=raw['imagenet']['labels_file'], num_shards=1, num_workers=1)
+    coco.convert(raw['coco'][split + '_images'], raw['coco'][split + '_annotations'], os.path.join(out, 'detection'),
+                 split, num_shards=1, num_workers=1)
+    voc.convert(raw['voc']['devkit_dir'], os.path.join(out, 'segmentation'), split, num_shards=1, num_workers=1,
+                num_classes=5, class_names=('background',) + tuple(shapes.CLASSES))
+  return out, raw
+
+
 @pytest.fixture(autouse=True)
 def _mnv2_logs_reach_caplog():
   """`mnv2` CLI calls stop the 'mnv2' logger from propagating (it prints through its own handler); tests that

@@ -4,6 +4,7 @@ import os
 
 from pipelines import cli
 from pipelines import demo
+from pipelines import tflite_export as te
 
 
 def test_tiny_demo_runs_every_phase(tmp_path, capsys):
@@ -36,6 +37,39 @@ def test_tiny_demo_runs_every_phase(tmp_path, capsys):
     with open(os.path.join(out, 'models', task, 'warm_start.txt')) as f:
       assert 'restored' in f.read()
   assert os.path.isfile(os.path.join(out, 'models', 'detection', 'eval', 'detections.json'))
+  # Paths are relative to the report (the folder can be moved); COCO's -1 is shown as n/a.
+  assert out not in report and 'data/' in report
+  assert '| -1 |' not in report
+
+  # Every export, scored on the held-out split: the SavedModel scores what the checkpoint scored (same
+  # serving preprocessing as evaluation, folded batch norm), TFLite float32 what the SavedModel scored.
+  rows = {}
+  for line in report.splitlines():
+    cells = [c.strip() for c in line.strip('|').split('|')]
+    if len(cells) == 8 and cells[0] in demo.TASKS and cells[1] in [e[0] for e in demo.EXPORTS]:
+      rows[cells[0], cells[1]] = cells
+  for task in demo.TASKS:
+    with open(os.path.join(out, 'models', task, 'eval', 'metrics.json')) as f:
+      checkpoint = json.load(f)[demo.TARGETS[task][0]]
+    saved = float(rows[task, 'SavedModel'][3])
+    tolerance = 0.25 if task == 'detection' else 0.02  # AP over 2 images of a 2-step model: NMS near-ties
+    assert abs(saved - checkpoint) <= tolerance, (task, saved, checkpoint)
+    assert abs(float(rows[task, 'TFLite float32'][3]) - saved) <= tolerance, task
+    assert rows[task, 'TFLite float32'][5].endswith('MB') and rows[task, 'TFLite float32'][7].endswith('ms')
+    int8 = rows[task, 'TFLite int8']
+    if int8[3].startswith('not made'):
+      assert task == 'detection' and te._is_tf1()  # pylint: disable=protected-access
+    else:
+      assert float(int8[5].split()[0]) < float(rows[task, 'TFLite float32'][5].split()[0])  # smaller on disk
+    assert os.path.isfile(os.path.join(out, 'models', task, 'export', 'tflite_none', 'model.tflite'))
+
+
+def test_report_shows_undefined_coco_metrics_as_na(tmp_path):
+  result = demo.Result('detection', 'AP50', 0.5, 0.5, 1.0, {'AP50': 0.5, 'APl': -1.0, 'AP/star': -1.0}, [], [])
+  path = demo.write_report(str(tmp_path), [result], 1.0)
+  with open(path) as f:
+    report = f.read()
+  assert '| APl | n/a (no such objects in the split) |' in report and '| AP50 | 0.5 |' in report
 
 
 def test_bad_task_and_set_are_rejected(tmp_path, capsys):

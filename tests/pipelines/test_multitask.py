@@ -8,18 +8,16 @@ import pytest
 import tensorflow.compat.v1 as tf
 from PIL import Image
 
-from datasets import coco
-from datasets import imagenet
-from datasets import shapes
-from datasets import voc
 from pipelines import cli
 from pipelines import config as schema
 from pipelines import config_lib
 from pipelines import multitask
 from pipelines import predict
 from pipelines import profile_models
+from pipelines import render
 from pipelines import runner
 from tests.conftest import read_tsv
+from tests.conftest import tiny_shapes_records
 
 CONFIG = """
 task: multitask
@@ -49,18 +47,7 @@ runtime: {save_checkpoints_steps: 2, log_every_n_steps: 1, seed: 1}
 
 @pytest.fixture(scope='module')
 def records(tmp_path_factory):
-  root = str(tmp_path_factory.mktemp('multitask'))
-  counts = {'imagenet': {'train': 8, 'val': 4}, 'coco': {'train': 4, 'val': 3}, 'voc': {'train': 4, 'val': 2}}
-  raw = shapes.generate(os.path.join(root, 'raw'), seed=0, image_size=64, counts=counts)
-  out = os.path.join(root, 'records')
-  for split in ('train', 'val'):
-    imagenet.convert(raw['imagenet'][split + '_dir'], os.path.join(out, 'classification'), split,
-                     labels_file=raw['imagenet']['labels_file'], num_shards=1, num_workers=1)
-    coco.convert(raw['coco'][split + '_images'], raw['coco'][split + '_annotations'], os.path.join(out, 'detection'),
-                 split, num_shards=1, num_workers=1)
-    voc.convert(raw['voc']['devkit_dir'], os.path.join(out, 'segmentation'), split, num_shards=1, num_workers=1,
-                num_classes=5, class_names=('background',) + tuple(shapes.CLASSES))
-  return out, raw
+  return tiny_shapes_records(tmp_path_factory.mktemp('multitask'))
 
 
 def _config(tmp_path, records_dir, overrides=()):
@@ -133,7 +120,10 @@ def test_joint_train_eval_export_predict(tmp_path, records):
       np.testing.assert_allclose(saved[key], value, rtol=1e-3, atol=1e-4, err_msg=key)
   out = str(tmp_path / 'all_three.png')
   assert cli.main(['predict', image, '--saved-model', export_dir, '--output', out]) == 0
-  assert Image.open(out).size == (width, height)
+  # Drawn on an upscaled copy (labels readable), with the top classes captioned under it.
+  factor = render.upscale_factor((width, height))
+  drawn = Image.open(out).size
+  assert factor > 1 and drawn[0] == width * factor and drawn[1] > height * factor
 
 
 def test_head_warm_start_from_a_single_task_checkpoint(tmp_path, records):

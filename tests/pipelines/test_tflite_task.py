@@ -13,15 +13,13 @@ import os
 import numpy as np
 import pytest
 
-from datasets import coco
-from datasets import imagenet
 from datasets import shapes
-from datasets import voc
 from pipelines import cli
 from pipelines import predict
 from pipelines import runner
 from pipelines import tflite_export as te
 from pipelines import tflite_task
+from tests.conftest import tiny_shapes_records
 
 COMMON = """
 model: {depth_multiplier: 0.35}
@@ -53,19 +51,8 @@ data: {train_files: '%(r)s/segmentation/train-*', eval_files: '%(r)s/segmentatio
 
 @pytest.fixture(scope='module')
 def records(tmp_path_factory):
-  root = str(tmp_path_factory.mktemp('tflite_task'))
-  counts = {'imagenet': {'train': 8, 'val': 4}, 'coco': {'train': 4, 'val': 3}, 'voc': {'train': 4, 'val': 2}}
-  raw = shapes.generate(os.path.join(root, 'raw'), seed=0, image_size=64, counts=counts)
-  out = os.path.join(root, 'records')
-  for split in ('train', 'val'):
-    imagenet.convert(raw['imagenet'][split + '_dir'], os.path.join(out, 'classification'), split,
-                     labels_file=raw['imagenet']['labels_file'], num_shards=1, num_workers=1)
-    coco.convert(raw['coco'][split + '_images'], raw['coco'][split + '_annotations'], os.path.join(out, 'detection'),
-                 split, num_shards=1, num_workers=1)
-    voc.convert(raw['voc']['devkit_dir'], os.path.join(out, 'segmentation'), split, num_shards=1, num_workers=1,
-                num_classes=5, class_names=('background',) + tuple(shapes.CLASSES))
-  images = sorted(glob.glob(os.path.join(raw['coco']['val_images'], '*')))[:3]
-  return out, images
+  out, raw = tiny_shapes_records(tmp_path_factory.mktemp('tflite_task'))
+  return out, sorted(glob.glob(os.path.join(raw['coco']['val_images'], '*')))[:3]
 
 
 def _trained(tmp_path, records_dir, task):
