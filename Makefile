@@ -17,6 +17,8 @@ VENV_TF1 := .venv/tf1.15
 TF ?=
 DEMO_ARGS ?=
 PYTEST_ARGS ?=
+# Test workers (pytest-xdist): one per core, at most 4 (each holds a TensorFlow); JOBS=1 runs in one process.
+JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 1); if [ $$n -gt 4 ]; then n=4; fi; echo $$n)
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export PYTHONDONTWRITEBYTECODE := 1
 
@@ -46,7 +48,7 @@ venvs: $(VENV_TF2)/.installed
 
 define run_tests
 	@$(1)/bin/python -c "import sys, tensorflow as tf; print('== TensorFlow %s on Python %s ==' % (tf.__version__, sys.version.split()[0]))"
-	$(1)/bin/python -m pytest tests -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(1)/bin/python -m pytest tests -q -p no:cacheprovider $(if $(filter 1,$(JOBS)),,-n $(JOBS) --dist loadfile) $(PYTEST_ARGS)
 endef
 
 test-tf2.15: $(VENV_TF2)/.installed

@@ -26,10 +26,12 @@ INSTALL_REQUIRES = [
     'h5py<3; ' + PY37,
     'Pillow>=8,<10; ' + PY37,
     'pytest>=6,<8; ' + PY37,
+    'pytest-xdist>=3,<3.3; ' + PY37,  # `make test` spreads the suite over the cores (see Makefile JOBS)
     # TensorFlow 2.15.1 stack (Python 3.9-3.11): TensorFlow itself comes from the `cpu` or `gpu` extra.
     'numpy>=1.23.5,<2; ' + PY3X,
     'Pillow>=9; ' + PY3X,
     'pytest>=7; ' + PY3X,
+    'pytest-xdist>=3; ' + PY3X,
     # Both stacks.
     'tf-slim==1.1.0',
     'pycocotools>=2.0.2',

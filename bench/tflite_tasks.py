@@ -4,13 +4,15 @@ For each task (classification 224, SSDLite 320, DeepLabv3 OS16 513; width 1.0, r
 checkpoint of the task's own graph), the exported model as `mnv2 export` builds it
 (`pipelines.tflite_task.frozen_graph`: EMA-less random weights, batch norm folded) is timed as:
 
-  TF        the folded network in tf.Session (what the SavedModel runs, without its decode/preprocess)
+  TF        the folded network in tf.Session (what the SavedModel runs, without its image decoding);
+            detection: followed by the task's own box decoding and per-class NMS (`DetectionTask.detections`,
+            what the SavedModel runs where TFLite runs its post-processing op), same thresholds
   keras     classification only: tf.keras.applications.MobileNetV2(weights=None) in tf.Session
-  TFLite    float32 and int8 (XNNPACK where the stack uses it), 1 and 2 threads (TF 1.15: default threads)
+  TFLite    float32, float16 and int8 (XNNPACK where the stack uses it), 1 and 2 threads (TF 1.15: default
+            threads); detection ends in TFLite_Detection_PostProcess (regular NMS)
 
-Ratios are TF time / TFLite time (above 1: TFLite is faster). Detection TFLite includes the post-processing
-op (regular NMS), TF excludes NMS; segmentation both include the argmax. Median of the timed runs after
-warm-up; prints the load average (other processes skew every figure). Not a test.
+Ratios are TF time / TFLite time (above 1: TFLite is faster). Median of the timed runs after warm-up;
+prints the load average (other processes skew every figure). Not a test.
 
 Run: `python bench/tflite_tasks.py [--quick] [--tasks classification,detection,segmentation] [--json out.json]`.
 """
@@ -71,12 +73,15 @@ def _median_ms(fn, runs, warmup=3):
   return 1000 * statistics.median(times)
 
 
-def _tf_ms(graph_def, input_name, outputs, image, runs):
-  # Only the subgraph TF can run (detection: without the TFLite-only post-processing op).
+def _tf_ms(graph_def, input_name, outputs, image, runs, finish=None):
+  # Only the subgraph TF can run (detection: without the TFLite-only post-processing op; `finish` adds what
+  # TF runs in its place, the product's own box decoding and NMS).
   graph_def = tf.graph_util.extract_sub_graph(graph_def, [o.split(':')[0] for o in outputs])
   with tf.Graph().as_default() as graph:
     tf.import_graph_def(graph_def, name='')
     tensors = [graph.get_tensor_by_name(n) for n in outputs]
+    if finish is not None:
+      tensors = finish(tensors)
     with tf.Session(graph=graph) as session:
       return _median_ms(lambda: session.run(tensors, {input_name + ':0': image}), runs)
 
@@ -97,20 +102,28 @@ def bench_task(name, runs, directory, calibration_count):
   frozen = tflite_task.frozen_graph(config, checkpoint, use_moving_averages=False)
   image = np.random.RandomState(0).uniform(-1, 1, [1, size, size, 3]).astype(np.float32)
   result = {'task': name, 'size': size}
-  # TF reference: the same network without the TFLite-only post-processing op.
+  # TF reference: the same network; for detection the TFLite-only post-processing op is replaced by what the
+  # SavedModel runs (the task's box decoding + per-class NMS, same thresholds).
+  finish = None
   if te._has_postprocess(frozen):  # pylint: disable=protected-access
     post = [n.name for n in frozen.graph_def.node if n.op == te.DETECTION_POSTPROCESS_OP][0]
-    raw_inputs = [n for n in frozen.graph_def.node if n.name == post][0].input[:2]
+    raw_inputs = [n for n in frozen.graph_def.node if n.name == post][0].input[:2]  # box codes, class scores
     outputs = [i + ':0' for i in raw_inputs]
+    task = runner.make_task(config)
+
+    def finish(tensors):
+      ones = tf.ones([1], tf.int32)
+      return list(task.detections(tensors[0], tensors[1], ones, ones).values())
   else:
     outputs = list(frozen.outputs.values())
-  result['tf_ms'] = _tf_ms(frozen.graph_def, frozen.input_name, outputs, image, runs)
-  print('%-14s %3d  TF (folded graph, tf.Session)     %8.2f ms' % (name, size, result['tf_ms']), flush=True)
+  result['tf_ms'] = _tf_ms(frozen.graph_def, frozen.input_name, outputs, image, runs, finish)
+  print('%-14s %3d  TF (folded graph, tf.Session%s) %8.2f ms' % (
+      name, size, ' + NMS' if finish else '', result['tf_ms']), flush=True)
   if name == 'classification':
     result['keras_ms'] = _keras_ms(image, runs)
     print('%-14s %3d  tf.keras MobileNetV2                %8.2f ms  keras / TF = %.2f' % (
         name, size, result['keras_ms'], result['keras_ms'] / result['tf_ms']), flush=True)
-  modes = ['none'] + (['int8'] if not (name == 'detection' and te._is_tf1()) else [])  # pylint: disable=protected-access
+  modes = ['none', 'float16'] + (['int8'] if not (name == 'detection' and te._is_tf1()) else [])  # pylint: disable=protected-access
   calibration = [np.random.RandomState(s).uniform(-1, 1, [size, size, 3]).astype(np.float32)
                  for s in range(calibration_count)]
   threads = (1, 2) if te.interpreter_supports_num_threads() else (None,)

@@ -156,7 +156,15 @@ class DetectionTask(skeleton.Task):
     det = self.config.detection
     logits = outputs[ssdlite.CLASS_PREDICTIONS_WITH_BACKGROUND]
     probs = tf.nn.softmax(logits) if det.classification_loss == 'softmax' else tf.sigmoid(logits)
-    boxes = box_coder.decode(outputs[ssdlite.BOX_ENCODINGS], tf.constant(self.anchors))
+    return self.detections(outputs[ssdlite.BOX_ENCODINGS], probs, heights, widths)
+
+  def detections(self, box_encodings, probs, heights, widths):
+    """`postprocess` from the class probabilities (background column first): box decoding and NMS.
+
+    What TF runs where a TFLite model runs `TFLite_Detection_PostProcess` (the benches compare the two).
+    """
+    det = self.config.detection
+    boxes = box_coder.decode(box_encodings, tf.constant(self.anchors))
     nms = post_processing.batch_multiclass_nms(
         boxes, probs[:, :, 1:], score_threshold=det.score_threshold, iou_threshold=det.iou_threshold,
         max_detections_per_class=det.max_detections, max_total_detections=det.max_detections,

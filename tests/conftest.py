@@ -10,6 +10,21 @@ import nets  # noqa: E402,F401  (installs the tf-slim compat shim)
 
 tf.logging.set_verbosity(tf.logging.ERROR)
 DATA_DIR = os.path.join(os.path.dirname(__file__), 'data')
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_in_child(module, function, *args, timeout=300):
+  """Runs `module.function(*args)` (string arguments) in a fresh Python process -- a fresh TensorFlow, whose
+  devices are not fixed yet -- and returns its combined output; asserts it exited 0."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  code = 'import sys; import %s as t; t.%s(*sys.argv[1:])' % (module, function)
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
+  result = subprocess.run([sys.executable, '-c', code] + [str(a) for a in args], cwd=ROOT, env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
+                          timeout=timeout)
+  assert result.returncode == 0, result.stdout[-4000:]
+  return result.stdout
 
 
 @pytest.fixture

@@ -183,7 +183,7 @@ def test_train_eval_export_predict(tmp_path, dataset_dir):
 
   out = str(tmp_path / 'out.png')
   assert cli.main(['predict', image, '--saved-model', export_dir, '--output', out]) == 0
-  assert Image.open(out).size == (80, 50)
+  assert Image.open(out).size == (400, 250)  # drawn on a 5x copy: the long side reaches 384 px
 
 
 def test_paper_config_warm_start_maps_every_backbone_variable(graph):

@@ -18,6 +18,7 @@ from pipelines import config as config_schema
 from pipelines import config_lib
 from pipelines import distribution
 from pipelines import input_common
+from tests.conftest import run_in_child
 from tests.conftest import tiny_imagenet_records
 from tests.pipelines import cluster_util
 
@@ -43,13 +44,8 @@ def _write_config(tmp_path, records):
 
 
 def _run_child(function, *args, timeout=900):
-  code = 'import sys; from tests.pipelines import test_distributed_training as t; t.%s(*sys.argv[1:])' % function
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
-  result = subprocess.run([sys.executable, '-c', code] + [str(a) for a in args], cwd=ROOT, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
-                          timeout=timeout)
-  assert result.returncode == 0, result.stdout[-4000:]
-  return result.stdout
+  """Runs `function(*args)` of this module in a fresh Python process; returns its output (asserts success)."""
+  return run_in_child('tests.pipelines.test_distributed_training', function, *args, timeout=timeout)
 
 
 def _fast_sessions():

@@ -7,7 +7,6 @@ so another test of this process may already have fixed both.
 """
 import logging
 import os
-import subprocess
 import sys
 
 import numpy as np
@@ -16,6 +15,7 @@ import tensorflow.compat.v1 as tf
 import tf_slim as slim
 
 from pipelines import distribution
+from tests.conftest import run_in_child
 from tests.pipelines import cluster_util
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -24,13 +24,7 @@ TF1 = tf.__version__.startswith('1.')
 
 def _run_child(function, *args, timeout=300):
   """Runs `function(*args)` of this module in a fresh Python process; returns its output (asserts success)."""
-  code = 'import sys; from tests.pipelines import test_runtime as t; t.%s(*sys.argv[1:])' % function
-  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2')
-  result = subprocess.run([sys.executable, '-c', code] + [str(a) for a in args], cwd=ROOT, env=env,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True,
-                          timeout=timeout)
-  assert result.returncode == 0, result.stdout[-4000:]
-  return result.stdout
+  return run_in_child('tests.pipelines.test_runtime', function, *args, timeout=timeout)
 
 
 # ----------------------------------------------------------------------------------------------------------
