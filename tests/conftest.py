@@ -60,6 +60,15 @@ def tiny_imagenet_records(root, num_classes, images_per_class=4):
   return records
 
 
+def config_from_text(tmp_path, text, overrides=(), name='config.yaml', mode=None):
+  """Writes YAML `text` to tmp_path/name and loads it like the CLI (with `mode`: its files checked too)."""
+  from pipelines import runner  # pylint: disable=g-import-not-at-top
+  path = os.path.join(str(tmp_path), name)
+  with open(path, 'w') as f:
+    f.write(text)
+  return runner.load_config(path, list(overrides), mode)
+
+
 TINY_SHAPES_COUNTS = {'imagenet': {'train': 8, 'val': 4}, 'coco': {'train': 4, 'val': 3}, 'voc': {'train': 4, 'val': 2}}
 
 

@@ -9,8 +9,8 @@ from PIL import Image
 from datasets import classification_preprocessing
 from datasets import imagenet
 from pipelines import classification_input
-from pipelines import config as config_schema
 from pipelines import input_common
+from tests.conftest import config_from_text
 from tests.datasets.test_imagenet import folders  # noqa: F401  pylint: disable=unused-import  (fixture)
 
 ModeKeys = tf.estimator.ModeKeys
@@ -25,10 +25,7 @@ runtime: {seed: 0}
 
 
 def _config(tmp_path, data_dir, overrides=()):
-  path = str(tmp_path / 'config.yaml')
-  with open(path, 'w') as f:
-    f.write(CONFIG % {'data': data_dir})
-  return config_schema.load(path, list(overrides))
+  return config_from_text(tmp_path, CONFIG % {'data': data_dir}, overrides)
 
 
 def test_split_follows_the_mode(tmp_path):

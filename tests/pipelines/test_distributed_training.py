@@ -123,15 +123,11 @@ def test_cli_names_the_key_when_batch_does_not_split(tmp_path, capsys):
 # mirrored over 2 logical CPU devices, sync batch norm
 
 
-def test_mirrored_split_cpu_trains_resumes_and_keeps_names(tmp_path):
-  out = _run_child('mirrored_train_resume', tmp_path)
-  assert 'MIRRORED PIPELINE OK' in out, out[-4000:]
-
-
-def mirrored_train_resume(tmp_dir):
+def _child_setup(tmp_dir):
+  """In a child process: the 'mnv2' log lines collected into a list, tmp_dir as a Path, a config over tiny
+  3-class records written there. Returns (lines, tmp_path, config path)."""
   import logging  # pylint: disable=g-import-not-at-top
   import pathlib  # pylint: disable=g-import-not-at-top
-  from pipelines import runner  # pylint: disable=g-import-not-at-top
   lines = []
 
   class Collect(logging.Handler):
@@ -141,7 +137,17 @@ def mirrored_train_resume(tmp_dir):
   logging.getLogger('mnv2').addHandler(Collect())
   logging.getLogger('mnv2').setLevel(logging.INFO)
   tmp_path = pathlib.Path(tmp_dir)
-  path = _write_config(tmp_path, tiny_imagenet_records(tmp_path, 3))
+  return lines, tmp_path, _write_config(tmp_path, tiny_imagenet_records(tmp_path, 3))
+
+
+def test_mirrored_split_cpu_trains_resumes_and_keeps_names(tmp_path):
+  out = _run_child('mirrored_train_resume', tmp_path)
+  assert 'MIRRORED PIPELINE OK' in out, out[-4000:]
+
+
+def mirrored_train_resume(tmp_dir):
+  from pipelines import runner  # pylint: disable=g-import-not-at-top
+  lines, tmp_path, path = _child_setup(tmp_dir)
   single_dir, mirrored_dir = str(tmp_path / 'single'), str(tmp_path / 'mirrored')
   mirrored = ['runtime.distribution.strategy=mirrored', 'runtime.distribution.cpu_devices=2',
               'train.sync_batch_norm=true']
@@ -281,19 +287,8 @@ def test_mixed_precision_and_xla_pipeline(tmp_path):
 
 
 def precision_and_xla(tmp_dir):
-  import logging  # pylint: disable=g-import-not-at-top
-  import pathlib  # pylint: disable=g-import-not-at-top
   from pipelines import runner  # pylint: disable=g-import-not-at-top
-  lines = []
-
-  class Collect(logging.Handler):
-    def emit(self, record):
-      lines.append(record.getMessage())
-
-  logging.getLogger('mnv2').addHandler(Collect())
-  logging.getLogger('mnv2').setLevel(logging.INFO)
-  tmp_path = pathlib.Path(tmp_dir)
-  path = _write_config(tmp_path, tiny_imagenet_records(tmp_path, 3))
+  lines, tmp_path, path = _child_setup(tmp_dir)
   gpu = bool(distribution.visible_gpus())
   # float16 + XLA in one run: the session config the runner builds, a few steps, finite loss.
   model_dir = str(tmp_path / 'fp16')

@@ -10,6 +10,7 @@ import tensorflow.compat.v1 as tf
 from datasets import decoders
 from pipelines import exported_eval
 from pipelines import runner
+from tests.conftest import config_from_text
 from tests.conftest import tiny_shapes_records
 
 CONFIGS = {
@@ -44,10 +45,7 @@ def records(tmp_path_factory):
 
 
 def _config(tmp_path, records_dir, task):
-  path = str(tmp_path / (task + '.yaml'))
-  with open(path, 'w') as f:
-    f.write(CONFIGS[task] % {'r': records_dir})
-  return runner.load_config(path, (), 'eval')
+  return config_from_text(tmp_path, CONFIGS[task] % {'r': records_dir}, name=task + '.yaml', mode='eval')
 
 
 def _groundtruth(config):

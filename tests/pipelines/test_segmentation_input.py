@@ -5,8 +5,8 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 from PIL import Image
 
-from pipelines import config as config_schema
 from pipelines import segmentation_input
+from tests.conftest import config_from_text
 from tests.datasets.test_voc import H  # the converted images are H x W
 from tests.datasets.test_voc import W
 from tests.datasets.test_voc import converted  # noqa: F401  pylint: disable=unused-import  (fixture)
@@ -24,10 +24,7 @@ runtime: {seed: 0}
 
 
 def _config(tmp_path, data_dir, overrides=()):
-  path = str(tmp_path / 'config.yaml')
-  with open(path, 'w') as f:
-    f.write(CONFIG % {'data': data_dir})
-  return config_schema.load(path, list(overrides))
+  return config_from_text(tmp_path, CONFIG % {'data': data_dir}, overrides)
 
 
 def test_dataset_batches(converted, tmp_path):  # noqa: F811  pylint: disable=redefined-outer-name
