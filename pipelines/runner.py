@@ -107,6 +107,11 @@ def train(config, model_dir, evaluate=False, allow_config_change=False):
   (see `check_saved_config`) unless `allow_config_change`; a changed config.yaml is replaced only once the
   run has succeeded.
   """
+  dist = config.runtime.distribution
+  # The batch split first, from the config alone: its error names train.batch_size before any strategy
+  # (whose creation can fail for other reasons, e.g. a process whose devices are already fixed) exists.
+  distribution.per_replica_batch_size(config.train.batch_size, distribution.replicas_in_sync(
+      dist.strategy, dist.num_devices, dist.cpu_devices))
   placement = make_distribution(config)
   per_replica = distribution.per_replica_batch_size(config.train.batch_size, placement.num_replicas)
   if placement.task_type == 'evaluator':
