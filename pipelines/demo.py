@@ -17,10 +17,10 @@ import time
 from datasets import shapes
 from pipelines import config as config_schema
 from pipelines import exported_eval
-from pipelines import labels as labels_lib
 from pipelines import predict
 from pipelines import render
 from pipelines import runner
+from pipelines import segmentation
 
 LOG = logging.getLogger('mnv2')
 TASKS = ('classification', 'detection', 'segmentation')
@@ -212,7 +212,7 @@ def run_task(task, raw, out, steps, extra_sets):
 def _legend_names(config):
   """Segmentation class names for the pictures' legends (for multitask, a dict member -> names)."""
   if config.task == 'segmentation':
-    return labels_lib.class_names(config.data.labels_file, config.segmentation.num_classes)
+    return segmentation.class_names(config)
   if config.task == MULTITASK and config.multitask.segmentation is not None:
     return {'segmentation': _legend_names(config_schema.member_config(config, 'segmentation'))}
   return None
@@ -248,7 +248,8 @@ def measure_exports(config, model_dir, saved_model_dir, sample_image):
   for name, fmt, quantize in EXPORTS:
     model_only = None
     if fmt == 'saved_model':
-      path, predictor = saved_model_dir, exported_eval.SavedModelPredictor(saved_model_dir)
+      path, loaded = saved_model_dir, predict.Predictor(saved_model_dir)
+      predict_one = loaded.one
     else:
       reason = tflite_task.unsupported(config, quantize)
       if reason:
@@ -257,15 +258,15 @@ def measure_exports(config, model_dir, saved_model_dir, sample_image):
         continue
       path = tflite_task.export(config, model_dir, quantize=quantize, num_calibration_images=CALIBRATION_IMAGES,
                                 calibration_config=_train_split_config(config))
-      predictor = tflite_task.TFLitePredictor(path, num_threads=_tflite_threads())
-      model_input = predictor.model_input(predictor.features(encoded)['image'])
-      model_only = lambda predictor=predictor, x=model_input: predictor.model.run(x)
+      loaded = predict_one = tflite_task.TFLitePredictor(path, num_threads=_tflite_threads())
+      model_input = loaded.model_input(loaded.features(encoded)['image'])
+      model_only = lambda loaded=loaded, x=model_input: loaded.model.run(x)
     try:
-      metrics = exported_eval.evaluate(config, predictor)
-      latency = exported_eval.latency_ms(lambda predictor=predictor: predictor(encoded), LATENCY_RUNS)
+      metrics = exported_eval.evaluate(config, predict_one)
+      latency = exported_eval.latency_ms(lambda predict_one=predict_one: predict_one(encoded), LATENCY_RUNS)
       model_ms = exported_eval.latency_ms(model_only, LATENCY_RUNS) if model_only else None
     finally:
-      predictor.close()
+      loaded.close()
     rows.append(Export(name, path, metrics, exported_eval.size_bytes(path), latency, model_ms, None))
     LOG.info('  %s: %s, %.1f ms per image, %s', name, ', '.join(
         '%s %s' % (key, _value(metrics.get(key))) for key in _headline_keys(config)), latency,
@@ -362,11 +363,13 @@ def multitask_latency(results, runs=LATENCY_RUNS):
       for predictor in predictors:
         x = predictor.model_input(predictor.features(encoded)['image'])
         calls.append(lambda predictor=predictor, x=x: predictor.model.run(x))
+      for call in calls:  # warm-up, once per model
+        call()
       # In turns, so both figures see the same machine load.
       times = [[], []]
       for _ in range(runs):
-        times[0].append(exported_eval.latency_ms(calls[0], runs=1, warmup=1))
-        times[1].append(sum(exported_eval.latency_ms(c, runs=1, warmup=1) for c in calls[1:]))
+        times[0].append(exported_eval.latency_ms(calls[0], runs=1, warmup=0))
+        times[1].append(sum(exported_eval.latency_ms(c, runs=1, warmup=0) for c in calls[1:]))
       one, three = sorted(times[0])[runs // 2], sorted(times[1])[runs // 2]
     finally:
       for predictor in predictors:

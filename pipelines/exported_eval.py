@@ -32,8 +32,7 @@ from datasets import imagenet
 from datasets import voc
 from pipelines import coco_metrics
 from pipelines import config as config_schema
-from pipelines import labels as labels_lib
-from pipelines import predict as predict_lib
+from pipelines import segmentation
 from pipelines import segmentation_metrics
 
 LOG = logging.getLogger('mnv2')
@@ -141,7 +140,7 @@ class _Segmentation(object):
 
   def __init__(self, config):
     seg = config.segmentation
-    self.names = labels_lib.class_names(config.data.labels_file, seg.num_classes)
+    self.names = segmentation.class_names(config)
     self.total = np.zeros([seg.num_classes, seg.num_classes], np.float64)
     self._graph = tf.Graph()
     with self._graph.as_default():
@@ -221,20 +220,7 @@ def evaluate(config, predict, max_images=None):
   return metrics
 
 
-# ------------------------------------------------------------------------------------------ predictors
-
-
-class SavedModelPredictor(object):
-  """encoded image bytes -> the SavedModel's `serving_default` prediction dict for that one image."""
-
-  def __init__(self, export_dir):
-    self._predictor = predict_lib.Predictor(export_dir)
-
-  def __call__(self, encoded):
-    return dict((k, v[0]) for k, v in self._predictor([encoded]).items())
-
-  def close(self):
-    self._predictor.close()
+# ------------------------------------------------------------------------------------------ measuring
 
 
 def latency_ms(fn, runs=20, warmup=3):

@@ -31,6 +31,10 @@ class Predictor(object):
     """dict output name -> numpy array with a leading batch dimension."""
     return self._session.run(self._outputs, {self._input: list(encoded_images)})
 
+  def one(self, encoded):
+    """The prediction dict of one encoded image (no batch dimension)."""
+    return dict((k, v[0]) for k, v in self([encoded]).items())
+
   def close(self):
     self._session.close()
 
@@ -47,10 +51,9 @@ def predict_saved_model(export_dir, image_paths):
     results = []
     for path in image_paths:
       try:
-        outputs = predictor([_read(path)])
+        results.append(predictor.one(_read(path)))
       except tf.errors.InvalidArgumentError as e:
         raise ValueError('%s: cannot predict on this image: %s' % (path, e.message.split('\n')[0]))
-      results.append({k: v[0] for k, v in outputs.items()})
     return results
   finally:
     predictor.close()
