@@ -24,9 +24,11 @@ from heads import scopes
 from nets import mobilenet_spec
 
 # DeepLab's MobileNetV2 taps: the features (stride = output stride, 320 ch at 1.0) and the decoder's
-# low-level features (stride 4).
+# low-level features, by decoder output stride (its `networks_to_feature_maps`; 4 is DeepLabv3+'s).
 FEATURE_ENDPOINT = mobilenet_spec.LAYER_18
-DECODER_ENDPOINT = mobilenet_spec.LAYER_4_DEPTHWISE
+DECODER_ENDPOINTS = {4: mobilenet_spec.LAYER_4_DEPTHWISE, 8: mobilenet_spec.LAYER_7_DEPTHWISE,
+                     16: mobilenet_spec.LAYER_14_DEPTHWISE}
+DECODER_ENDPOINT = DECODER_ENDPOINTS[4]
 # Result key of `aspp_head`.
 LOGITS = 'logits'
 
@@ -124,8 +126,9 @@ def _decoder(net, end_points, decoder_endpoint=DECODER_ENDPOINT, depth=256):
   Args:
     net: float32 [B, h, w, c] ASPP output.
     end_points: dict endpoint name -> tensor of the backbone.
-    decoder_endpoint: low-level endpoint name (`layer_4/depthwise_output`, stride 4, for MobileNetV2).
-    depth: channels of the decoder convs.
+    decoder_endpoint: low-level endpoint name (`layer_4/depthwise_output`, stride 4, for MobileNetV2; see
+      DECODER_ENDPOINTS).
+    depth: channels of the decoder convs (DeepLab's `decoder_filters`, 256).
 
   Returns:
     float32 [B, h_low, w_low, depth], >= 0, at the low-level endpoint's resolution.
@@ -160,15 +163,18 @@ def semantic_logits(net, num_classes):
 
 
 def aspp_head(end_points, num_classes, aspp_rates=None, image_pooling=True, depth=256, dropout_keep_prob=0.9,
-              is_training=None, decoder_endpoint=None, separable_aspp=False, feature_endpoint=FEATURE_ENDPOINT):
+              is_training=None, decoder_endpoint=None, separable_aspp=False, feature_endpoint=FEATURE_ENDPOINT,
+              decoder_depth=256):
   """ASPP (+ optional decoder) + logits on the backbone's end_points: DeepLab's `multi_scale_logits` at one scale.
 
   Args:
     end_points: dict endpoint name -> float32 [B, h, w, c] backbone tensors.
     num_classes: int >= 1 (21 for PASCAL VOC).
-    aspp_rates, image_pooling, depth, dropout_keep_prob, separable_aspp: see `_aspp`.
+    aspp_rates, image_pooling, depth, dropout_keep_prob, separable_aspp: see `_aspp` (`depth` is DeepLab's
+      `aspp_convs_filters`).
     is_training: batch-norm and dropout mode; None keeps the arg_scope's.
     decoder_endpoint: None (DeepLabv3) or a low-level endpoint name such as DECODER_ENDPOINT (v3+).
+    decoder_depth: channels of the decoder's two separable convs (DeepLab's `decoder_filters`).
     feature_endpoint: the endpoint ASPP runs on (FEATURE_ENDPOINT, `layer_18`, for MobileNetV2).
 
   Returns:
@@ -187,7 +193,7 @@ def aspp_head(end_points, num_classes, aspp_rates=None, image_pooling=True, dept
     net = _aspp(end_points[feature_endpoint], depth, aspp_rates, image_pooling, separable_aspp, dropout_keep_prob,
                 is_training)
     if decoder_endpoint is not None:
-      net = _decoder(net, end_points, decoder_endpoint, depth)
+      net = _decoder(net, end_points, decoder_endpoint, decoder_depth)
     return {LOGITS: semantic_logits(net, num_classes)}
 
 

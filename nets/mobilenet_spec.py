@@ -65,9 +65,12 @@ def endpoint_name(layer_number, suffix=None):
 
 
 # The endpoints the heads of this project tap, named once here so no head retypes the strings.
-# At multiplier 1.0 (V2_SPEC): layer_4/depthwise_output stride 4 (144 ch), layer_15/expansion_output
-# stride 16 (576 ch), layer_18 stride 32 (320 ch, the last inverted residual), layer_19 stride 32 (1280 ch).
-LAYER_4_DEPTHWISE = endpoint_name(4, DEPTHWISE_OUTPUT)  # DeepLabv3+ decoder's low-level features
+# At multiplier 1.0 (V2_SPEC): layer_4/depthwise_output stride 4 (144 ch), layer_7/depthwise_output stride 8
+# (192 ch), layer_14/depthwise_output stride 16 (576 ch), layer_15/expansion_output stride 16 (576 ch),
+# layer_18 stride 32 (320 ch, the last inverted residual), layer_19 stride 32 (1280 ch).
+LAYER_4_DEPTHWISE = endpoint_name(4, DEPTHWISE_OUTPUT)  # DeepLabv3+ decoder's low-level features (stride 4)
+LAYER_7_DEPTHWISE = endpoint_name(7, DEPTHWISE_OUTPUT)  # the decoder's at decoder_output_stride 8
+LAYER_14_DEPTHWISE = endpoint_name(14, DEPTHWISE_OUTPUT)  # the decoder's at decoder_output_stride 16
 LAYER_15_EXPANSION = endpoint_name(15, EXPANSION_OUTPUT)  # SSDLite's first (stride-16) feature map
 LAYER_18 = endpoint_name(18)  # DeepLab's features (the last bottleneck, before the 1x1 to 1280)
 LAYER_19 = endpoint_name(19)  # the last conv: classification, SSDLite's second map

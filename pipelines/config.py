@@ -246,6 +246,9 @@ class DetectionConfig:
   max_detections: int = 100
   class_prediction_bias_init: float = 0.0
   random_crop: bool = True
+  # TFLite_Detection_PostProcess: per-class (regular) NMS, the SavedModel's; false = the OD API TFLite
+  # exporter's default, one class-agnostic NMS over each box's best class (much cheaper with many classes).
+  tflite_use_regular_nms: bool = True
 
   def validate(self):
     _positive('num_classes', self.num_classes)
@@ -276,7 +279,12 @@ class SegmentationConfig:
   scale_step: float = 0.25
   aspp_rates: List[int] = dataclasses.field(default_factory=list)  # [] = MobileNetV2 setting (no atrous branches)
   image_pooling: bool = True
-  decoder: bool = False  # DeepLabv3+ decoder on layer_4/depthwise_output
+  aspp_convs_filters: int = 256  # channels of every ASPP branch and of concat_projection (DeepLab's flag)
+  decoder: bool = False  # DeepLabv3+ decoder on the low-level endpoint of decoder_output_stride
+  # 4: layer_4/depthwise_output (DeepLabv3+), 8: layer_7/depthwise_output, 16: layer_14/depthwise_output
+  # (DeepLab's MobileNetV2 decoder endpoints); must be below the backbone's output stride.
+  decoder_output_stride: int = 4
+  decoder_filters: int = 256  # channels of decoder_conv0/1 (DeepLab's flag)
   ignore_label: int = 255
   hard_pixel_top_k: float = 1.0  # fraction of the hardest pixels kept in the loss (1.0 = all)
   eval_scales: List[float] = dataclasses.field(default_factory=lambda: [1.0])
@@ -296,6 +304,10 @@ class SegmentationConfig:
                                self.scale_step > self.max_scale - self.min_scale):
       raise ValueError('scale_step: must be in [0, max_scale - min_scale = %g] (0 = any scale in the range), '
                        'got %r' % (self.max_scale - self.min_scale, self.scale_step))
+    _positive('aspp_convs_filters', self.aspp_convs_filters)
+    _positive('decoder_filters', self.decoder_filters)
+    if self.decoder_output_stride not in (4, 8, 16):
+      raise ValueError('decoder_output_stride: must be 4, 8 or 16, got %r' % (self.decoder_output_stride,))
     if not 0 < self.hard_pixel_top_k <= 1:
       raise ValueError('hard_pixel_top_k: must be in (0, 1], got %r' % (self.hard_pixel_top_k,))
     if not self.eval_scales or any(s <= 0 for s in self.eval_scales):
@@ -357,6 +369,14 @@ class Config:
     if self.task == MULTITASK and len(self.multitask.members()) < 2:
       raise ValueError('multitask: combines at least two of %s, each a section of its own (got %s)'
                        % (', '.join(TASKS), ', '.join(self.multitask.members()) or 'none'))
+    seg = self.segmentation
+    if seg.decoder and (self.task == 'segmentation' or
+                        (self.task == MULTITASK and self.multitask.segmentation is not None)):
+      stride, key = ((self.multitask.output_stride or 32, 'multitask.output_stride') if self.task == MULTITASK
+                     else (seg.output_stride, 'segmentation.output_stride'))
+      if seg.decoder_output_stride >= stride:
+        raise ValueError('segmentation.decoder_output_stride: must be below the backbone\'s output stride '
+                         '(%s = %d) to add detail, got %d' % (key, stride, seg.decoder_output_stride))
     schedule = self.train.learning_rate
     if schedule.schedule == 'exponential' and epoch_data(self).num_train_examples <= 0:
       raise ValueError('%s.num_train_examples: must be > 0 for the per-epoch exponential schedule'

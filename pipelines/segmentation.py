@@ -76,7 +76,7 @@ def single_scale_logits(config, images, is_training, reuse=None):
     reuse: None, or True to share the variables of an earlier call (multi-scale evaluation).
 
   Returns:
-    float32 [B, ceil(H / os), ceil(W / os), num_classes] (stride 4 with the decoder).
+    float32 [B, ceil(H / os), ceil(W / os), num_classes] (segmentation.decoder_output_stride with the decoder).
   """
   with tf.variable_scope(tf.get_variable_scope(), reuse=reuse), \
       slim.arg_scope(model_builder.arg_scope(config, is_training)):
@@ -84,20 +84,26 @@ def single_scale_logits(config, images, is_training, reuse=None):
     return head_logits(config, end_points)
 
 
+def _decoder_endpoint(config):
+  seg = config.segmentation
+  return deeplab.DECODER_ENDPOINTS[seg.decoder_output_stride] if seg.decoder else None
+
+
 def head_endpoints(config):
   """Backbone endpoints the DeepLab head reads (the decoder's low-level endpoint too, when enabled)."""
-  return [deeplab.FEATURE_ENDPOINT] + ([deeplab.DECODER_ENDPOINT] if config.segmentation.decoder else [])
+  decoder = _decoder_endpoint(config)
+  return [deeplab.FEATURE_ENDPOINT] + ([decoder] if decoder else [])
 
 
 def head_logits(config, end_points):
   """DeepLab's ASPP (+ decoder) + logits on `end_points`, with its own batch-norm settings; float32
   [B, h, w, num_classes] at the feature (or decoder) resolution. Call inside `model_builder.arg_scope`."""
   seg = config.segmentation
-  decoder = deeplab.DECODER_ENDPOINT if seg.decoder else None
   with slim.arg_scope([slim.batch_norm], decay=HEAD_BN_DECAY, epsilon=HEAD_BN_EPSILON):
     outputs = deeplab.aspp_head(end_points, seg.num_classes, aspp_rates=seg.aspp_rates,
-                                image_pooling=seg.image_pooling, dropout_keep_prob=seg.dropout_keep_prob,
-                                decoder_endpoint=decoder)
+                                image_pooling=seg.image_pooling, depth=seg.aspp_convs_filters,
+                                dropout_keep_prob=seg.dropout_keep_prob, decoder_endpoint=_decoder_endpoint(config),
+                                decoder_depth=seg.decoder_filters)
   return outputs[deeplab.LOGITS]
 
 

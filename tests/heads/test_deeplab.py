@@ -64,6 +64,26 @@ def test_separable_aspp_and_decoder_names_and_shape(graph):
       ('decoder/decoder_conv1_pointwise/BatchNorm/gamma', '256')]
 
 
+@pytest.mark.parametrize('decoder_stride,low_level_channels', [(8, 192), (16, 576)])
+def test_decoder_output_stride_and_widths(graph, decoder_stride, low_level_channels):
+  """DeepLab's decoder endpoints by stride (layer_7 / layer_14 depthwise outputs), with its
+  aspp_convs_filters and decoder_filters as the head's depth and decoder_depth."""
+  images = tf.placeholder(tf.float32, [1, 65, 65, 3])
+  with slim.arg_scope(mobilenet_v2.training_scope(is_training=False)):
+    _, end_points = mobilenet_v2.mobilenet_base(images, output_stride=32, final_endpoint=deeplab.FEATURE_ENDPOINT)
+    logits = deeplab.aspp_head(end_points, 21, depth=64, decoder_depth=32,
+                               decoder_endpoint=deeplab.DECODER_ENDPOINTS[decoder_stride])[deeplab.LOGITS]
+  size = -(-65 // decoder_stride)
+  assert logits.get_shape().as_list() == [1, size, size, 21]
+  shapes = dict(_variables())
+  assert shapes['concat_projection/weights'] == '1x1x128x64'
+  assert shapes['decoder/feature_projection0/weights'] == '1x1x%dx48' % low_level_channels
+  assert shapes['decoder/decoder_conv0_depthwise/depthwise_weights'] == '3x3x112x1'  # 64 + 48
+  assert shapes['decoder/decoder_conv0_pointwise/weights'] == '1x1x112x32'
+  assert shapes['decoder/decoder_conv1_pointwise/weights'] == '1x1x32x32'
+  assert shapes['logits/semantic/weights'] == '1x1x32x21'
+
+
 def test_missing_endpoints_list_valid_names(graph):
   features = tf.zeros([1, 4, 4, 8])
   end_points = {'layer_2': features, 'layer_18': features}

@@ -90,6 +90,13 @@ def test_config_rules(tmp_path):
     load('task: multitask\nmultitask: {detection: {}, segmentation: {}}\n', ['classification.image_size=3'])
   with pytest.raises(config_lib.ConfigError, match=r'multitask\.detection: not read by task'):
     load('task: detection\nmultitask: {detection: {}}\n')
+  # The decoder must add detail below the SHARED backbone's stride (the segmentation section's own
+  # output_stride is not read by a multitask model).
+  decoder = 'task: multitask\nmultitask: {detection: {}, segmentation: {}%s}\n'
+  decoder_sets = ['segmentation.decoder=true', 'segmentation.decoder_output_stride=16']
+  with pytest.raises(config_lib.ConfigError, match=r'decoder_output_stride: .*multitask\.output_stride = 16'):
+    load(decoder % ', output_stride: 16', decoder_sets)
+  assert load(decoder % '', decoder_sets + ['segmentation.output_stride=8']).segmentation.decoder_output_stride == 16
   config = load('task: multitask\nmultitask: {detection: {batch_size: 3}, segmentation: {}}\ntrain: {batch_size: 7}\n')
   assert schema.member_config(config, 'detection').train.batch_size == 3
   assert schema.member_config(config, 'segmentation').train.batch_size == 7

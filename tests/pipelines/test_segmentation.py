@@ -77,6 +77,29 @@ def test_aspp_rates_and_decoder_options(graph, tmp_path):
   assert 'aspp3/weights' not in names
 
 
+def test_decoder_stride_and_widths_from_config(graph, tmp_path):
+  config = _config(tmp_path, ['segmentation.decoder=true', 'segmentation.decoder_output_stride=8',
+                              'segmentation.aspp_convs_filters=16', 'segmentation.decoder_filters=24'])
+  logits = segmentation.single_scale_logits(config, tf.zeros([1, 33, 33, 3]), is_training=False)
+  assert logits.get_shape().as_list() == [1, 5, 5, 5]  # stride 8: ceil(33 / 8)
+  shapes = {v.op.name: v.get_shape().as_list() for v in tf.global_variables()}
+  assert shapes['aspp0/weights'][-1] == 16 and shapes['concat_projection/weights'][-1] == 16
+  assert shapes['decoder/decoder_conv0_pointwise/weights'][-2:] == [16 + 48, 24]
+  assert shapes['logits/semantic/weights'][-2:] == [24, 5]
+
+
+@pytest.mark.parametrize('overrides,message', [
+    (['segmentation.decoder_output_stride=2'], 'decoder_output_stride: must be 4, 8 or 16'),
+    (['segmentation.decoder_filters=0'], 'decoder_filters: must be > 0'),
+    (['segmentation.aspp_convs_filters=-1'], 'aspp_convs_filters: must be > 0'),
+    (['segmentation.decoder=true', 'segmentation.decoder_output_stride=16'],
+     r'segmentation.decoder_output_stride: must be below .*segmentation.output_stride = 16'),
+])
+def test_decoder_settings_are_checked(tmp_path, overrides, message):
+  with pytest.raises(ValueError, match=message):
+    _config(tmp_path, overrides)
+
+
 def test_multi_scale_flip_averages_shared_single_scale_probabilities(graph, tmp_path):
   config = _config(tmp_path, ['segmentation.eval_scales=[0.5, 1.0]', 'segmentation.eval_flip=true'])
   images = tf.placeholder(tf.float32, [1, 33, 33, 3])
