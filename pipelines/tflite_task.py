@@ -83,7 +83,8 @@ def _member_outputs(name, config, outputs, size):
 def _postprocess_args(config):
   det = config.detection
   return dict(max_detections=det.max_detections, detections_per_class=det.max_detections,
-              score_threshold=det.score_threshold, iou_threshold=det.iou_threshold, use_regular_nms=True)
+              score_threshold=det.score_threshold, iou_threshold=det.iou_threshold,
+              use_regular_nms=det.tflite_use_regular_nms)
 
 
 def frozen_graph(config, checkpoint_path, use_moving_averages=True):

@@ -147,6 +147,13 @@ def test_detection(tmp_path, records):
     assert t['detection_class_names'][0] == s['detection_class_names'][0].decode()
   got = _cli_predict(tmp_path, images, '--tflite', model_path, 'lite')
   assert got[0]['detections'] and os.path.isfile(got[0]['output'])
+  # The OD API exporter's fast NMS (one class-agnostic NMS over each box's best class): its best detection
+  # is regular NMS's best.
+  fast = _export(path, model_dir, str(tmp_path / 'fast'), extra=['--set', 'detection.tflite_use_regular_nms=false'])
+  with open(str(tmp_path / 'fast' / 'model.json')) as f:
+    assert json.load(f)['nms']['use_regular_nms'] is False
+  for regular, t in zip(lite, tflite_task.predict(fast, images)):
+    assert int(t['num_detections']) > 0 and not _matched(regular, t, 1, 0.99, 1e-5)
   if te._is_tf1():  # pylint: disable=protected-access
     args = ['export', '--config', path, '--model-dir', model_dir, '--format', 'tflite', '--quantize', 'int8']
     assert cli.main(args) == 2  # one error line
