@@ -13,7 +13,11 @@ def test_tiny_demo_runs_every_phase(tmp_path, capsys):
           '--set', 'classification:classification.image_size=32', '--set', 'classification:train.batch_size=4',
           '--set', 'detection:detection.image_size=64', '--set', 'detection:train.batch_size=2',
           '--set', 'segmentation:segmentation.crop_size=64', '--set', 'segmentation:segmentation.eval_crop_size=64',
-          '--set', 'segmentation:train.batch_size=2']
+          '--set', 'segmentation:train.batch_size=2', '--tasks', 'classification,detection,segmentation,multitask']
+  for key, value in (('classification.image_size', 32), ('detection.image_size', 64), ('segmentation.crop_size', 64),
+                     ('segmentation.eval_crop_size', 64), ('multitask.classification.batch_size', 4),
+                     ('multitask.detection.batch_size', 2), ('multitask.segmentation.batch_size', 2)):
+    argv += ['--set', 'multitask:%s=%s' % (key, value)]
   assert cli.main(argv) == 0
   printed = capsys.readouterr().out
   with open(os.path.join(out, 'report.md')) as f:
@@ -62,6 +66,26 @@ def test_tiny_demo_runs_every_phase(tmp_path, capsys):
     else:
       assert float(int8[5].split()[0]) < float(rows[task, 'TFLite float32'][5].split()[0])  # smaller on disk
     assert os.path.isfile(os.path.join(out, 'models', task, 'export', 'tflite_none', 'model.tflite'))
+
+  # The multitask model: one row per member with its difference to the single-task model of this run,
+  # and the combined TFLite model's latency against the single-task TFLite models one after another.
+  with open(os.path.join(out, 'models', 'multitask', 'eval', 'metrics.json')) as f:
+    combined = json.load(f)
+  for task in demo.TASKS:
+    with open(os.path.join(out, 'models', task, 'eval', 'metrics.json')) as f:
+      single = json.load(f)[demo.TARGETS[task][0]]
+    value = combined['%s/%s' % (task, demo.TARGETS[task][0])]
+    assert '| multitask (%s) | %s | %.3f | >= %.2f | %s | %+.3f |' % (
+        task, demo.TARGETS[task][2], value, demo.TARGETS[task][1], 'PASS' if value >= demo.TARGETS[task][1] else 'FAIL',
+        value - single) in report
+  assert os.path.isfile(os.path.join(out, 'models', 'multitask', 'export', 'tflite_none', 'model.tflite'))
+  latency = [[c.strip() for c in line.strip('|').split('|')] for line in report.splitlines()
+             if line.startswith('| TFLite float32 |') and line.count('|') == 5]
+  assert len(latency) == 1, report
+  one, three, ratio = (float(c.rstrip('msx ')) for c in latency[0][1:])
+  # The ratio is the two times' (each printed to 0.005 ms, the ratio to 0.005).
+  assert 0 < three - 0.005 and (one - 0.005) / (three + 0.005) - 0.005 <= ratio <= (one + 0.005) / (three - 0.005) \
+      + 0.005, latency
 
 
 def test_report_shows_undefined_coco_metrics_as_na(tmp_path):
