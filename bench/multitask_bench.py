@@ -7,14 +7,25 @@ the SSDLite size), in separate graphs and sessions of this process, taking turns
 network outputs (no decoding, NMS or mask resizing, which are the same in both setups) and prints the
 median milliseconds per image and the ratio combined / (sum of the three). Target: <= 0.5.
 
-Not here: TFLite latency (`mnv2 export --format tflite`), accuracy, training cost.
-Run: `python bench/multitask_bench.py [--quick] [--image-size 320] [--depth-multiplier 1.0] [--json out.json]`.
+With --tflite it times the float32 TFLite models instead, as `mnv2 export --format tflite` makes them from a
+random-weight checkpoint of each graph (batch norm folded, detection ending in TFLite_Detection_PostProcess,
+which both setups run), 2 interpreter threads where the stack allows it. The models take turns in blocks
+of calls (each interpreter owns a thread pool, and switching interpreters on every call times the pools'
+hand-over). With random weights every SSDLite anchor passes `score_threshold` 1e-8, so the post-processing
+op's per-class NMS is heavier than with trained weights, in both setups; --fast-nms exports the OD API
+exporter's default class-agnostic NMS instead (`detection.tflite_use_regular_nms: false`).
+
+Not here: accuracy, training cost.
+Run: `python bench/multitask_bench.py [--quick] [--tflite [--fast-nms]] [--image-size 320]
+[--depth-multiplier 1.0] [--json out.json]`.
 """
 import argparse
+import dataclasses
 import json
 import os
 import statistics
 import sys
+import tempfile
 import time
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
@@ -28,6 +39,11 @@ from pipelines import runner  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tensorflow.compat.v1 as tf  # noqa: E402
+
+from pipelines import tflite_export as te  # noqa: E402
+from pipelines import tflite_task  # noqa: E402
+
+TFLITE_THREADS = 2
 
 
 class _Model(object):
@@ -48,15 +64,41 @@ class _Model(object):
     return (time.perf_counter() - start) * 1000.0
 
 
-def _latencies_ms(models, runs, warmup):
-  """Median ms per model; the models take turns run by run, so a change of machine load hits all alike."""
+class _TFLiteModel(object):
+  """`config`'s float32 TFLite export, random weights, fed one fixed image."""
+
+  def __init__(self, config, size, directory):
+    with tf.Graph().as_default():
+      runner.make_task(config).build_outputs({'image': tf.placeholder(tf.float32, [1, size, size, 3])}, False)
+      with tf.Session() as session:
+        session.run(tf.global_variables_initializer())
+        checkpoint = tf.train.Saver().save(session, os.path.join(directory, config.task + '.ckpt'),
+                                           write_meta_graph=False)
+    frozen = tflite_task.frozen_graph(config, checkpoint, use_moving_averages=False)
+    assert tflite_task.input_size(config) == size, (config.task, tflite_task.input_size(config))
+    self.interpreter = te.make_interpreter(model_content=te.convert(frozen, 'none'), num_threads=TFLITE_THREADS)
+    self.index = self.interpreter.get_input_details()[0]['index']
+    self.image = np.random.RandomState(0).uniform(-1, 1, [1, size, size, 3]).astype(np.float32)
+
+  def run_ms(self):
+    start = time.perf_counter()
+    self.interpreter.set_tensor(self.index, self.image)
+    self.interpreter.invoke()
+    return (time.perf_counter() - start) * 1000.0
+
+
+def _latencies_ms(models, runs, warmup, block=1):
+  """Median ms per model; the models take turns in blocks of `block` runs (after one untimed run when a block
+  is longer than one), so a change of machine load hits all alike."""
   for _ in range(warmup):
     for model in models.values():
       model.run_ms()
   times = dict((name, []) for name in models)
-  for _ in range(runs):
+  for _ in range(max(1, runs // block)):
     for name, model in models.items():
-      times[name].append(model.run_ms())
+      if block > 1:
+        model.run_ms()
+      times[name].extend(model.run_ms() for _ in range(block))
   return dict((name, statistics.median(values)) for name, values in times.items())
 
 
@@ -65,19 +107,35 @@ def main(argv=None):
   parser.add_argument('--image-size', type=int, default=320)
   parser.add_argument('--depth-multiplier', type=float, default=1.0)
   parser.add_argument('--quick', action='store_true', help='fewer runs (a smoke test, not a figure)')
+  parser.add_argument('--tflite', action='store_true', help='time the float32 TFLite exports instead of TF graphs')
+  parser.add_argument('--fast-nms', action='store_true',
+                      help='with --tflite: detection.tflite_use_regular_nms=false (the OD API exporter\'s default)')
   parser.add_argument('--json', help='also write the results here')
   args = parser.parse_args(argv)
   runs, warmup = (5, 2) if args.quick else (30, 5)
   config = profile_models.multitask_config(args.depth_multiplier, args.image_size)
-  models = dict((name, _Model(config_schema.member_config(config, name), args.image_size))
-                for name in config.multitask.members())
-  models['multitask'] = _Model(config, args.image_size)
-  latencies = _latencies_ms(models, runs, warmup)
-  results = {'multitask_ms': latencies.pop('multitask'), 'separate_ms': latencies}
+  # Every model at the one size (a TFLite segmentation model's input is its eval_crop_size).
+  config = dataclasses.replace(config, segmentation=dataclasses.replace(
+      config.segmentation, crop_size=args.image_size, eval_crop_size=args.image_size),
+      detection=dataclasses.replace(config.detection, tflite_use_regular_nms=not args.fast_nms))
+  configs = dict((name, config_schema.member_config(config, name)) for name in config.multitask.members())
+  configs['multitask'] = config
+  with tempfile.TemporaryDirectory() as directory:
+    if args.tflite:
+      models = dict((name, _TFLiteModel(c, args.image_size, directory)) for name, c in configs.items())
+    else:
+      models = dict((name, _Model(c, args.image_size)) for name, c in configs.items())
+  latencies = _latencies_ms(models, runs, warmup, block=5 if args.tflite else 1)
+  runtime = 'TF'
+  if args.tflite:
+    runtime = 'TFLite float32, %s NMS' % ('fast' if args.fast_nms else 'regular')
+  results = {'runtime': runtime, 'multitask_ms': latencies.pop('multitask'),
+             'separate_ms': latencies}
   total = sum(results['separate_ms'].values())
   results['ratio'] = results['multitask_ms'] / total
-  print("TensorFlow %s, %dx%d, depth multiplier %.2f, batch 1, median of %d runs (models taking turns), load %s" % (
-      tf.__version__, args.image_size, args.image_size, args.depth_multiplier, runs, os.getloadavg()))
+  print("TensorFlow %s, %s, %dx%d, depth multiplier %.2f, batch 1, median of %d runs (models taking turns), "
+        "load %s" % (tf.__version__, results['runtime'], args.image_size, args.image_size, args.depth_multiplier,
+                     runs, os.getloadavg()))
   for name, ms in results['separate_ms'].items():
     print('  %-16s %8.1f ms' % (name, ms))
   print('  %-16s %8.1f ms' % ('three, in turn', total))
