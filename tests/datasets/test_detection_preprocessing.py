@@ -47,9 +47,11 @@ def test_sampled_patches_meet_the_iou_threshold(graph):
   ref = np.array([[0.1, 0.1, 0.6, 0.5], [0.5, 0.4, 1.0, 1.0]], np.float32)
   begin, size = detection_preprocessing._sample_patch(tf.constant([50, 70, 3]), tf.constant(ref),
                                                       tf.constant(0.7), ((0.5, 2.0), (0.1, 1.0), 100), None)
+  # About 4 in 5 draws fall back to the whole image at this threshold, so 100 draws (not 20: 0.81^20 = 1.5%
+  # flaked) make "some patch is not the whole image" certain in practice (0.81^100 < 1e-9).
   whole = 0
   with tf.Session() as sess:
-    for _ in range(20):
+    for _ in range(100):
       b, s = sess.run([begin, size])
       if s[0] == 50 and s[1] == 70:
         whole += 1
@@ -59,7 +61,7 @@ def test_sampled_patches_meet_the_iou_threshold(graph):
                np.clip(np.minimum(x1, ref[:, 3]) - np.maximum(x0, ref[:, 1]), 0, None))
       union = (y1 - y0) * (x1 - x0) + (ref[:, 2] - ref[:, 0]) * (ref[:, 3] - ref[:, 1]) - inter
       assert np.max(inter / union) >= 0.7 - 1e-6
-  assert whole < 20
+  assert whole < 100
 
 
 def test_boxes_in_window_golden(graph):
