@@ -42,6 +42,7 @@ import tensorflow.compat.v1 as tf  # noqa: E402
 
 from pipelines import tflite_export as te  # noqa: E402
 from pipelines import tflite_task  # noqa: E402
+import tflite_tasks  # noqa: E402  (bench/, this script's directory)
 
 TFLITE_THREADS = 2
 
@@ -68,14 +69,9 @@ class _TFLiteModel(object):
   """`config`'s float32 TFLite export, random weights, fed one fixed image."""
 
   def __init__(self, config, size, directory):
-    with tf.Graph().as_default():
-      runner.make_task(config).build_outputs({'image': tf.placeholder(tf.float32, [1, size, size, 3])}, False)
-      with tf.Session() as session:
-        session.run(tf.global_variables_initializer())
-        checkpoint = tf.train.Saver().save(session, os.path.join(directory, config.task + '.ckpt'),
-                                           write_meta_graph=False)
-    frozen = tflite_task.frozen_graph(config, checkpoint, use_moving_averages=False)
     assert tflite_task.input_size(config) == size, (config.task, tflite_task.input_size(config))
+    checkpoint = tflite_tasks.random_checkpoint(config, directory)
+    frozen = tflite_task.frozen_graph(config, checkpoint, use_moving_averages=False)
     self.interpreter = te.make_interpreter(model_content=te.convert(frozen, 'none'), num_threads=TFLITE_THREADS)
     self.index = self.interpreter.get_input_details()[0]['index']
     self.image = np.random.RandomState(0).uniform(-1, 1, [1, size, size, 3]).astype(np.float32)

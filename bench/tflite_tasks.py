@@ -52,7 +52,8 @@ def _config(task, directory):
   return config_schema.load(path)
 
 
-def _checkpoint(config, directory):
+def random_checkpoint(config, directory):
+  """A random-weight checkpoint of `config`'s inference graph at its TFLite input size."""
   task = runner.make_task(config)
   size = tflite_task.input_size(config)
   with tf.Graph().as_default():
@@ -98,7 +99,7 @@ def _keras_ms(image, runs):
 def bench_task(name, runs, directory, calibration_count):
   config = _config(name, directory)
   size = tflite_task.input_size(config)
-  checkpoint = _checkpoint(config, directory)
+  checkpoint = random_checkpoint(config, directory)
   frozen = tflite_task.frozen_graph(config, checkpoint, use_moving_averages=False)
   image = np.random.RandomState(0).uniform(-1, 1, [1, size, size, 3]).astype(np.float32)
   result = {'task': name, 'size': size}

@@ -49,8 +49,9 @@ Export = collections.namedtuple('Export', ['name', 'path', 'metrics', 'size_byte
 
 def add_arguments(parser):
   parser.add_argument('--output-dir', default='demo_output', help='where everything goes (default demo_output)')
-  parser.add_argument('--tasks', default=','.join(TASKS), help='comma-separated subset of %s (default: the three single-task models; multitask '
-                      'trains the one-backbone model and compares it with the single-task models of the same run)'
+  parser.add_argument('--tasks', default=','.join(TASKS),
+                      help='comma-separated subset of %s (default: the three single-task models; multitask trains '
+                      'the one-backbone model and compares it with the single-task models of the same run)'
                       % ', '.join(TASKS + (MULTITASK,)))
   parser.add_argument('--steps', type=int, help='training steps for every task (default: the demo configs)')
   parser.add_argument('--scale', type=float, default=1.0, help='multiplies the number of generated images')
@@ -262,8 +263,7 @@ def measure_exports(config, model_dir, saved_model_dir, sample_image):
       path = tflite_task.export(config, model_dir, quantize=quantize, num_calibration_images=CALIBRATION_IMAGES,
                                 calibration_config=_train_split_config(config))
       loaded = predict_one = tflite_task.TFLitePredictor(path, num_threads=_tflite_threads())
-      model_input = loaded.model_input(loaded.features(encoded)['image'])
-      model_only = lambda loaded=loaded, x=model_input: loaded.model.run(x)
+      model_only = loaded.interpreter_call(encoded)
     try:
       metrics = exported_eval.evaluate(config, predict_one)
       latency = exported_eval.latency_ms(lambda predict_one=predict_one: predict_one(encoded), LATENCY_RUNS)
@@ -372,10 +372,7 @@ def multitask_latency(results, runs=LATENCY_RUNS, rounds=LATENCY_ROUNDS):
       continue
     predictors = [tflite_task.TFLitePredictor(p, num_threads=_tflite_threads()) for p in paths]
     try:
-      calls = []
-      for predictor in predictors:
-        x = predictor.model_input(predictor.features(encoded)['image'])
-        calls.append(lambda predictor=predictor, x=x: predictor.model.run(x))
+      calls = [predictor.interpreter_call(encoded) for predictor in predictors]
       times = [[] for _ in calls]
       for _ in range(rounds):
         for call, timed in zip(calls, times):
