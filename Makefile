@@ -32,7 +32,7 @@ $(VENV_TF2)/.installed: setup.py
 	@test -n "$(PY3X)" || { echo "error: no Python 3.9-3.11 interpreter found for the TF 2.15 stack"; exit 1; }
 	@echo ">> creating $(VENV_TF2) with $(PY3X)"
 	rm -rf $(VENV_TF2) && $(PY3X) -m venv $(VENV_TF2)
-	$(VENV_TF2)/bin/pip install -q -e '.[cpu]'
+	$(VENV_TF2)/bin/pip install -q -e '.[cpu,test]'
 	@touch $@
 
 $(VENV_TF1)/.installed: setup.py
@@ -40,7 +40,7 @@ $(VENV_TF1)/.installed: setup.py
 	@echo ">> creating $(VENV_TF1) with $(PY37)"
 	rm -rf $(VENV_TF1) && $(PY37) -m venv $(VENV_TF1)
 	$(VENV_TF1)/bin/pip install -q --upgrade "pip<24" "setuptools<68" wheel
-	$(VENV_TF1)/bin/pip install -q -e .
+	$(VENV_TF1)/bin/pip install -q -e '.[test]'
 	@touch $@
 
 venvs: $(VENV_TF2)/.installed

@@ -12,6 +12,7 @@ distributions that write the same `tensorflow` package (installing both leaves a
 A plain `pip install -e .` on Python >= 3.8 installs no TensorFlow (bring your own 2.15 build).
 Python 3.7 always gets tensorflow==1.15.5 (CPU and GPU in one wheel) and ignores both extras.
 """
+from setuptools import find_packages
 from setuptools import setup
 
 PY37 = 'python_version < "3.8"'
@@ -25,13 +26,9 @@ INSTALL_REQUIRES = [
     'protobuf>=3.6.1,<3.21; ' + PY37,
     'h5py<3; ' + PY37,
     'Pillow>=8,<10; ' + PY37,
-    'pytest>=6,<8; ' + PY37,
-    'pytest-xdist>=3,<3.3; ' + PY37,  # `make test` spreads the suite over the cores (see Makefile JOBS)
     # TensorFlow 2.15.1 stack (Python 3.9-3.11): TensorFlow itself comes from the `cpu` or `gpu` extra.
     'numpy>=1.23.5,<2; ' + PY3X,
     'Pillow>=9; ' + PY3X,
-    'pytest>=7; ' + PY3X,
-    'pytest-xdist>=3; ' + PY3X,
     # Both stacks.
     'tf-slim==1.1.0',
     'pycocotools>=2.0.2',
@@ -43,13 +40,16 @@ setup(
     version='0.1.0',
     description='MobileNetV2 backbone (TF-Slim compatible) with classification, SSDLite and DeepLabv3 '
                 'pipelines on tf.estimator',
-    packages=['nets', 'heads', 'heads.core', 'pipelines', 'datasets'],
+    packages=find_packages(include=('nets', 'nets.*', 'heads', 'heads.*', 'pipelines', 'pipelines.*', 'datasets', 'datasets.*')),
     python_requires='>=3.7,<3.12',
     install_requires=INSTALL_REQUIRES,
     extras_require={
         # Exactly one of them on the TF 2.15 stack (see the module docstring); no-ops on Python 3.7.
         'cpu': ['tensorflow-cpu==2.15.1; ' + PY3X],
         'gpu': ['tensorflow[and-cuda]==2.15.1; ' + PY3X],
+        # The test tools (`make test` installs them); a plain install pulls none.
+        'test': ['pytest>=6,<8; ' + PY37, 'pytest-xdist>=3,<3.3; ' + PY37,  # xdist: `make test` JOBS
+                 'pytest>=7; ' + PY3X, 'pytest-xdist>=3; ' + PY3X],
     },
-    entry_points={'console_scripts': ['mnv2 = pipelines.cli:main']},
+    entry_points={'console_scripts': ['mnv2 = pipelines.cli.main:main']},
 )

@@ -183,7 +183,7 @@ def _convert_shapes(opts):
 
 def _job_pipeline(tf, opts):
   # The training pipeline exactly as `mnv2 train` builds it from the paper config, on the shapes records.
-  from pipelines import classification_input  # pylint: disable=g-import-not-at-top
+  from pipelines.inputs import classification_input  # pylint: disable=g-import-not-at-top
   from pipelines import config as config_schema  # pylint: disable=g-import-not-at-top
   pattern = _convert_shapes(opts)
   config = config_schema.load(CONFIG, ['data.train_files=%s' % pattern, 'data.labels_file=null',

@@ -29,13 +29,13 @@ import numpy as np  # noqa: E402
 import tensorflow.compat.v1 as tf  # noqa: E402
 import tf_slim as slim  # noqa: E402
 
-from pipelines import detection  # noqa: E402  (imports `pipelines` first: oneDNN default, slim shim)
+from pipelines.tasks import detection  # noqa: E402  (imports `pipelines` first: oneDNN default, slim shim)
 from datasets import coco  # noqa: E402
 from datasets import shapes  # noqa: E402
 from heads import ssdlite  # noqa: E402
 from nets import mobilenet_v2  # noqa: E402
 from pipelines import config as schema  # noqa: E402
-from pipelines import detection_input  # noqa: E402
+from pipelines.inputs import detection_input  # noqa: E402
 
 CONFIG = os.path.join(ROOT, 'configs', 'ssdlite_mobilenet_v2_coco.yaml')
 

@@ -34,14 +34,14 @@ if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
 from pipelines import config as config_schema  # noqa: E402  pylint: disable=g-import-not-at-top (after sys.path)
-from pipelines import profile_models  # noqa: E402
-from pipelines import runner  # noqa: E402
+from pipelines.cli import profile_models  # noqa: E402
+from pipelines.training import runner  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tensorflow.compat.v1 as tf  # noqa: E402
 
-from pipelines import tflite_export as te  # noqa: E402
-from pipelines import tflite_task  # noqa: E402
+from pipelines.export import tflite_export as te  # noqa: E402
+from pipelines.export import tflite_task  # noqa: E402
 import tflite_tasks  # noqa: E402  (bench/, this script's directory)
 
 TFLITE_THREADS = 2

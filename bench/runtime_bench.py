@@ -48,15 +48,15 @@ def child(args):
   """Times `args.setting`; prints one RESULT_TAG JSON line."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
-  from pipelines import distribution  # pylint: disable=g-import-not-at-top
-  from pipelines import runner  # pylint: disable=g-import-not-at-top
+  from pipelines.training import precision  # pylint: disable=g-import-not-at-top
+  from pipelines.training import runner  # pylint: disable=g-import-not-at-top
   setting = args.setting
   config = _config(args, setting)
   task = runner.make_task(config)
   replicas = 2 if setting == '2cpu' else 1
-  session = distribution.xla_session_config(config.runtime.xla, distribution.mixed_precision_session_config(
+  session = precision.xla_session_config(config.runtime.xla, precision.mixed_precision_session_config(
       config.runtime.mixed_precision, tf.ConfigProto(allow_soft_placement=True)))
-  effective = distribution.effective_precision(config.runtime.mixed_precision) if setting == 'bfloat16' else None
+  effective = precision.effective_precision(config.runtime.mixed_precision) if setting == 'bfloat16' else None
   if replicas > 1:
     session.device_count['CPU'] = replicas
   graph = tf.Graph()

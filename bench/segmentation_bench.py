@@ -26,9 +26,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
-from pipelines import segmentation  # noqa: E402  pylint: disable=g-import-not-at-top (after sys.path)
+from pipelines.tasks import segmentation  # noqa: E402  pylint: disable=g-import-not-at-top (after sys.path)
 from pipelines import config as config_schema  # noqa: E402
-from pipelines import segmentation_input  # noqa: E402
+from pipelines.inputs import segmentation_input  # noqa: E402
 
 import numpy as np  # noqa: E402
 import tensorflow.compat.v1 as tf  # noqa: E402

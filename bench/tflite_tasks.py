@@ -33,9 +33,9 @@ import numpy as np  # noqa: E402
 import tensorflow.compat.v1 as tf  # noqa: E402
 
 from pipelines import config as config_schema  # noqa: E402
-from pipelines import runner  # noqa: E402
-from pipelines import tflite_export as te  # noqa: E402
-from pipelines import tflite_task  # noqa: E402
+from pipelines.training import runner  # noqa: E402
+from pipelines.export import tflite_export as te  # noqa: E402
+from pipelines.export import tflite_task  # noqa: E402
 
 CONFIGS = {
     'classification': 'task: classification\ntrain: {steps: 1, learning_rate: {schedule: constant}}\nclassification: {image_size: 224, num_classes: 1001}\n',

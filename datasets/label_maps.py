@@ -31,11 +31,7 @@ def write_label_map(categories, path, comment=None):
 
   `comment`, if given, is written first as a `#` line (the reader skips comments).
   """
-  tmp_path = tfrecord.temp_path(path)
-  text = ('# %s\n' % comment if comment else '') + format_label_map(categories)
-  with tf.io.gfile.GFile(tmp_path, 'wb') as f:
-    f.write(text.encode('utf-8'))
-  tf.io.gfile.rename(tmp_path, path, overwrite=True)
+  tfrecord.atomic_write(path, ('# %s\n' % comment if comment else '') + format_label_map(categories))
 
 
 _STRING_RE = r'"((?:[^"\\]|\\.)*)"|\'((?:[^\'\\]|\\.)*)\''

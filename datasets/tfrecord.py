@@ -65,6 +65,26 @@ def temp_path(path):
   return '%s.tmp-%d' % (path, os.getpid())
 
 
+def atomic_write(path, data):
+  """Writes `data` (bytes, or str as UTF-8) to `path` through `temp_path` and a rename (any tf.io.gfile path).
+
+  The one atomic writer of the project's files (metrics, configs, label files, exports, reports): a reader
+  never sees a partial file, and a failed write leaves the previous file as it was and no temporary file.
+  """
+  directory = os.path.dirname(path)
+  if directory and not tf.io.gfile.isdir(directory):
+    tf.io.gfile.makedirs(directory)
+  tmp = temp_path(path)
+  try:
+    with tf.io.gfile.GFile(tmp, 'wb') as f:
+      f.write(data if isinstance(data, bytes) else data.encode('utf-8'))
+    tf.io.gfile.rename(tmp, path, overwrite=True)
+  except BaseException:
+    if tf.io.gfile.exists(tmp):
+      tf.io.gfile.remove(tmp)
+    raise
+
+
 def is_temp_file(path):
   """Whether `path` names an unfinished `temp_path` file (a running or killed writer's), not a result."""
   return bool(_TMP_RE.search(path))
@@ -248,10 +268,7 @@ def write_label_file(labels, path):
   for label, name in labels.items():
     if '\n' in name or '\r' in name:
       raise ValueError('label %d name %r contains a line break' % (label, name))
-  tmp_path = temp_path(path)
-  with tf.io.gfile.GFile(tmp_path, 'wb') as f:
-    f.write(u''.join(u'%d:%s\n' % (label, labels[label]) for label in sorted(labels)).encode('utf-8'))
-  tf.io.gfile.rename(tmp_path, path, overwrite=True)
+  atomic_write(path, u''.join(u'%d:%s\n' % (label, labels[label]) for label in sorted(labels)))
 
 
 def check_label_file(labels, path):

@@ -4,26 +4,25 @@ Each section is a frozen dataclass with defaults and a `validate()` for cross-fi
 `ValueError('key: message')`, which `config_lib` turns into an error naming the file and dotted key.
 Only the builders in `pipelines/` read these objects; `nets/`, `heads/` and `datasets/` take plain arguments.
 """
+import collections
 import dataclasses
 import re
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from pipelines import config_lib
+from pipelines.tasks import registry
+from pipelines.tasks import sections
+# The built-in task sections, importable from here as before.
+from pipelines.tasks.sections import ClassificationConfig  # noqa: F401
+from pipelines.tasks.sections import DetectionConfig  # noqa: F401
+from pipelines.tasks.sections import SegmentationConfig  # noqa: F401
 
-TASKS = ('classification', 'detection', 'segmentation')
-MULTITASK = 'multitask'  # one shared backbone, the heads of several TASKS (see MultitaskConfig)
 OPTIMIZERS = ('rmsprop', 'momentum', 'sgd', 'adam')
 SCHEDULES = ('constant', 'exponential', 'cosine', 'poly')
 
 
-def _positive(name, value):
-  if value is None or value <= 0:
-    raise ValueError('%s: must be > 0, got %r' % (name, value))
-
-
-def _in(name, value, valid):
-  if value not in valid:
-    raise ValueError('%s: %r is not one of %s' % (name, value, ', '.join(valid)))
+_positive = config_lib.check_positive
+_in = config_lib.check_one_of
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,11 +46,6 @@ class ModelConfig:
       raise ValueError('weight_decay: must be >= 0, got %r' % (self.weight_decay,))
     if not 0 < self.bn_decay < 1:
       raise ValueError('bn_decay: must be in (0, 1), got %r' % (self.bn_decay,))
-
-
-def _keep_prob(name, value):
-  if not 0 < value <= 1:
-    raise ValueError('%s: must be in (0, 1], got %r' % (name, value))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,125 +190,6 @@ class RuntimeConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class ClassificationConfig:
-  # Logits, INCLUDING the background class 0 of TF-Slim's ImageNet records: 1001 for ImageNet's 1000
-  # classes. With data.labels_file (labels.txt), it must be the largest label id + 1.
-  num_classes: int = 1001
-  image_size: int = 224  # square training/eval/serving input side
-  output_stride: Optional[int] = None  # null = 32; 8 or 16 make the backbone atrous past that stride
-  finegrain_classification_mode: bool = False  # keep the last layer at 1280 channels below multiplier 1.0
-  dropout_keep_prob: float = 0.8  # before the logits
-  top_k: int = 5  # classes returned by predict/export
-  min_crop_area: float = 0.08  # Inception-style training crop covers this to 100% of the image area
-  # Added to every record's label: the label used is record label + label_offset, and it must be a class
-  # 1..num_classes - 1 (logit 0 is always the background). 0 for TF-Slim ImageNet records (labels 1..1000);
-  # 1 for records whose labels start at 0 without a background (TF-Slim's CIFAR-10, tf_cnn_benchmarks).
-  label_offset: int = 0
-
-  def validate(self):
-    _positive('num_classes', self.num_classes)
-    if self.num_classes < 2:
-      raise ValueError('num_classes: must be >= 2 (background 0 plus at least one class), got %r'
-                       % (self.num_classes,))
-    _positive('image_size', self.image_size)
-    if self.output_stride not in (None, 8, 16, 32):
-      raise ValueError('output_stride: must be null, 8, 16 or 32, got %r' % (self.output_stride,))
-    _keep_prob('dropout_keep_prob', self.dropout_keep_prob)
-    _positive('top_k', self.top_k)
-    if not 0 < self.min_crop_area <= 1:
-      raise ValueError('min_crop_area: must be in (0, 1], got %r' % (self.min_crop_area,))
-
-
-@dataclasses.dataclass(frozen=True)
-class DetectionConfig:
-  # Object classes WITHOUT the background, and a class index IS its label-map id (the Object Detection
-  # API's convention): the largest id, 90 for COCO (whose ids have gaps). The predictor has num_classes + 1
-  # outputs, column 0 = background. With data.labels_file, it must equal the largest id of the label map.
-  num_classes: int = 90
-  image_size: int = 320  # square SSD input side (the anchors follow it)
-  min_depth: int = 16  # smallest channel count of the backbone and the extra layers (public config: 16)
-  max_objects: int = 100  # ground-truth boxes per image after padding
-  matched_threshold: float = 0.5
-  unmatched_threshold: float = 0.5
-  neg_pos_ratio: float = 3.0
-  min_negatives_per_image: int = 3  # hard negatives kept even in images without positives (public SSD configs)
-  classification_loss: str = 'sigmoid'  # sigmoid | softmax
-  localization_weight: float = 1.0
-  classification_weight: float = 1.0
-  score_threshold: float = 1e-8
-  iou_threshold: float = 0.6
-  max_detections: int = 100
-  class_prediction_bias_init: float = 0.0
-  random_crop: bool = True
-  # TFLite_Detection_PostProcess: per-class (regular) NMS, the SavedModel's; false = the OD API TFLite
-  # exporter's default, one class-agnostic NMS over each box's best class (much cheaper with many classes).
-  tflite_use_regular_nms: bool = True
-
-  def validate(self):
-    _positive('num_classes', self.num_classes)
-    _positive('image_size', self.image_size)
-    _positive('min_depth', self.min_depth)
-    _in('classification_loss', self.classification_loss, ('sigmoid', 'softmax'))
-    _positive('max_objects', self.max_objects)
-    _positive('max_detections', self.max_detections)
-    if not 0 < self.iou_threshold <= 1:
-      raise ValueError('iou_threshold: must be in (0, 1], got %r' % (self.iou_threshold,))
-    if self.unmatched_threshold > self.matched_threshold:
-      raise ValueError('unmatched_threshold: must be <= matched_threshold')
-    if self.min_negatives_per_image < 0:
-      raise ValueError('min_negatives_per_image: must be >= 0, got %r' % (self.min_negatives_per_image,))
-
-
-@dataclasses.dataclass(frozen=True)
-class SegmentationConfig:
-  # Classes INCLUDING background 0 (21 for PASCAL VOC); labels >= num_classes other than ignore_label are
-  # not classes. With data.labels_file (labels.txt), it must be the largest label id + 1.
-  num_classes: int = 21
-  output_stride: int = 16  # 8, 16 or 32; atrous backbone past it (DeepLab's default 16)
-  dropout_keep_prob: float = 0.9  # DeepLab's dropout after concat_projection
-  crop_size: int = 513
-  eval_crop_size: int = 513  # >= every eval image side (images are padded, never resized)
-  min_scale: float = 0.5
-  max_scale: float = 2.0
-  scale_step: float = 0.25
-  aspp_rates: List[int] = dataclasses.field(default_factory=list)  # [] = MobileNetV2 setting (no atrous branches)
-  image_pooling: bool = True
-  aspp_convs_filters: int = 256  # channels of every ASPP branch and of concat_projection (DeepLab's flag)
-  decoder: bool = False  # DeepLabv3+ decoder on the low-level endpoint of decoder_output_stride
-  # 4: layer_4/depthwise_output (DeepLabv3+), 8: layer_7/depthwise_output, 16: layer_14/depthwise_output
-  # (DeepLab's MobileNetV2 decoder endpoints); must be below the backbone's output stride.
-  decoder_output_stride: int = 4
-  decoder_filters: int = 256  # channels of decoder_conv0/1 (DeepLab's flag)
-  ignore_label: int = 255
-  hard_pixel_top_k: float = 1.0  # fraction of the hardest pixels kept in the loss (1.0 = all)
-  eval_scales: List[float] = dataclasses.field(default_factory=lambda: [1.0])
-  eval_flip: bool = False
-  export_probabilities: bool = False  # predict/export also return float32 [B, H, W, C] softmax probabilities
-
-  def validate(self):
-    _positive('num_classes', self.num_classes)
-    if self.output_stride not in (8, 16, 32):
-      raise ValueError('output_stride: must be 8, 16 or 32, got %r' % (self.output_stride,))
-    _keep_prob('dropout_keep_prob', self.dropout_keep_prob)
-    _positive('crop_size', self.crop_size)
-    _positive('eval_crop_size', self.eval_crop_size)
-    if not 0 < self.min_scale <= self.max_scale:
-      raise ValueError('min_scale: must be > 0 and <= max_scale')
-    if self.scale_step < 0 or (self.max_scale > self.min_scale and
-                               self.scale_step > self.max_scale - self.min_scale):
-      raise ValueError('scale_step: must be in [0, max_scale - min_scale = %g] (0 = any scale in the range), '
-                       'got %r' % (self.max_scale - self.min_scale, self.scale_step))
-    _positive('aspp_convs_filters', self.aspp_convs_filters)
-    _positive('decoder_filters', self.decoder_filters)
-    if self.decoder_output_stride not in (4, 8, 16):
-      raise ValueError('decoder_output_stride: must be 4, 8 or 16, got %r' % (self.decoder_output_stride,))
-    if not 0 < self.hard_pixel_top_k <= 1:
-      raise ValueError('hard_pixel_top_k: must be in (0, 1], got %r' % (self.hard_pixel_top_k,))
-    if not self.eval_scales or any(s <= 0 for s in self.eval_scales):
-      raise ValueError('eval_scales: must be a non-empty list of positive scales')
-
-
-@dataclasses.dataclass(frozen=True)
 class MemberConfig:
   """One task of a multi-task model: its own records, batch, loss weight and head warm start."""
   data: DataConfig = dataclasses.field(default_factory=DataConfig)
@@ -342,78 +217,150 @@ class MultitaskConfig:
   # published; DeepLab then reads layer_18 at stride 32 (use segmentation.decoder for detail).
   output_stride: Optional[int] = None  # null = 32; 16 makes layers 16..19 atrous for every head
 
+  @classmethod
+  def member_names(cls):
+    """The tasks a multitask config can combine: this section's member fields, in order."""
+    return [f.name for f in dataclasses.fields(cls) if f.name != 'output_stride']
+
   def members(self):
-    """Names of the combined tasks, in TASKS order."""
-    return [name for name in TASKS if getattr(self, name) is not None]
+    """Names of the combined tasks, in `member_names` order."""
+    return [name for name in self.member_names() if getattr(self, name) is not None]
 
   def validate(self):
     if self.output_stride not in (None, 16, 32):
       raise ValueError('output_stride: must be null, 16 or 32, got %r' % (self.output_stride,))
 
+  def backbone_stride(self):
+    return self.output_stride or 32, 'multitask.output_stride'
+
+  def validate_with(self, config):
+    if len(self.members()) < 2:
+      raise ValueError('<root>: combines at least two of %s, each a section of its own (got %s)'
+                       % (', '.join(self.member_names()), ', '.join(self.members()) or 'none'))
+
+  def member_config(self, config, name):
+    """The single-task config of member `name`: its data, batch sizes and head warm start, with the shared
+    model / train / eval / runtime sections and the task's own section."""
+    member = getattr(self, name)
+    train = dataclasses.replace(config.train, batch_size=member.batch_size or config.train.batch_size,
+                                warm_start=member.warm_start)
+    evaluation = dataclasses.replace(config.eval, batch_size=member.eval_batch_size or config.eval.batch_size)
+    return dataclasses.replace(config, task=name, data=member.data, train=train, eval=evaluation,
+                               multitask=MultitaskConfig())
+
+  @classmethod
+  def unread_sections(cls, data):
+    """Sections a multitask config (raw dict `data`) does not read -> why."""
+    section = data.get('multitask') or {}
+    members = [name for name in cls.member_names() if section.get(name) is not None]
+    unread = {name: 'not read by this multitask config (its multitask section combines %s)'
+              % (', '.join(members) or 'no task') for name in cls.member_names() if name not in members}
+    unread['data'] = 'not read by task multitask (each member has its own multitask.<task>.data)'
+    return unread
+
+  @staticmethod
+  def member_key(name, key):
+    """A member config's key as it is written in the multitask config (data.x -> multitask.<name>.data.x)."""
+    if key.startswith(('data.', 'train.warm_start')):
+      return 'multitask.%s.%s' % (name, key.replace('train.', '', 1))
+    return key
+
 
 @dataclasses.dataclass(frozen=True)
 class Config:
+  """A whole config: the task's name, the shared sections, and the task sections.
+
+  A config reads the shared sections and its own task's section (a multitask config: its members'
+  sections); any other task section in the file is an error (`unread_sections`). The sections of tasks
+  registered outside this package (`pipelines.tasks.registry`) live in `extensions`, read as attributes
+  like the built-in ones (`config.<task>`); in YAML they are top-level sections too.
+  """
   task: str = 'classification'
   model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
   data: DataConfig = dataclasses.field(default_factory=DataConfig)
   train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
   eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
   runtime: RuntimeConfig = dataclasses.field(default_factory=RuntimeConfig)
-  classification: ClassificationConfig = dataclasses.field(default_factory=ClassificationConfig)
-  detection: DetectionConfig = dataclasses.field(default_factory=DetectionConfig)
-  segmentation: SegmentationConfig = dataclasses.field(default_factory=SegmentationConfig)
+  classification: sections.ClassificationConfig = dataclasses.field(default_factory=sections.ClassificationConfig)
+  detection: sections.DetectionConfig = dataclasses.field(default_factory=sections.DetectionConfig)
+  segmentation: sections.SegmentationConfig = dataclasses.field(default_factory=sections.SegmentationConfig)
   multitask: MultitaskConfig = dataclasses.field(default_factory=MultitaskConfig)
+  # Not a YAML key: section name -> section of the registered tasks that are not fields above.
+  extensions: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+  def __getattr__(self, name):  # only called when `name` is not a field: an extension task's section
+    extensions = self.__dict__.get(config_lib.EXTENSIONS, {})
+    if name in extensions:
+      return extensions[name]
+    section = registry.section_type(name) if not name.startswith('_') else None
+    if section is not None:  # a section the file did not write: its defaults, as a field's would be
+      return section()
+    raise AttributeError('%r has no section %r' % (type(self).__name__, name))
+
+  @classmethod
+  def extension_types(cls):
+    """name -> section dataclass of registered tasks whose section is not a field (`config_lib` reads it)."""
+    fields = set(f.name for f in dataclasses.fields(cls))
+    return collections.OrderedDict((name, registry.section_type(name)) for name in registry.names()
+                                   if name not in fields and registry.section_type(name) is not None)
+
+  def section(self):
+    """The config's own task section (`config.classification` for a classification config, ...)."""
+    return getattr(self, self.task)
+
+  def backbone_stride(self):
+    """(output stride of the task's backbone, the key that sets it), as its section says."""
+    stride = getattr(self.section(), 'backbone_stride', None)
+    return stride() if stride else (32, None)
+
+  def member_configs(self):
+    """[(member name, member config)] of a config that combines tasks (multitask), else [(None, self)]."""
+    member_config = getattr(self.section(), 'member_config', None)
+    if member_config is None:
+      return [(None, self)]
+    return [(name, member_config(self, name)) for name in self.section().members()]
+
+  def epoch_data(self):
+    """The data section whose epochs per-epoch schedules count (multitask: the first member's), and its key."""
+    name, member = self.member_configs()[0]
+    return member.data, 'data' if name is None else 'multitask.%s.data' % name
 
   def validate(self):
-    _in('task', self.task, TASKS + (MULTITASK,))
-    if self.task == MULTITASK and len(self.multitask.members()) < 2:
-      raise ValueError('multitask: combines at least two of %s, each a section of its own (got %s)'
-                       % (', '.join(TASKS), ', '.join(self.multitask.members()) or 'none'))
-    seg = self.segmentation
-    if seg.decoder and (self.task == 'segmentation' or
-                        (self.task == MULTITASK and self.multitask.segmentation is not None)):
-      stride, key = ((self.multitask.output_stride or 32, 'multitask.output_stride') if self.task == MULTITASK
-                     else (seg.output_stride, 'segmentation.output_stride'))
-      if seg.decoder_output_stride >= stride:
-        raise ValueError('segmentation.decoder_output_stride: must be below the backbone\'s output stride '
-                         '(%s = %d) to add detail, got %d' % (key, stride, seg.decoder_output_stride))
-    schedule = self.train.learning_rate
-    if schedule.schedule == 'exponential' and epoch_data(self).num_train_examples <= 0:
-      raise ValueError('%s.num_train_examples: must be > 0 for the per-epoch exponential schedule'
-                       % ('data' if self.task != MULTITASK else 'multitask.%s.data' % self.multitask.members()[0]))
+    config_lib.check_one_of('task', self.task, registry.names())
+    for name in self.sections_read():
+      check = getattr(getattr(self, name), 'validate_with', None)
+      if check is not None:
+        try:
+          check(self)
+        except ValueError as e:
+          key, _, message = str(e).partition(': ')
+          raise ValueError('%s: %s' % (name if key == '<root>' else '%s.%s' % (name, key), message))
+    data, key = self.epoch_data()
+    if self.train.learning_rate.schedule == 'exponential' and data.num_train_examples <= 0:
+      raise ValueError('%s.num_train_examples: must be > 0 for the per-epoch exponential schedule' % key)
 
-
-def epoch_data(config):
-  """The data section whose epochs per-epoch schedules count (multitask: the first member's)."""
-  if config.task == MULTITASK and config.multitask.members():
-    return getattr(config.multitask, config.multitask.members()[0]).data
-  return config.data
-
-
-def member_config(config, name):
-  """The single-task config of member `name` of a multitask config: its data, batch sizes and head warm
-  start, with the shared model / train / eval / runtime sections and the task's own section."""
-  member = getattr(config.multitask, name)
-  train = dataclasses.replace(config.train, batch_size=member.batch_size or config.train.batch_size,
-                              warm_start=member.warm_start)
-  evaluation = dataclasses.replace(config.eval, batch_size=member.eval_batch_size or config.eval.batch_size)
-  return dataclasses.replace(config, task=name, data=member.data, train=train, eval=evaluation,
-                             multitask=MultitaskConfig())
+  def sections_read(self):
+    """Names of the task sections this config reads: its own, and its members' (multitask)."""
+    return [self.task] + [name for name, _ in self.member_configs() if name is not None]
 
 
 def unread_sections(data):
   """Task sections that the config's task does not read -> why (a config holding one is an error)."""
   task = data.get('task', Config.task)
-  if task == MULTITASK:
-    members = [name for name in TASKS if (data.get(MULTITASK) or {}).get(name) is not None]
-    unread = {name: 'not read by this multitask config (its multitask section combines %s)'
-              % (', '.join(members) or 'no task') for name in TASKS if name not in members}
-    unread['data'] = 'not read by task multitask (each member has its own multitask.<task>.data)'
-    return unread
+  section = registry.section_type(task)
+  own = getattr(section, 'unread_sections', None)
+  if own is not None:
+    return own(data)
   unread = {name: 'not read by task %r (only the %r section applies to it)' % (task, task)
-            for name in TASKS if name != task}
-  unread[MULTITASK] = 'not read by task %r (only multitask configs have it)' % task
+            for name in registry.names() if name != task and not _composes(name)}
+  unread.update((name, 'not read by task %r (only %s configs have it)' % (task, name))
+                for name in registry.names() if name != task and _composes(name))
   return unread
+
+
+def _composes(name):
+  """Whether task `name`'s section combines other tasks (its members)."""
+  return hasattr(registry.section_type(name), 'member_config')
 
 
 def load(path, overrides=()):
@@ -436,7 +383,12 @@ def save(config, path):
 
 def task_section(config):
   """The config's own task section (`config.classification` for a classification config, ...)."""
-  return getattr(config, config.task)
+  return config.section()
+
+
+def member_config(config, name):
+  """The single-task config of member `name` of a config that combines tasks (`MultitaskConfig`)."""
+  return config.section().member_config(config, name)
 
 
 # Which data keys each mode needs; checked before a graph is built.
@@ -446,15 +398,13 @@ _FILES_FOR_MODE = {'train': ('data.train_files',), 'eval': ('data.eval_files',),
 
 def check_files(config, mode, source=''):
   """Raises ConfigError naming the key if a file/glob the mode needs is unset or matches nothing."""
-  if config.task == MULTITASK:
-    for name in config.multitask.members():
+  members = config.member_configs()
+  if members[0][0] is not None:
+    for name, member in members:
       try:
-        check_files(member_config(config, name), mode, source)
+        check_files(member, mode, source)
       except config_lib.ConfigError as e:
-        key = e.key
-        if key.startswith(('data.', 'train.warm_start')):
-          key = 'multitask.%s.%s' % (name, key.replace('train.', '', 1))
-        raise config_lib.ConfigError(source, key, e.message)
+        raise config_lib.ConfigError(source, config.section().member_key(name, e.key), e.message)
     return
   for key in _FILES_FOR_MODE.get(mode, ()):
     pattern = getattr(config.data, key.split('.')[1])
@@ -483,15 +433,21 @@ def _glob(pattern):
 
 
 def check_num_classes(config, source=''):
-  """Raises ConfigError naming `<task>.num_classes` and `data.labels_file` when the two disagree."""
-  from pipelines import labels as labels_lib  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
+  """Raises ConfigError naming `<task>.num_classes` and `data.labels_file` when the two disagree.
+
+  A task section with a `NUM_CLASSES_RULE` (extra, meaning) needs num_classes = largest label id + extra.
+  """
+  from pipelines.tasks import labels as labels_lib  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
+  section = config.section()
+  rule = getattr(section, 'NUM_CLASSES_RULE', None)
+  if rule is None:
+    return
   path = config.data.labels_file
   try:
-    expected, why = labels_lib.expected_num_classes(config.task, path)
+    expected, why = labels_lib.expected_num_classes(rule, path)
   except ValueError as e:
     raise config_lib.ConfigError(source, 'data.labels_file', str(e))
-  got = task_section(config).num_classes
-  if got != expected:
+  if section.num_classes != expected:
     raise config_lib.ConfigError(source, '%s.num_classes' % config.task,
                                  '%d disagrees with data.labels_file %r, which needs %d (%s)'
-                                 % (got, path, expected, why))
+                                 % (section.num_classes, path, expected, why))

@@ -7,7 +7,6 @@ dataclasses and back.
 """
 import copy
 import dataclasses
-import os
 import typing
 
 import yaml
@@ -20,6 +19,28 @@ class ConfigError(ValueError):
     self.source, self.key, self.message = source, key, message
     where = '%s: ' % source if source else ''
     super(ConfigError, self).__init__('%s%s: %s' % (where, key or '<root>', message))
+
+
+# ------------------------------------------------------------------------------ rules for validate()
+# A schema's `validate()` raises ValueError('key: message'); these are the rules every section uses.
+
+
+def check_positive(name, value):
+  if value is None or value <= 0:
+    raise ValueError('%s: must be > 0, got %r' % (name, value))
+
+
+def check_one_of(name, value, valid):
+  if value not in valid:
+    raise ValueError('%s: %r is not one of %s' % (name, value, ', '.join(valid)))
+
+
+def check_keep_prob(name, value):
+  if not 0 < value <= 1:
+    raise ValueError('%s: must be in (0, 1], got %r' % (name, value))
+
+
+# ------------------------------------------------------------------------------ dicts <-> dataclasses
 
 
 def _origin(tp):
@@ -70,9 +91,20 @@ def _convert(value, tp, key, source):
   return value
 
 
+# A schema may hold sections that are not its fields (a registered task's): a field of this name (a dict
+# section name -> section) stores them, and the class method `extension_types()` gives their dataclasses.
+# In YAML, and in `to_dict`, they are sections like the others.
+EXTENSIONS = 'extensions'
+
+
 def _field_types(cls):
+  """The keys a mapping for `cls` may hold -> their types (fields, plus extension sections)."""
   hints = typing.get_type_hints(cls)
-  return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+  types = {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.name != EXTENSIONS}
+  extension_types = getattr(cls, 'extension_types', None)
+  if extension_types is not None:
+    types.update(extension_types())
+  return types
 
 
 def from_dict(cls, data, source='', prefix=''):
@@ -87,6 +119,8 @@ def from_dict(cls, data, source='', prefix=''):
     raise ConfigError(source, _join(prefix, unknown[0]),
                       'unknown key (valid keys here: %s)' % ', '.join(sorted(types)))
   kwargs = {name: _convert(value, types[name], _join(prefix, name), source) for name, value in data.items()}
+  if getattr(cls, 'extension_types', None) is not None:
+    kwargs[EXTENSIONS] = dict((name, kwargs.pop(name)) for name in cls.extension_types() if name in kwargs)
   return cls(**kwargs)
 
 
@@ -95,7 +129,10 @@ def _join(prefix, name):
 
 
 def to_dict(obj):
-  return dataclasses.asdict(obj)
+  """Nested dict of a config; extension sections at the top level like the others."""
+  data = dataclasses.asdict(obj)
+  data.update(data.pop(EXTENSIONS, None) or {})
+  return data
 
 
 def parse_override(text, source='--set'):
@@ -187,6 +224,9 @@ def validate(config, source=''):
       value = getattr(obj, f.name)
       if dataclasses.is_dataclass(value):
         visit(value, _join(prefix, f.name))
+      elif f.name == EXTENSIONS:
+        for name, section in sorted(value.items()):
+          visit(section, _join(prefix, name))
     check = getattr(obj, 'validate', None)
     if check is not None:
       try:
@@ -208,11 +248,8 @@ def save(config, path):
 
 def save_dict(data, path):
   """Writes a nested dict as YAML via a temporary name and a rename."""
-  gfile = _gfile()
-  tmp = '%s.tmp-%d' % (path, os.getpid())
-  with gfile.GFile(tmp, 'w') as f:
-    f.write(yaml.safe_dump(data, default_flow_style=False, sort_keys=False))
-  gfile.rename(tmp, path, overwrite=True)
+  from datasets import tfrecord  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
+  tfrecord.atomic_write(path, yaml.safe_dump(data, default_flow_style=False, sort_keys=False))
 
 
 def _gfile():

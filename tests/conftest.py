@@ -1,7 +1,9 @@
 """Shared test set-up: quiet TensorFlow logs, a fresh graph per test, the reference data folder."""
 import os
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+from pipelines.cli import environment  # noqa: E402
+
+environment.configure()  # as the `mnv2` command does, before TensorFlow is imported
 
 import pytest  # noqa: E402
 import tensorflow.compat.v1 as tf  # noqa: E402
@@ -62,7 +64,7 @@ def tiny_imagenet_records(root, num_classes, images_per_class=4):
 
 def config_from_text(tmp_path, text, overrides=(), name='config.yaml', mode=None):
   """Writes YAML `text` to tmp_path/name and loads it like the CLI (with `mode`: its files checked too)."""
-  from pipelines import runner  # pylint: disable=g-import-not-at-top
+  from pipelines.training import runner  # pylint: disable=g-import-not-at-top
   path = os.path.join(str(tmp_path), name)
   with open(path, 'w') as f:
     f.write(text)

@@ -3,7 +3,7 @@ import dataclasses
 import os
 import typing
 
-from pipelines import cli
+from pipelines.cli import main as cli
 from pipelines import config as schema
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'README.md')

@@ -16,7 +16,7 @@ from PIL import Image
 from datasets import shard_writer
 from datasets import tfrecord
 from datasets import voc
-from pipelines import cli
+from pipelines.cli import main as cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 REAL = os.path.join(REPO, '..', 'shared', 'real_data')

@@ -200,7 +200,8 @@ def _tiny_job(model_dir, strategy, steps, batch_size, cpu_devices=1, worker_dela
   """train_and_evaluate of a linear model with one sync batch norm; prints 'CLUSTER DONE <task> replicas <n> ...'."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
-  from pipelines import distribution  # pylint: disable=g-import-not-at-top
+  from pipelines.training import distribution  # pylint: disable=g-import-not-at-top
+  from pipelines.training import sync_batch_norm
 
   tf.logging.set_verbosity(tf.logging.INFO)
 
@@ -222,7 +223,7 @@ def _tiny_job(model_dir, strategy, steps, batch_size, cpu_devices=1, worker_dela
 
   def model_fn(features, labels, mode):
     # fused=False: tf-slim's fused path for rank-2 inputs fails on TF 2.15 (tf_slim utils uses ops.Tensor).
-    net = distribution.sync_batch_norm(features['x'], center=True, scale=True, decay=0.9, fused=False,
+    net = sync_batch_norm.sync_batch_norm(features['x'], center=True, scale=True, decay=0.9, fused=False,
                                        is_training=mode == tf.estimator.ModeKeys.TRAIN)
     w = tf.get_variable('w', [4, 1], initializer=tf.zeros_initializer())
     b = tf.get_variable('b', [1], initializer=tf.zeros_initializer())

@@ -8,9 +8,9 @@ import tensorflow.compat.v1 as tf
 from PIL import Image
 
 from datasets import classification_preprocessing
-from pipelines import cli
-from pipelines import predict
-from pipelines import runner
+from pipelines.cli import main as cli
+from pipelines.cli import predict
+from pipelines.training import runner
 from tests.conftest import tiny_imagenet_records
 
 CONFIG = """

@@ -8,8 +8,8 @@ from PIL import Image
 
 from datasets import classification_preprocessing
 from datasets import imagenet
-from pipelines import classification_input
-from pipelines import input_common
+from pipelines.inputs import classification_input
+from pipelines.inputs import input_common
 from tests.conftest import config_from_text
 from tests.datasets.test_imagenet import folders  # noqa: F401  pylint: disable=unused-import  (fixture)
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-from pipelines import coco_metrics
+from pipelines.evaluation import coco_metrics
 
 CATS = {1: 'circle', 3: 'square'}
 

@@ -2,9 +2,9 @@
 import json
 import os
 
-from pipelines import cli
-from pipelines import demo
-from pipelines import tflite_export as te
+from pipelines.cli import main as cli
+from pipelines.cli import demo
+from pipelines.export import tflite_export as te
 
 
 def test_tiny_demo_runs_every_phase(tmp_path, capsys):

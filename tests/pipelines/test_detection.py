@@ -14,12 +14,12 @@ from datasets import coco
 from datasets import shapes
 from heads import ssdlite
 from heads.core import fields
-from pipelines import cli
-from pipelines import coco_metrics
-from pipelines import detection
-from pipelines import detection_input
-from pipelines import predict
-from pipelines import runner
+from pipelines.cli import main as cli
+from pipelines.evaluation import coco_metrics
+from pipelines.tasks import detection
+from pipelines.inputs import detection_input
+from pipelines.cli import predict
+from pipelines.training import runner
 
 CONFIG = """
 task: detection
@@ -190,7 +190,7 @@ def test_paper_config_warm_start_maps_every_backbone_variable(graph):
   import tf_slim as slim
   from nets import mobilenet_v2
   from pipelines import config as schema
-  from pipelines import warm_start
+  from pipelines.training import warm_start
   config = schema.load(os.path.join(os.path.dirname(__file__), '..', '..', 'configs', 'ssdlite_mobilenet_v2_coco.yaml'),
                        ['detection.image_size=64'])  # variable shapes do not depend on the input size
   with tf.Graph().as_default():

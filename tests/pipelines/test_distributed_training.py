@@ -16,8 +16,8 @@ import tensorflow.compat.v1 as tf
 
 from pipelines import config as config_schema
 from pipelines import config_lib
-from pipelines import distribution
-from pipelines import input_common
+from pipelines.training import distribution
+from pipelines.inputs import input_common
 from tests.conftest import run_in_child
 from tests.conftest import tiny_imagenet_records
 from tests.pipelines import cluster_util
@@ -52,7 +52,7 @@ def _fast_sessions():
   """Grappler off in this (child) process: every new fetch set of a session re-optimizes the whole graph,
   about 20 s per set for the 2-replica MobileNetV2 graph on a loaded 2-core host; the tests check behaviour,
   not speed. (XLA clustering and the runner's session settings are not grappler passes.)"""
-  from pipelines import runner  # pylint: disable=g-import-not-at-top
+  from pipelines.training import runner  # pylint: disable=g-import-not-at-top
   original = runner.session_config
 
   def session_config(config):
@@ -103,7 +103,7 @@ def test_global_batch_split_and_its_error(tmp_path):
 
 
 def test_cli_names_the_key_when_batch_does_not_split(tmp_path, capsys):
-  from pipelines import cli  # pylint: disable=g-import-not-at-top
+  from pipelines.cli import main  # pylint: disable=g-import-not-at-top
   records = tiny_imagenet_records(tmp_path, 3)
   path = _write_config(tmp_path, records)
   if distribution.visible_gpus():
@@ -146,7 +146,7 @@ def test_mirrored_split_cpu_trains_resumes_and_keeps_names(tmp_path):
 
 
 def mirrored_train_resume(tmp_dir):
-  from pipelines import runner  # pylint: disable=g-import-not-at-top
+  from pipelines.training import runner  # pylint: disable=g-import-not-at-top
   lines, tmp_path, path = _child_setup(tmp_dir)
   single_dir, mirrored_dir = str(tmp_path / 'single'), str(tmp_path / 'mirrored')
   mirrored = ['runtime.distribution.strategy=mirrored', 'runtime.distribution.cpu_devices=2',
@@ -163,7 +163,7 @@ def mirrored_train_resume(tmp_dir):
   # What a single-device run saves: the global variables of the same model_fn in TRAIN mode on one device.
   config = runner.load_config(path, (), 'train')
   with tf.Graph().as_default():
-    from pipelines import skeleton  # pylint: disable=g-import-not-at-top
+    from pipelines.training import skeleton  # pylint: disable=g-import-not-at-top
     features = {'image': tf.zeros([4, 32, 32, 3])}
     skeleton.make_model_fn(runner.make_task(config), single_dir)(features, tf.zeros([4], tf.int64), 'train')
     single = {v.op.name: v.shape.as_list() for v in tf.global_variables()}
@@ -191,7 +191,7 @@ GLOBAL_BATCH = 8
 def _builder_step(config, num_replicas, images, labels):
   """One SGD step of the classification task's real graph (model_builder backbone + head) on the global batch
   split over `num_replicas` CPU replicas; returns {variable name: [value per replica copy]}."""
-  from pipelines import model_builder  # pylint: disable=g-import-not-at-top
+  from pipelines.tasks import model_builder  # pylint: disable=g-import-not-at-top
   graph = tf.Graph()
   with graph.as_default():
     tf.set_random_seed(1)
@@ -287,7 +287,7 @@ def test_mixed_precision_and_xla_pipeline(tmp_path):
 
 
 def precision_and_xla(tmp_dir):
-  from pipelines import runner  # pylint: disable=g-import-not-at-top
+  from pipelines.training import runner  # pylint: disable=g-import-not-at-top
   lines, tmp_path, path = _child_setup(tmp_dir)
   gpu = bool(distribution.visible_gpus())
   # float16 + XLA in one run: the session config the runner builds, a few steps, finite loss.
@@ -376,7 +376,7 @@ TASK_CONFIGS = {  # the classification backbone is covered by the equivalence te
 def test_sync_batch_norm_reaches_backbone_and_heads(tmp_path, task, monkeypatch):
   """With train.sync_batch_norm and 2 replicas (faked), every batch-norm layer of the task's graph (backbone,
   SSDLite extra layers and box predictors, DeepLab's ASPP / projection) takes the all-reduce path once."""
-  from pipelines import runner  # pylint: disable=g-import-not-at-top
+  from pipelines.training import runner  # pylint: disable=g-import-not-at-top
   section, size = TASK_CONFIGS[task]
   path = str(tmp_path / 'config.yaml')
   with open(path, 'w') as f:

@@ -10,7 +10,7 @@ import sys
 
 import tensorflow.compat.v1 as tf
 
-from pipelines import runner
+from pipelines.training import runner
 from tests.conftest import tiny_imagenet_records
 
 CONFIG = """

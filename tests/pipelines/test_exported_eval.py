@@ -8,8 +8,8 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 from datasets import decoders
-from pipelines import exported_eval
-from pipelines import runner
+from pipelines.evaluation import exported_eval
+from pipelines.training import runner
 from tests.conftest import config_from_text
 from tests.conftest import tiny_shapes_records
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow.compat.v1 as tf
 
-from pipelines import freeze
+from pipelines.export import freeze
 from tests.pipelines import tiny_models
 
 BN_OPS = ('FusedBatchNorm', 'FusedBatchNormV3')

@@ -7,8 +7,8 @@ import tensorflow.compat.v1 as tf
 import tf_slim as slim
 
 from pipelines import config as schema
-from pipelines import model_builder
-from pipelines import runner
+from pipelines.tasks import model_builder
+from pipelines.training import runner
 from tests.conftest import read_tsv
 
 CONFIGS = os.path.join(os.path.dirname(__file__), '..', '..', 'configs')

@@ -8,14 +8,14 @@ import pytest
 import tensorflow.compat.v1 as tf
 from PIL import Image
 
-from pipelines import cli
+from pipelines.cli import main as cli
 from pipelines import config as schema
 from pipelines import config_lib
-from pipelines import multitask
-from pipelines import predict
-from pipelines import profile_models
-from pipelines import render
-from pipelines import runner
+from pipelines.tasks import multitask
+from pipelines.cli import predict
+from pipelines.cli import profile_models
+from pipelines.cli import render
+from pipelines.training import runner
 from tests.conftest import read_tsv
 from tests.conftest import tiny_shapes_records
 

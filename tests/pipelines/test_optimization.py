@@ -7,7 +7,7 @@ import pytest
 import tensorflow.compat.v1 as tf
 
 from pipelines import config as schema
-from pipelines import optimization
+from pipelines.training import optimization
 
 
 def _rates(steps_to_check, batch_size=100, num_train_examples=1000, train_steps=100, **schedule):

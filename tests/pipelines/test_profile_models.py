@@ -1,6 +1,6 @@
 """Parameters and multiply-adds of the SSDLite and DeepLabv3 models as the tasks build them, pinned to the
 public models' counts (the backbone comes from `pipelines.model_builder`, the heads from `heads/`)."""
-from pipelines import profile_models
+from pipelines.cli import profile_models
 
 
 def test_pinned_counts_at_320():

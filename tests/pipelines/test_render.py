@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines import render
+from pipelines.cli import render
 
 
 @pytest.fixture

@@ -14,7 +14,9 @@ import pytest
 import tensorflow.compat.v1 as tf
 import tf_slim as slim
 
-from pipelines import distribution
+from pipelines.training import distribution
+from pipelines.training import precision
+from pipelines.training import sync_batch_norm
 from tests.conftest import run_in_child
 from tests.pipelines import cluster_util
 
@@ -117,15 +119,15 @@ def estimator_on_split_cpu():
   def model_fn(features, labels, mode):
     seen.append(features.get_shape().as_list()[0])
     with slim.arg_scope([slim.batch_norm], is_training=True, scale=True, decay=0.9):
-      net = slim.conv2d(features, 4, 3, normalizer_fn=distribution.sync_batch_norm, scope='conv')
+      net = slim.conv2d(features, 4, 3, normalizer_fn=sync_batch_norm.sync_batch_norm, scope='conv')
     net = tf.reduce_mean(slim.conv2d(net, 2, 1, activation_fn=None, scope='out'), [1, 2])
     loss = tf.reduce_mean(tf.square(net - labels))  # the Estimator's v1 optimizer divides by the replicas
-    opt = distribution.mixed_precision_optimizer(tf.train.GradientDescentOptimizer(0.1), 'float16')
+    opt = precision.mixed_precision_optimizer(tf.train.GradientDescentOptimizer(0.1), 'float16')
     with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
       train_op = opt.minimize(loss, global_step=tf.train.get_or_create_global_step())
     return tf.estimator.EstimatorSpec(mode, loss=loss, train_op=train_op)
 
-  session_config = distribution.mixed_precision_session_config('float16', tf.ConfigProto(allow_soft_placement=True),
+  session_config = precision.mixed_precision_session_config('float16', tf.ConfigProto(allow_soft_placement=True),
                                                                emulate_float16_on_cpu=True, gpus=[])
   model_dir = tempfile.mkdtemp()
   run_config = tf.estimator.RunConfig(model_dir=model_dir, **placement.run_config_kwargs(session_config))
@@ -179,7 +181,7 @@ def _run_bn(graph, out, grads):
 def test_sync_path_is_slim_batch_norm_on_one_replica(shape, fused, data_format):
   """The sync code path with an identity all-reduce = slim.batch_norm: variables, collections, numbers."""
   x = np.random.RandomState(0).randn(*shape).astype(np.float32) * 2 + 1
-  sync = lambda inputs, **kw: distribution.batch_norm_synchronized(inputs, tf.identity, **kw)  # noqa: E731
+  sync = lambda inputs, **kw: sync_batch_norm.batch_norm_synchronized(inputs, tf.identity, **kw)  # noqa: E731
   reference = _bn_graph(slim.batch_norm, x, fused, regularize=True, data_format=data_format)
   candidate = _bn_graph(sync, x, fused, regularize=True, data_format=data_format)
   assert candidate[3] == reference[3]
@@ -199,7 +201,7 @@ def test_sync_path_tensor_is_training_and_in_place_updates():
   against the UPDATE_OPS run.)
   """
   x = np.random.RandomState(2).randn(4, 3, 3, 2).astype(np.float32) + 0.5
-  sync = lambda inputs, **kw: distribution.batch_norm_synchronized(inputs, tf.identity, **kw)  # noqa: E731
+  sync = lambda inputs, **kw: sync_batch_norm.batch_norm_synchronized(inputs, tf.identity, **kw)  # noqa: E731
   results = []
   for bn in (slim.batch_norm, sync):
     with tf.Graph().as_default():
@@ -233,11 +235,11 @@ def test_sync_batch_norm_is_slim_outside_a_strategy(graph):
   """Outside a strategy (and in eval mode) sync_batch_norm builds slim.batch_norm, honoring its arg_scope."""
   x = tf.constant(np.random.RandomState(1).randn(2, 4, 4, 3).astype(np.float32))
   with slim.arg_scope([slim.batch_norm], decay=0.5, scale=True, is_training=True):
-    with slim.arg_scope([slim.conv2d], normalizer_fn=distribution.sync_batch_norm):
+    with slim.arg_scope([slim.conv2d], normalizer_fn=sync_batch_norm.sync_batch_norm):
       slim.conv2d(x, 4, 3, scope='a')
-    with slim.arg_scope([distribution.sync_batch_norm], epsilon=0.1):  # same entry as slim.batch_norm
-      assert slim.arg_scope_func_key(distribution.sync_batch_norm) == slim.arg_scope_func_key(slim.batch_norm)
-      distribution.sync_batch_norm(x, is_training=False, scope='b')
+    with slim.arg_scope([sync_batch_norm.sync_batch_norm], epsilon=0.1):  # same entry as slim.batch_norm
+      assert slim.arg_scope_func_key(sync_batch_norm.sync_batch_norm) == slim.arg_scope_func_key(slim.batch_norm)
+      sync_batch_norm.sync_batch_norm(x, is_training=False, scope='b')
   names = sorted(v.op.name for v in tf.global_variables())
   assert names == ['a/BatchNorm/beta', 'a/BatchNorm/gamma', 'a/BatchNorm/moving_mean', 'a/BatchNorm/moving_variance',
                    'a/weights', 'b/beta', 'b/gamma', 'b/moving_mean', 'b/moving_variance']
@@ -304,8 +306,8 @@ def sync_bn_equivalence():
   images = rng.randn(GLOBAL_BATCH, 5, 5, 3).astype(np.float32)
   images[GLOBAL_BATCH // 2:] = images[GLOBAL_BATCH // 2:] * 3.0 + 2.0  # replicas see different statistics
   labels = rng.randn(GLOBAL_BATCH, 5, 5, 2).astype(np.float32)
-  one, one_vars = _train_one_step(distribution.sync_batch_norm, 1, images, labels)
-  two, two_vars = _train_one_step(distribution.sync_batch_norm, 2, images, labels)
+  one, one_vars = _train_one_step(sync_batch_norm.sync_batch_norm, 1, images, labels)
+  two, two_vars = _train_one_step(sync_batch_norm.sync_batch_norm, 2, images, labels)
   local, local_vars = _train_one_step(slim.batch_norm, 2, images, labels)
   assert one_vars == two_vars == local_vars, (one_vars, two_vars)
   worst, bad = 0.0, []
@@ -328,26 +330,26 @@ def sync_bn_equivalence():
 
 def test_mixed_precision_arguments_and_warnings(caplog):
   with pytest.raises(ValueError, match=r'^runtime\.mixed_precision: unknown'):
-    distribution.mixed_precision_optimizer(tf.train.GradientDescentOptimizer(0.1), 'float8')
+    precision.mixed_precision_optimizer(tf.train.GradientDescentOptimizer(0.1), 'float8')
   opt = tf.train.GradientDescentOptimizer(0.1)
-  assert distribution.mixed_precision_optimizer(opt, None) is opt
-  assert distribution.mixed_precision_optimizer(opt, 'bfloat16') is opt
-  assert distribution.mixed_precision_optimizer(opt, 'float16') is not opt
-  distribution._WARNED.clear()  # pylint: disable=protected-access
+  assert precision.mixed_precision_optimizer(opt, None) is opt
+  assert precision.mixed_precision_optimizer(opt, 'bfloat16') is opt
+  assert precision.mixed_precision_optimizer(opt, 'float16') is not opt
+  precision._WARNED.clear()  # pylint: disable=protected-access
   caplog.set_level(logging.WARNING, logger='mnv2')
-  assert distribution.effective_precision('float16', gpus=[]) is None
-  assert distribution.effective_precision('float16', gpus=[]) is None
-  assert distribution.effective_precision('float16', gpus=['/gpu:0']) == 'float16'
-  assert distribution.effective_precision('bfloat16', flags={'avx2'}) is None
+  assert precision.effective_precision('float16', gpus=[]) is None
+  assert precision.effective_precision('float16', gpus=[]) is None
+  assert precision.effective_precision('float16', gpus=['/gpu:0']) == 'float16'
+  assert precision.effective_precision('bfloat16', flags={'avx2'}) is None
   expected = None if TF1 else 'bfloat16'
-  assert distribution.effective_precision('bfloat16', flags={'avx512_bf16'}) == expected
+  assert precision.effective_precision('bfloat16', flags={'avx512_bf16'}) == expected
   warnings = [r.getMessage() for r in caplog.records if r.name == 'mnv2']
   assert len(warnings) == 2, warnings  # one per fallback, not per call
   assert warnings[0].startswith('runtime.mixed_precision: float16 needs a GPU') and 'float32' in warnings[0]
   assert 'bfloat16' in warnings[1] and 'float32' in warnings[1]
-  rewrite = distribution.mixed_precision_session_config('float16', gpus=['/gpu:0']).graph_options.rewrite_options
+  rewrite = precision.mixed_precision_session_config('float16', gpus=['/gpu:0']).graph_options.rewrite_options
   assert rewrite.auto_mixed_precision == 1  # RewriterConfig.ON
-  rewrite = distribution.mixed_precision_session_config('float16', gpus=[]).graph_options.rewrite_options
+  rewrite = precision.mixed_precision_session_config('float16', gpus=[]).graph_options.rewrite_options
   assert rewrite.auto_mixed_precision == 0
 
 
@@ -357,13 +359,13 @@ def _mixed_precision_step(tmp_path, precision, emulate):
   with graph.as_default():
     images = tf.constant(np.random.RandomState(0).randn(2, 6, 6, 3).astype(np.float32))
     with slim.arg_scope([slim.batch_norm], is_training=True, scale=True):
-      net = slim.conv2d(images, 4, 3, normalizer_fn=distribution.sync_batch_norm, scope='conv')
+      net = slim.conv2d(images, 4, 3, normalizer_fn=sync_batch_norm.sync_batch_norm, scope='conv')
     net = slim.conv2d(net, 2, 1, activation_fn=None, scope='out')
     loss = tf.reduce_mean(tf.square(net))
-    opt = distribution.mixed_precision_optimizer(tf.train.GradientDescentOptimizer(0.1), precision)
+    opt = precision.mixed_precision_optimizer(tf.train.GradientDescentOptimizer(0.1), precision)
     with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
       train_op = opt.minimize(loss, global_step=tf.train.get_or_create_global_step())
-    config = distribution.mixed_precision_session_config(precision, emulate_float16_on_cpu=emulate, gpus=[])
+    config = precision.mixed_precision_session_config(precision, emulate_float16_on_cpu=emulate, gpus=[])
     saver = tf.train.Saver()
     with tf.Session(config=config) as sess:
       sess.run(tf.global_variables_initializer())
@@ -405,7 +407,7 @@ def test_float16_graph_and_checkpoint(tmp_path):
   np.testing.assert_allclose(_reload_float32(path), reader.get_tensor('conv/weights'))
 
 
-@pytest.mark.skipif(TF1 or not distribution.cpu_supports_bfloat16(), reason='needs TF 2.x and an AVX512_BF16/AMX CPU')
+@pytest.mark.skipif(TF1 or not precision.cpu_supports_bfloat16(), reason='needs TF 2.x and an AVX512_BF16/AMX CPU')
 def test_bfloat16_rewrite_on_cpu(tmp_path):
   casts, convs, path = _mixed_precision_step(tmp_path, 'bfloat16', emulate=False)
   assert 'bfloat16' in casts and 'bfloat16' in convs
@@ -419,9 +421,9 @@ def test_bfloat16_rewrite_on_cpu(tmp_path):
 
 
 def test_xla_session_config():
-  config = distribution.xla_session_config(False, tf.ConfigProto(inter_op_parallelism_threads=2))
+  config = precision.xla_session_config(False, tf.ConfigProto(inter_op_parallelism_threads=2))
   assert config.graph_options.optimizer_options.global_jit_level == tf.OptimizerOptions.DEFAULT
-  config = distribution.xla_session_config(True, tf.ConfigProto(inter_op_parallelism_threads=2), gpus=['/gpu:0'])
+  config = precision.xla_session_config(True, tf.ConfigProto(inter_op_parallelism_threads=2), gpus=['/gpu:0'])
   assert config.graph_options.optimizer_options.global_jit_level == tf.OptimizerOptions.ON_1
   assert config.inter_op_parallelism_threads == 2
   assert 'XLA OK' in _run_child('xla_compiles_on_cpu')
@@ -429,7 +431,7 @@ def test_xla_session_config():
 
 def xla_compiles_on_cpu():
   os.environ.pop('TF_XLA_FLAGS', None)
-  config = distribution.xla_session_config(True, gpus=[])
+  config = precision.xla_session_config(True, gpus=[])
   assert '--tf_xla_cpu_global_jit' in os.environ['TF_XLA_FLAGS']
   with tf.Graph().as_default():
     x = tf.constant(np.ones([4, 8], np.float32))

@@ -4,8 +4,8 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 from PIL import Image
 
-from pipelines import predict
-from pipelines import runner
+from pipelines.cli import predict
+from pipelines.training import runner
 from tests.pipelines.test_tflite_task import _trained
 from tests.pipelines.test_tflite_task import records  # noqa: F401  (fixture)
 

@@ -10,12 +10,12 @@ from PIL import Image
 
 from datasets import shapes
 from datasets import voc
-from pipelines import cli
+from pipelines.cli import main as cli
 from pipelines import config as config_schema
-from pipelines import model_builder
-from pipelines import predict
-from pipelines import runner
-from pipelines import segmentation
+from pipelines.tasks import model_builder
+from pipelines.cli import predict
+from pipelines.training import runner
+from pipelines.tasks import segmentation
 from tests.conftest import read_tsv
 
 CLASS_NAMES = ['background', 'circle', 'square', 'triangle', 'star']

@@ -5,7 +5,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 from PIL import Image
 
-from pipelines import segmentation_input
+from pipelines.inputs import segmentation_input
 from tests.conftest import config_from_text
 from tests.datasets.test_voc import H  # the converted images are H x W
 from tests.datasets.test_voc import W

@@ -4,7 +4,7 @@ import math
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-from pipelines import segmentation_metrics as sm
+from pipelines.evaluation import segmentation_metrics as sm
 
 NUM_CLASSES = 4  # class 3 never occurs in labels nor predictions
 

@@ -15,8 +15,8 @@ import tensorflow.compat.v1 as tf
 from heads.core import anchors as anchors_lib
 from heads.core import box_coder
 from heads.core import post_processing
-from pipelines import freeze
-from pipelines import tflite_export as te
+from pipelines.export import freeze
+from pipelines.export import tflite_export as te
 from tests.pipelines import tiny_models
 
 CLS_SIZE, DET_SIZE, SEG_SIZE = 64, 128, 65

@@ -14,11 +14,11 @@ import numpy as np
 import pytest
 
 from datasets import shapes
-from pipelines import cli
-from pipelines import predict
-from pipelines import runner
-from pipelines import tflite_export as te
-from pipelines import tflite_task
+from pipelines.cli import main as cli
+from pipelines.cli import predict
+from pipelines.training import runner
+from pipelines.export import tflite_export as te
+from pipelines.export import tflite_task
 from tests.conftest import tiny_shapes_records
 
 COMMON = """

@@ -15,9 +15,9 @@ import time
 
 import tensorflow.compat.v1 as tf
 
-from pipelines import distribution
-from pipelines import optimization
-from pipelines import warm_start as warm_start_lib
+from pipelines.training import precision
+from pipelines.training import optimization
+from pipelines.training import warm_start as warm_start_lib
 
 ModeKeys = tf.estimator.ModeKeys
 # Progress goes to the 'mnv2' logger (the CLI prints it), not to TensorFlow's verbose INFO stream.
@@ -199,7 +199,7 @@ def _train_op(task, total_loss, model_dir):
                                     global_step)
   tf.summary.scalar('learning_rate', rate)
   # float16: dynamic loss scaling (the loss scale is a checkpointed variable); else unchanged.
-  opt = distribution.mixed_precision_optimizer(optimization.optimizer(config.train, rate),
+  opt = precision.mixed_precision_optimizer(optimization.optimizer(config.train, rate),
                                                config.runtime.mixed_precision)
   grads_and_vars = opt.compute_gradients(total_loss, var_list=tf.trainable_variables())
   if config.train.clip_gradient_norm > 0:

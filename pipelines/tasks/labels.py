@@ -11,14 +11,6 @@ Not here: writing label files (`datasets.tfrecord`, `datasets.label_maps`), read
 from datasets import label_maps
 from datasets import tfrecord
 
-# task -> (how num_classes follows from the largest label id, what it counts)
-_COUNT_RULES = {
-    'classification': (1, 'ids 0..largest, background 0 included'),
-    'segmentation': (1, 'ids 0..largest, background 0 included'),
-    'detection': (0, 'object classes 1..largest id, the Object Detection API convention'),
-}
-
-
 def read_labels(labels_file):
   """dict label id -> name from an OD API `label_map.pbtxt` or a TF-Slim `labels.txt`; {} for None."""
   if not labels_file:
@@ -34,11 +26,16 @@ def class_names(labels_file, num_classes, first=0):
   return [names.get(i, str(i)) for i in range(first, num_classes + first)]
 
 
-def expected_num_classes(task, labels_file):
-  """(num_classes the task needs for `labels_file`, an explanation) -- see the module docstring."""
+def expected_num_classes(rule, labels_file):
+  """(num_classes a task needs for `labels_file`, an explanation) -- see the module docstring.
+
+  Args:
+    rule: (extra, meaning): the task section's `NUM_CLASSES_RULE`, num_classes = largest id + extra.
+    labels_file: a label file (`read_labels`).
+  """
   labels = read_labels(labels_file)
   if not labels:
     raise ValueError('%s: no labels' % labels_file)
-  extra, meaning = _COUNT_RULES[task]
+  extra, meaning = rule
   largest = max(labels)
   return largest + extra, 'largest id %d; %s' % (largest, meaning)

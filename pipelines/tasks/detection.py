@@ -34,11 +34,11 @@ from heads.core import box_coder
 from heads.core import fields
 from heads.core import losses as losses_lib
 from heads.core import post_processing
-from pipelines import coco_metrics
-from pipelines import detection_input
-from pipelines import labels as labels_lib
-from pipelines import model_builder
-from pipelines import skeleton
+from pipelines.evaluation import coco_metrics
+from pipelines.inputs import detection_input
+from pipelines.tasks import labels as labels_lib
+from pipelines.tasks import model_builder
+from pipelines.training import skeleton
 
 GT_BOXES = detection_input.GT_BOXES
 GT_CLASSES = detection_input.GT_CLASSES

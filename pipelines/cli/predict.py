@@ -6,7 +6,7 @@ goes through `Estimator.predict` with the task's `predict_input_fn`.
 """
 import tensorflow.compat.v1 as tf
 
-from pipelines import runner
+from pipelines.training import runner
 
 SERVING_TAG = 'serve'
 

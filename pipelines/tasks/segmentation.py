@@ -30,11 +30,11 @@ import tensorflow.compat.v1 as tf
 import tf_slim as slim
 
 from heads import deeplab
-from pipelines import labels
-from pipelines import model_builder
-from pipelines import segmentation_input
-from pipelines import segmentation_metrics
-from pipelines import skeleton
+from pipelines.tasks import labels
+from pipelines.tasks import model_builder
+from pipelines.inputs import segmentation_input
+from pipelines.evaluation import segmentation_metrics
+from pipelines.training import skeleton
 
 # DeepLab's batch-norm settings of its own layers (ASPP, decoder); the backbone keeps MobileNetV2's.
 HEAD_BN_DECAY = 0.9997

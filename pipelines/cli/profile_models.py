@@ -17,7 +17,7 @@ import tensorflow.compat.v1 as tf
 
 from nets import profile
 from pipelines import config as config_schema
-from pipelines import runner
+from pipelines.training import runner
 
 
 def profile_config(config, image_size):

@@ -30,10 +30,10 @@ from PIL import Image
 from datasets import coco
 from datasets import imagenet
 from datasets import voc
-from pipelines import coco_metrics
+from pipelines.evaluation import coco_metrics
 from pipelines import config as config_schema
-from pipelines import segmentation
-from pipelines import segmentation_metrics
+from pipelines.tasks import segmentation
+from pipelines.evaluation import segmentation_metrics
 
 LOG = logging.getLogger('mnv2')
 
@@ -105,7 +105,7 @@ class _Detection(object):
   """COCO box metrics with the Estimator's `CocoEvaluator` (ids from source_id, crowd and area kept)."""
 
   def __init__(self, config):
-    from pipelines import runner  # pylint: disable=g-import-not-at-top
+    from pipelines.training import runner  # pylint: disable=g-import-not-at-top
     self.evaluator = coco_metrics.CocoEvaluator(runner.make_task(config).categories())
 
   def image(self, example):

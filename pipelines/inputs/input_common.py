@@ -14,7 +14,7 @@ import tensorflow.compat.v1 as tf
 
 from datasets import decoders
 from datasets import tfrecord
-from pipelines import distribution
+from pipelines.training import distribution
 
 TRAIN = tf.estimator.ModeKeys.TRAIN
 

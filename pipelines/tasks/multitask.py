@@ -29,13 +29,13 @@ import tf_slim as slim
 
 from datasets import classification_preprocessing
 from datasets import decoders
-from pipelines import classification
+from pipelines.tasks import classification
 from pipelines import config as config_schema
-from pipelines import detection
-from pipelines import detection_input
-from pipelines import model_builder
-from pipelines import segmentation
-from pipelines import skeleton
+from pipelines.tasks import detection
+from pipelines.inputs import detection_input
+from pipelines.tasks import model_builder
+from pipelines.tasks import segmentation
+from pipelines.training import skeleton
 
 ModeKeys = tf.estimator.ModeKeys
 # SSDLite's extra layers keep the public model's scope when the backbone is shared.

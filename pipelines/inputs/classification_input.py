@@ -13,7 +13,7 @@ import tensorflow.compat.v1 as tf
 
 from datasets import classification_preprocessing as preprocessing
 from datasets import decoders
-from pipelines import input_common
+from pipelines.inputs import input_common
 
 
 def example(config, decoded, is_training):

@@ -17,7 +17,7 @@ import tensorflow.compat.v1 as tf
 
 from datasets import decoders
 from datasets import segmentation_preprocessing as preprocessing
-from pipelines import input_common
+from pipelines.inputs import input_common
 
 
 def example(config, decoded, is_training):

@@ -20,7 +20,7 @@ weight decay, init and batch-norm decay, and batch norm in training mode only wh
 
 `normalizer_fn` is the one batch-norm hook: with `train.sync_batch_norm` the backbone (`mobilenet_base`'s
 `normalizer_fn`) and every head conv scope (`heads.scopes.conv_bn_scope`, set through `arg_scope`) use
-`pipelines.distribution.sync_batch_norm` (global-batch moments across replicas, slim's variables).
+`pipelines.training.sync_batch_norm` (global-batch moments across replicas, slim's variables).
 
 Not here: the heads (`heads/`), losses, anything about devices or precision (`pipelines.runner`).
 """
@@ -34,14 +34,8 @@ import tf_slim as slim
 from heads import scopes as head_scopes
 from nets import mobilenet_spec
 from nets import mobilenet_v2
-from pipelines import distribution
+from pipelines.training import sync_batch_norm
 
-CLASSIFICATION_SCOPE = mobilenet_v2.DEFAULT_SCOPE
-DETECTION_SCOPE = 'FeatureExtractor/' + mobilenet_v2.DEFAULT_SCOPE  # = heads.ssdlite.FEATURE_EXTRACTOR_SCOPE
-SEGMENTATION_SCOPE = mobilenet_v2.DEFAULT_SCOPE
-# DeepLab trains batch norm only with at least this many images per step (research/deeplab/train.py).
-MIN_BATCH_FOR_BATCH_NORM = 12
-MULTITASK_SCOPE = mobilenet_v2.DEFAULT_SCOPE
 _TF_SLIM_DIVISIBLE_BY = 8
 
 # Everything `mobilenet_base` needs besides the images, resolved for one task.
@@ -51,28 +45,17 @@ BackboneOptions = collections.namedtuple('BackboneOptions', [
 
 
 def backbone_options(config):
-  """The task's backbone conventions (see the module docstring) as `BackboneOptions`."""
-  model, task = config.model, config.task
-  if task == 'classification':
-    cls = config.classification
-    return BackboneOptions(CLASSIFICATION_SCOPE, model.depth_multiplier, cls.output_stride, None,
-                           model.divisible_by or _TF_SLIM_DIVISIBLE_BY, cls.finegrain_classification_mode,
-                           model.use_explicit_padding)
-  if task == 'detection':
-    return BackboneOptions(DETECTION_SCOPE, model.depth_multiplier, None, config.detection.min_depth,
-                           model.divisible_by or _TF_SLIM_DIVISIBLE_BY, False, model.use_explicit_padding)
-  if task == 'segmentation':
-    # DeepLab's feature_extractor rounds channels to 8 only at multiplier 1.0 (min_depth 8), else to 1.
-    exact = model.depth_multiplier == 1.0
-    return BackboneOptions(SEGMENTATION_SCOPE, model.depth_multiplier, config.segmentation.output_stride,
-                           8 if exact else 1, model.divisible_by or (8 if exact else 1), False,
-                           model.use_explicit_padding)
-  if task == 'multitask':
-    # One backbone for every head: the classifier's (TF-Slim's) conventions, so the public classification
-    # checkpoint restores it as it is.
-    return BackboneOptions(MULTITASK_SCOPE, model.depth_multiplier, config.multitask.output_stride, None,
-                           model.divisible_by or _TF_SLIM_DIVISIBLE_BY, False, model.use_explicit_padding)
-  raise ValueError('task: no backbone convention for %r' % (task,))
+  """The task's backbone conventions (see the module docstring) as `BackboneOptions`: its task class's."""
+  from pipelines.tasks import registry  # pylint: disable=g-import-not-at-top  (the task modules import this one)
+  return registry.task_class(config.task).backbone_options(config)
+
+
+def tf_slim_options(config, scope, output_stride, min_depth=None, finegrain=False):
+  """`BackboneOptions` with TF-Slim's channel rounding (8, or `model.divisible_by`): the classifier's,
+  SSDLite's and the shared multi-task backbone's convention."""
+  model = config.model
+  return BackboneOptions(scope, model.depth_multiplier, output_stride, min_depth,
+                         model.divisible_by or _TF_SLIM_DIVISIBLE_BY, finegrain, model.use_explicit_padding)
 
 
 def feature_info(config):
@@ -87,7 +70,8 @@ def batch_norm_training(config, is_training):
   """bool: batch norm uses batch statistics and updates its moving ones (else frozen at the moving ones)."""
   freeze = config.train.freeze_batch_norm
   if freeze is None:
-    freeze = config.task == 'segmentation' and config.train.batch_size < MIN_BATCH_FOR_BATCH_NORM
+    from pipelines.tasks import registry  # pylint: disable=g-import-not-at-top
+    freeze = registry.task_class(config.task).freezes_batch_norm(config)
   return bool(is_training and not freeze)
 
 
@@ -98,7 +82,7 @@ def arg_scope(config, is_training):
   `dropout_keep_prob` where the task has dropout.
   """
   model = config.model
-  keep_prob = getattr(getattr(config, config.task), 'dropout_keep_prob', 1.0)  # heads may set their own
+  keep_prob = getattr(config.section(), 'dropout_keep_prob', 1.0)  # heads may set their own
   scope = mobilenet_v2.training_scope(is_training=batch_norm_training(config, is_training),
                                       weight_decay=model.weight_decay, stddev=model.init_stddev,
                                       dropout_keep_prob=keep_prob, bn_decay=model.bn_decay)
@@ -108,9 +92,9 @@ def arg_scope(config, is_training):
 
 
 def normalizer_fn(config):
-  """The batch norm of backbone and heads: `distribution.sync_batch_norm` with `train.sync_batch_norm`, else
+  """The batch norm of backbone and heads: `sync_batch_norm.sync_batch_norm` with `train.sync_batch_norm`, else
   None (= slim.batch_norm). sync_batch_norm is slim.batch_norm outside a multi-replica training step."""
-  return distribution.sync_batch_norm if config.train.sync_batch_norm else None
+  return sync_batch_norm.sync_batch_norm if config.train.sync_batch_norm else None
 
 
 def _layer_number(endpoint):

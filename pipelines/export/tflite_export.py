@@ -40,7 +40,8 @@ import sys
 import numpy as np
 import tensorflow.compat.v1 as tf
 
-from pipelines import freeze as freeze_lib
+from datasets import tfrecord
+from pipelines.export import freeze as freeze_lib
 
 QUANTIZE_MODES = ('none', 'float16', 'int8')
 MODEL_NAME = 'model.tflite'
@@ -345,19 +346,6 @@ def _toco_on_path():
 # ------------------------------------------------------------------------------------------ files
 
 
-def _atomic_write(path, data):
-  """Writes `data` (bytes or str) to a temporary name beside `path`, then renames it (tf.io.gfile paths)."""
-  tmp = '%s.tmp-%d' % (path, os.getpid())
-  try:
-    with tf.io.gfile.GFile(tmp, 'wb') as f:
-      f.write(data if isinstance(data, bytes) else data.encode('utf-8'))
-    tf.io.gfile.rename(tmp, path, overwrite=True)
-  except BaseException:
-    if tf.io.gfile.exists(tmp):
-      tf.io.gfile.remove(tmp)
-    raise
-
-
 def _quantization(detail):
   scale, zero_point = detail.get('quantization', (0.0, 0))
   if not scale:
@@ -423,8 +411,8 @@ def export(frozen, output_dir, task, quantize='none', representative_images=None
     tf.gfile.MakeDirs(output_dir)
   model_path = os.path.join(output_dir, MODEL_NAME)
   meta_path = os.path.join(output_dir, METADATA_NAME)
-  _atomic_write(model_path, content)
-  _atomic_write(meta_path, (json.dumps(meta, indent=2, sort_keys=True) + '\n').encode('utf-8'))
+  tfrecord.atomic_write(model_path, content)
+  tfrecord.atomic_write(meta_path, (json.dumps(meta, indent=2, sort_keys=True) + '\n').encode('utf-8'))
   return model_path, meta_path
 
 

@@ -10,10 +10,10 @@ import tensorflow.compat.v1 as tf
 import tf_slim as slim
 
 from heads import classification as head_lib
-from pipelines import classification_input
-from pipelines import labels
-from pipelines import model_builder
-from pipelines import skeleton
+from pipelines.inputs import classification_input
+from pipelines.tasks import labels
+from pipelines.tasks import model_builder
+from pipelines.training import skeleton
 
 
 def serving_receiver(image_size, preprocess_bytes):

@@ -31,7 +31,7 @@ import time
 
 import tensorflow.compat.v1 as tf
 
-from pipelines import freeze as freeze_lib
+from pipelines.export import freeze as freeze_lib
 
 LOG = logging.getLogger('mnv2')
 SEP = '/'

@@ -11,6 +11,8 @@ import os
 import sys
 import warnings
 
+from pipelines.cli import environment
+
 # tf-slim calls the deprecated `Layer.apply` on TF 2.15; the warning is noise for users.
 warnings.filterwarnings('ignore', message='`layer.apply` is deprecated')
 
@@ -37,7 +39,7 @@ def _add_train(parser):
 
 
 def _run_train(args):
-  from pipelines import runner  # pylint: disable=g-import-not-at-top
+  from pipelines.training import runner  # pylint: disable=g-import-not-at-top
   config = runner.load_config(args.config, args.set, 'train_and_eval' if args.eval else 'train')
   _quiet_tf()
   metrics = runner.train(config, args.model_dir, evaluate=args.eval,
@@ -54,7 +56,7 @@ def _add_eval(parser):
 
 
 def _run_eval(args):
-  from pipelines import runner  # pylint: disable=g-import-not-at-top
+  from pipelines.training import runner  # pylint: disable=g-import-not-at-top
   config = runner.load_config(args.config, args.set, 'eval')
   _quiet_tf()
   metrics = runner.evaluate(config, args.model_dir, args.checkpoint, args.continuous)
@@ -79,11 +81,11 @@ def _add_export(parser):
 
 
 def _run_export(args):
-  from pipelines import runner  # pylint: disable=g-import-not-at-top
+  from pipelines.training import runner  # pylint: disable=g-import-not-at-top
   config = runner.load_config(args.config, args.set)
   _quiet_tf()
   if args.format == 'tflite':
-    from pipelines import tflite_task  # pylint: disable=g-import-not-at-top
+    from pipelines.export import tflite_task  # pylint: disable=g-import-not-at-top
     print(tflite_task.export(config, args.model_dir, args.export_dir, args.checkpoint, args.quantize,
                              args.calibration_images))
     return 0
@@ -106,18 +108,18 @@ def _add_predict(parser):
 
 
 def _run_predict(args):
-  from pipelines import predict  # pylint: disable=g-import-not-at-top
-  from pipelines import render  # pylint: disable=g-import-not-at-top
+  from pipelines.cli import predict  # pylint: disable=g-import-not-at-top
+  from pipelines.cli import render  # pylint: disable=g-import-not-at-top
   predict.check_images(args.images)
   if args.saved_model:
     _quiet_tf()
     results = predict.predict_saved_model(args.saved_model, args.images)
   elif args.tflite:
-    from pipelines import tflite_task  # pylint: disable=g-import-not-at-top
+    from pipelines.export import tflite_task  # pylint: disable=g-import-not-at-top
     _quiet_tf()
     results = tflite_task.predict(args.tflite, args.images)
   elif args.config and args.model_dir:
-    from pipelines import runner  # pylint: disable=g-import-not-at-top
+    from pipelines.training import runner  # pylint: disable=g-import-not-at-top
     config = runner.load_config(args.config, args.set)
     _quiet_tf()
     results = predict.predict_checkpoint(config, args.model_dir, args.images, args.checkpoint)
@@ -153,7 +155,7 @@ def _run_profile(args):
     result = profile.profile_mobilenet(args.depth_multiplier, size, classes, args.finegrain)
     extra = ' (finegrain)' if args.finegrain else ''
   else:
-    from pipelines import profile_models  # pylint: disable=g-import-not-at-top
+    from pipelines.cli import profile_models  # pylint: disable=g-import-not-at-top
     if args.model == 'ssdlite':
       size, classes = args.image_size or 320, args.num_classes or 90
       result = profile_models.profile_ssdlite(size, classes, args.depth_multiplier)
@@ -168,7 +170,7 @@ def _run_profile(args):
 
 
 def _profile_multitask(args):
-  from pipelines import profile_models  # pylint: disable=g-import-not-at-top
+  from pipelines.cli import profile_models  # pylint: disable=g-import-not-at-top
   size = args.image_size or 320
   combined, separate = profile_models.profile_multitask(size, args.depth_multiplier)
   print('multitask %.2f at %dx%d (one backbone: classification 1001 + SSDLite 90 + DeepLabv3 21 classes) vs the '
@@ -216,12 +218,12 @@ def _run_demo_data(args):
 
 
 def _add_demo(parser):
-  from pipelines import demo  # pylint: disable=g-import-not-at-top
+  from pipelines.cli import demo  # pylint: disable=g-import-not-at-top
   demo.add_arguments(parser)
 
 
 def _run_demo(args):
-  from pipelines import demo  # pylint: disable=g-import-not-at-top
+  from pipelines.cli import demo  # pylint: disable=g-import-not-at-top
   _quiet_tf()
   return demo.run(args)
 
@@ -273,6 +275,7 @@ class _StderrHandler(logging.StreamHandler):
 
 
 def main(argv=None):
+  environment.configure()  # before any command imports TensorFlow
   args = build_parser().parse_args(argv)
   _VERBOSE[0] = args.verbose
   logger = logging.getLogger('mnv2')

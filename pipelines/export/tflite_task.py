@@ -29,10 +29,10 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from pipelines import config as config_schema
-from pipelines import freeze as freeze_lib
-from pipelines import labels as labels_lib
-from pipelines import runner
-from pipelines import tflite_export as te
+from pipelines.export import freeze as freeze_lib
+from pipelines.tasks import labels as labels_lib
+from pipelines.training import runner
+from pipelines.export import tflite_export as te
 
 LOG = logging.getLogger('mnv2')
 CONFIG_NAME = 'config.yaml'
@@ -50,7 +50,7 @@ def input_size(config):
     return config.detection.image_size
   if config.task == 'segmentation':
     return config.segmentation.eval_crop_size
-  from pipelines import multitask  # pylint: disable=g-import-not-at-top
+  from pipelines.tasks import multitask  # pylint: disable=g-import-not-at-top
   return multitask.serving_size(config)
 
 
@@ -67,7 +67,7 @@ def _detection_outputs(config, outputs):
 
 
 def _segmentation_outputs(outputs, size):
-  from pipelines import segmentation  # pylint: disable=g-import-not-at-top
+  from pipelines.tasks import segmentation  # pylint: disable=g-import-not-at-top
   logits = tf.image.resize_bilinear(outputs[segmentation.LOGITS], [size, size], align_corners=True)
   return {te.CLASS_MAP: tf.argmax(logits, 3, output_type=tf.int32)}
 

@@ -16,17 +16,18 @@ import statistics
 import time
 
 from datasets import shapes
+from datasets import tfrecord
 from pipelines import config as config_schema
-from pipelines import exported_eval
-from pipelines import predict
-from pipelines import render
-from pipelines import runner
-from pipelines import segmentation
+from pipelines.evaluation import exported_eval
+from pipelines.cli import predict
+from pipelines.cli import render
+from pipelines.training import runner
+from pipelines.tasks import segmentation
 
 LOG = logging.getLogger('mnv2')
 TASKS = ('classification', 'detection', 'segmentation')
 MULTITASK = 'multitask'  # the three heads on one backbone (opt-in: --tasks multitask)
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), 'configs')
 # task -> (metric key in metrics.json, target on the held-out split, display name)
 TARGETS = {
     'classification': ('top1_accuracy', 0.90, 'top-1 accuracy'),
@@ -235,7 +236,7 @@ def _train_split_config(config):
 
 
 def _tflite_threads():
-  from pipelines import tflite_export  # pylint: disable=g-import-not-at-top
+  from pipelines.export import tflite_export  # pylint: disable=g-import-not-at-top
   return os.cpu_count() if tflite_export.interpreter_supports_num_threads() else None
 
 
@@ -245,7 +246,7 @@ def measure_exports(config, model_dir, saved_model_dir, sample_image):
 
   Returns a list of `Export`, in EXPORTS order; an export this stack cannot make has `error` set.
   """
-  from pipelines import tflite_task  # pylint: disable=g-import-not-at-top
+  from pipelines.export import tflite_task  # pylint: disable=g-import-not-at-top
   with open(sample_image, 'rb') as f:
     encoded = f.read()
   rows = []
@@ -350,7 +351,7 @@ def multitask_latency(results, runs=LATENCY_RUNS, rounds=LATENCY_ROUNDS):
   not single calls: each interpreter owns a thread pool, and switching interpreters on every call timed the
   pools' hand-over (TF 2.15, 2 threads: the combined model 5.2 ms per call interleaved against 1.1 ms in a
   block), not the models."""
-  from pipelines import tflite_task  # pylint: disable=g-import-not-at-top
+  from pipelines.export import tflite_task  # pylint: disable=g-import-not-at-top
   combined = [r for r in results if r.task.startswith(MULTITASK)]
   singles = dict((r.task, r) for r in results if r.task in TASKS)
   if not combined:
@@ -428,9 +429,7 @@ def write_report(out, results, total_seconds):
       lines.append('%s  ' % render.summary_line(item, out))
     lines.append('')
   path = os.path.join(out, 'report.md')
-  with open(path + '.tmp', 'w') as f:
-    f.write('\n'.join(lines))
-  os.rename(path + '.tmp', path)
+  tfrecord.atomic_write(path, '\n'.join(lines))
   return path
 
 

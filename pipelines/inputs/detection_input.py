@@ -26,7 +26,7 @@ from datasets import decoders
 from datasets import tfrecord
 from datasets import detection_preprocessing as preprocessing
 from heads.core import target_assigner
-from pipelines import input_common
+from pipelines.inputs import input_common
 
 # Keys of the evaluation labels (and ORIGINAL_* of the eval/serving features) besides the targets.
 GT_BOXES = 'groundtruth_boxes'

@@ -12,18 +12,21 @@ import os
 import numpy as np
 import tensorflow.compat.v1 as tf
 
+from datasets import tfrecord
+
 from pipelines import config as config_schema
-from pipelines import distribution
-from pipelines import skeleton
+from pipelines.training import distribution
+from pipelines.training import precision
+from pipelines.training import skeleton
 
 LOG = logging.getLogger('mnv2')
 
 # task name -> 'module:Class' (imported on demand, so a task's dependencies load only when used)
 _TASKS = {
-    'classification': 'pipelines.classification:ClassificationTask',
-    'detection': 'pipelines.detection:DetectionTask',
-    'segmentation': 'pipelines.segmentation:SegmentationTask',
-    'multitask': 'pipelines.multitask:MultitaskTask',
+    'classification': 'pipelines.tasks.classification:ClassificationTask',
+    'detection': 'pipelines.tasks.detection:DetectionTask',
+    'segmentation': 'pipelines.tasks.segmentation:SegmentationTask',
+    'multitask': 'pipelines.tasks.multitask:MultitaskTask',
 }
 
 
@@ -54,8 +57,8 @@ def distribution_run_config(config, placement=None):
   """
   runtime = config.runtime
   placement = placement or make_distribution(config)
-  session = distribution.mixed_precision_session_config(runtime.mixed_precision, session_config(config))
-  session = distribution.xla_session_config(runtime.xla, session)
+  session = precision.mixed_precision_session_config(runtime.mixed_precision, session_config(config))
+  session = precision.xla_session_config(runtime.xla, session)
   return placement.run_config_kwargs(session)
 
 
@@ -167,12 +170,8 @@ def _jsonable(value):
 
 def write_metrics(metrics, path):
   """Writes a metrics dict (numpy values allowed) as JSON, atomically."""
-  tf.gfile.MakeDirs(os.path.dirname(path))
   data = {str(k): _jsonable(v) for k, v in sorted(metrics.items())}
-  tmp = path + '.tmp'
-  with tf.gfile.GFile(tmp, 'w') as f:
-    json.dump(data, f, indent=2, sort_keys=True)
-  tf.gfile.Rename(tmp, path, overwrite=True)
+  tfrecord.atomic_write(path, json.dumps(data, indent=2, sort_keys=True))
   return data
 
 
@@ -237,7 +236,7 @@ def export(config, model_dir, export_dir=None, checkpoint_path=None, fold_batch_
   if not task.restore_checkpoint:
     raise ValueError('no checkpoint in %r to export (train first, or pass --checkpoint)' % model_dir)
   if fold_batch_norm:
-    from pipelines import saved_model_export  # pylint: disable=g-import-not-at-top
+    from pipelines.export import saved_model_export  # pylint: disable=g-import-not-at-top
     return saved_model_export.export(task, base, task.restore_checkpoint)
   estimator = make_estimator(task, model_dir)
   before = set(tf.io.gfile.listdir(base)) if tf.io.gfile.isdir(base) else set()

@@ -18,13 +18,14 @@ import copy
 import io
 import json
 import logging
-import os
 import threading
 
 import numpy as np
 import tensorflow.compat.v1 as tf
 from pycocotools import coco as coco_lib
 from pycocotools import cocoeval
+
+from datasets import tfrecord
 
 METRIC_NAMES = ('AP', 'AP50', 'AP75', 'APs', 'APm', 'APl', 'AR1', 'AR10', 'AR100')
 CATEGORY_PREFIX = 'AP/'
@@ -167,13 +168,7 @@ class CocoEvaluator(object):
 
   def write_results(self, path):
     """Writes the COCO results file atomically (temp name + rename)."""
-    directory = os.path.dirname(path)
-    if directory:
-      tf.gfile.MakeDirs(directory)
-    tmp = '%s.tmp-%d' % (path, os.getpid())
-    with tf.gfile.GFile(tmp, 'w') as f:
-      json.dump(self._detections, f)
-    tf.gfile.Rename(tmp, path, overwrite=True)
+    tfrecord.atomic_write(path, json.dumps(self._detections))
 
   def evaluate(self):
     """Metrics dict (see the module docstring); runs COCOeval at most once per set of images (thread-safe)."""
