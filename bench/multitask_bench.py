@@ -41,6 +41,7 @@ import numpy as np  # noqa: E402
 import tensorflow.compat.v1 as tf  # noqa: E402
 
 from pipelines.export import tflite_export as te  # noqa: E402
+from pipelines.export import tflite_runtime
 from pipelines.export import tflite_task  # noqa: E402
 import tflite_tasks  # noqa: E402  (bench/, this script's directory)
 
@@ -72,7 +73,7 @@ class _TFLiteModel(object):
     assert tflite_task.input_size(config) == size, (config.task, tflite_task.input_size(config))
     checkpoint = tflite_tasks.random_checkpoint(config, directory)
     frozen = tflite_task.frozen_graph(config, checkpoint, use_moving_averages=False)
-    self.interpreter = te.make_interpreter(model_content=te.convert(frozen, 'none'), num_threads=TFLITE_THREADS)
+    self.interpreter = tflite_runtime.make_interpreter(model_content=te.convert(frozen, 'none'), num_threads=TFLITE_THREADS)
     self.index = self.interpreter.get_input_details()[0]['index']
     self.image = np.random.RandomState(0).uniform(-1, 1, [1, size, size, 3]).astype(np.float32)
 

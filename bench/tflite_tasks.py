@@ -35,6 +35,7 @@ import tensorflow.compat.v1 as tf  # noqa: E402
 from pipelines import config as config_schema  # noqa: E402
 from pipelines.training import runner  # noqa: E402
 from pipelines.export import tflite_export as te  # noqa: E402
+from pipelines.export import tflite_runtime
 from pipelines.export import tflite_task  # noqa: E402
 
 CONFIGS = {
@@ -124,15 +125,15 @@ def bench_task(name, runs, directory, calibration_count):
     result['keras_ms'] = _keras_ms(image, runs)
     print('%-14s %3d  tf.keras MobileNetV2                %8.2f ms  keras / TF = %.2f' % (
         name, size, result['keras_ms'], result['keras_ms'] / result['tf_ms']), flush=True)
-  modes = ['none', 'float16'] + (['int8'] if not (name == 'detection' and te._is_tf1()) else [])  # pylint: disable=protected-access
+  modes = ['none', 'float16'] + (['int8'] if not (name == 'detection' and te.is_tf1()) else [])  # pylint: disable=protected-access
   calibration = [np.random.RandomState(s).uniform(-1, 1, [size, size, 3]).astype(np.float32)
                  for s in range(calibration_count)]
-  threads = (1, 2) if te.interpreter_supports_num_threads() else (None,)
+  threads = (1, 2) if tflite_runtime.interpreter_supports_num_threads() else (None,)
   result['tflite'] = []
   for mode in modes:
     content = te.convert(frozen, mode, calibration if mode == 'int8' else None)
     for num_threads in threads:
-      interpreter = te.make_interpreter(model_content=content, num_threads=num_threads)
+      interpreter = tflite_runtime.make_interpreter(model_content=content, num_threads=num_threads)
       detail = interpreter.get_input_details()[0]
       x = image if detail['dtype'] == np.float32 else np.full(detail['shape'], 128, detail['dtype'])
 

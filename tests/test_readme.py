@@ -5,6 +5,7 @@ import typing
 
 from pipelines.cli import main as cli
 from pipelines import config as schema
+from pipelines import config_lib
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'README.md')
 
@@ -12,6 +13,8 @@ README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 def _keys(cls, prefix=''):
   hints = typing.get_type_hints(cls)
   for field in dataclasses.fields(cls):
+    if field.name == config_lib.EXTENSIONS:  # not a YAML key: where registered tasks' sections are kept
+      continue
     if dataclasses.is_dataclass(hints[field.name]):
       for key in _keys(hints[field.name], prefix + field.name + '.'):
         yield key

@@ -17,30 +17,23 @@ import time
 
 from datasets import shapes
 from datasets import tfrecord
-from pipelines import config as config_schema
-from pipelines.evaluation import exported_eval
 from pipelines.cli import predict
 from pipelines.cli import render
+from pipelines.evaluation import exported_eval
+from pipelines.tasks import registry
 from pipelines.training import runner
-from pipelines.tasks import segmentation
 
 LOG = logging.getLogger('mnv2')
-TASKS = ('classification', 'detection', 'segmentation')
-MULTITASK = 'multitask'  # the three heads on one backbone (opt-in: --tasks multitask)
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), 'configs')
-# task -> (metric key in metrics.json, target on the held-out split, display name)
-TARGETS = {
-    'classification': ('top1_accuracy', 0.90, 'top-1 accuracy'),
-    'detection': ('AP50', 0.5, 'COCO AP50'),
-    'segmentation': ('miou', 0.6, 'mIoU'),
-}
 NUM_PICTURES = 6
 CALIBRATION_IMAGES = 32  # int8 calibration, drawn from the training split (the held-out split stays unseen)
 LATENCY_RUNS = 30
 # (row name, `mnv2 export` format, --quantize)
 EXPORTS = (('SavedModel', 'saved_model', None), ('TFLite float32', 'tflite', 'none'), ('TFLite int8', 'tflite', 'int8'))
-Result = collections.namedtuple('Result', ['task', 'metric', 'value', 'target', 'seconds', 'metrics', 'pictures',
-                                           'exports'])
+# One model's headline metric: `task` the row's name, `base` the single task it measures (a multitask
+# model's member), `model` the config's task, `metric` its metrics.json key, `display` its name for a person.
+Result = collections.namedtuple('Result', ['task', 'base', 'model', 'metric', 'display', 'value', 'target',
+                                           'seconds', 'metrics', 'pictures', 'exports'])
 # One exported model measured on the held-out split: metrics (dict, the Estimator's keys) or `error` (why
 # this export does not exist on this stack); latency_ms from encoded image to prediction dict; model_ms the
 # TFLite interpreter alone.
@@ -48,12 +41,22 @@ Export = collections.namedtuple('Export', ['name', 'path', 'metrics', 'size_byte
                                            'error'])
 
 
+def demo_tasks():
+  """The registered tasks the demo can run (those with a demo metric), in registration order."""
+  return [cls.name for cls in registry.task_classes() if cls.DEMO is not None or cls.demo_members()]
+
+
+def default_tasks():
+  """What `mnv2 demo` runs by default: the single tasks (a task that combines others is opt-in)."""
+  return [cls.name for cls in registry.task_classes() if cls.DEMO is not None and not cls.demo_members()]
+
+
 def add_arguments(parser):
   parser.add_argument('--output-dir', default='demo_output', help='where everything goes (default demo_output)')
-  parser.add_argument('--tasks', default=','.join(TASKS),
+  parser.add_argument('--tasks', default=','.join(default_tasks()),
                       help='comma-separated subset of %s (default: the three single-task models; multitask trains '
                       'the one-backbone model and compares it with the single-task models of the same run)'
-                      % ', '.join(TASKS + (MULTITASK,)))
+                      % ', '.join(demo_tasks()))
   parser.add_argument('--steps', type=int, help='training steps for every task (default: the demo configs)')
   parser.add_argument('--scale', type=float, default=1.0, help='multiplies the number of generated images')
   parser.add_argument('--image-size', type=int, default=shapes.DEFAULT_IMAGE_SIZE, help='generated image size')
@@ -81,65 +84,39 @@ class Timer(object):
 
 def _parse_tasks(text):
   tasks = [t.strip() for t in text.split(',') if t.strip()]
-  unknown = [t for t in tasks if t not in TASKS + (MULTITASK,)]
+  unknown = [t for t in tasks if t not in demo_tasks()]
   if unknown or not tasks:
-    raise ValueError('--tasks: unknown %s (valid: %s)' % (', '.join(unknown) or '(none)',
-                                                          ', '.join(TASKS + (MULTITASK,))))
+    raise ValueError('--tasks: unknown %s (valid: %s)' % (', '.join(unknown) or '(none)', ', '.join(demo_tasks())))
   return tasks
 
 
+def _single_tasks(tasks):
+  """The single tasks `tasks` need data for: themselves, and the members of those that combine others."""
+  needed = set()
+  for name in tasks:
+    needed.update(registry.task_class(name).demo_members() or [name])
+  return [name for name in registry.names() if name in needed]
+
+
 def generate_data(out, tasks, scale, image_size, seed):
-  formats = {'classification': 'imagenet', 'detection': 'coco', 'segmentation': 'voc'}
+  formats = [registry.task_class(name).DEMO_FORMAT for name in _single_tasks(tasks)]
   counts = shapes.scaled_counts(scale)
-  names = sorted(set(TASKS if MULTITASK in tasks else ()) | set(t for t in tasks if t in TASKS), key=TASKS.index)
-  with Timer('generating the shapes data (%s)' % ', '.join(formats[t] for t in names)):
+  with Timer('generating the shapes data (%s)' % ', '.join(formats)):
     return shapes.generate(os.path.join(out, 'data'), seed=seed, image_size=image_size, counts=counts,
-                           formats=tuple(formats[t] for t in names))
+                           formats=tuple(formats))
 
 
 def convert(task, raw, records):
   """Runs the task's real converter on both splits; returns data overrides for the config."""
-  from datasets import coco, imagenet, voc  # pylint: disable=g-import-not-at-top
   with Timer('converting %s data' % task):
-    if task == 'classification':
-      paths = raw['imagenet']
-      for split, src in (('train', paths['train_dir']), ('val', paths['val_dir'])):
-        stats = imagenet.convert(src, records, split, labels_file=paths['labels_file'], num_shards=2)
-      labels = os.path.join(records, 'labels.txt')
-    elif task == 'detection':
-      paths = raw['coco']
-      for split in ('train', 'val'):
-        stats = coco.convert(paths['%s_images' % split], paths['%s_annotations' % split], records, split,
-                             num_shards=2)
-      labels = os.path.join(records, 'label_map.pbtxt')
-    else:
-      names = ('background',) + tuple(shapes.CLASSES)
-      for split in ('train', 'val'):
-        stats = voc.convert(raw['voc']['devkit_dir'], records, split, num_shards=2, num_classes=len(names),
-                            class_names=names)
-      labels = os.path.join(records, 'labels.txt')
-  del stats
+    labels = registry.task_class(task).demo_convert(raw, records)
   return ['data.train_files=%s' % os.path.join(records, 'train-*'),
           'data.eval_files=%s' % os.path.join(records, 'val-*'),
           'data.labels_file=%s' % labels]
 
 
 def held_out_images(task, raw):
-  if task == MULTITASK:
-    task = 'detection'  # scenes with several shapes: every head has something to show
-  if task == 'classification':
-    files = sorted(glob.glob(os.path.join(raw['imagenet']['val_dir'], '*', '*.JPEG')))
-    # one per class first, so the pictures show every class
-    by_class = collections.OrderedDict()
-    for path in files:
-      by_class.setdefault(os.path.basename(os.path.dirname(path)), []).append(path)
-    ordered = [p for group in zip(*by_class.values()) for p in group]
-    return ordered[:NUM_PICTURES]
-  if task == 'detection':
-    return sorted(glob.glob(os.path.join(raw['coco']['val_images'], '*.jpg')))[:NUM_PICTURES]
-  with open(os.path.join(raw['voc']['sets_dir'], 'val.txt')) as f:
-    ids = [line.strip() for line in f if line.strip()][:NUM_PICTURES]
-  return [os.path.join(raw['voc']['images_dir'], i + '.jpg') for i in ids]
+  return registry.task_class(task).demo_images(raw, NUM_PICTURES)
 
 
 def _train_examples(records_dir):
@@ -153,7 +130,7 @@ def _data_overrides(task, raw, out):
   records = os.path.join(out, 'records', task)
   if glob.glob(os.path.join(records, 'val-*')):
     LOG.info('== %s records already in %s', task, records)
-    labels = os.path.join(records, 'label_map.pbtxt' if task == 'detection' else 'labels.txt')
+    labels = registry.task_class(task).demo_labels_file(records)
     overrides = ['data.train_files=%s' % os.path.join(records, 'train-*'),
                  'data.eval_files=%s' % os.path.join(records, 'val-*'), 'data.labels_file=%s' % labels]
   else:
@@ -165,20 +142,22 @@ def run_task(task, raw, out, steps, extra_sets):
   """Convert -> train -> eval -> export -> predict for one task; returns a list of Results (one per
   member for the multitask model)."""
   start = time.time()
-  if task == MULTITASK:
-    overrides = ['multitask.%s.%s' % (name, o) for name in TASKS for o in _data_overrides(name, raw, out)]
+  cls = registry.task_class(task)
+  members = cls.demo_members()
+  if members:
+    overrides = ['%s.%s.%s' % (task, name, o) for name in members for o in _data_overrides(name, raw, out)]
   else:
     overrides = _data_overrides(task, raw, out)
   if steps:
     overrides.append('train.steps=%d' % steps)
-  classifier = os.path.join(out, 'models', 'classification')
-  if task != 'classification':
+  if cls.DEMO_BACKBONE_FROM:
     # The paper's recipe: detection and segmentation start from a classifier's backbone.
-    if glob.glob(os.path.join(classifier, 'model.ckpt-*.index')):
-      overrides.append('train.warm_start.checkpoint=%s' % classifier)
+    source = os.path.join(out, 'models', cls.DEMO_BACKBONE_FROM)
+    if glob.glob(os.path.join(source, 'model.ckpt-*.index')):
+      overrides.append('train.warm_start.checkpoint=%s' % source)
     else:
-      LOG.info('no demo classifier in %s: %s trains from scratch (run the classification task first for '
-               'the warm start)', classifier, task)
+      LOG.info('no demo %s model in %s: %s trains from scratch (run the %s task first for the warm start)',
+               cls.DEMO_BACKBONE_FROM, source, task, cls.DEMO_BACKBONE_FROM)
   overrides += extra_sets
   config_path = os.path.join(CONFIG_DIR, 'demo_%s.yaml' % task)
   config = runner.load_config(config_path, overrides, 'train')
@@ -196,7 +175,7 @@ def run_task(task, raw, out, steps, extra_sets):
     if not os.path.isdir(picture_dir):
       os.makedirs(picture_dir)
     pictures = []
-    names = _legend_names(config)
+    names = runner.make_task(config).legend_names()
     for path, pred in zip(images, predict.predict_saved_model(export_dir, images)):  # one backbone pass each
       item = render.describe(path, pred, os.path.join(picture_dir, os.path.splitext(os.path.basename(path))[0] + '.png'),
                              class_names=names)
@@ -205,34 +184,20 @@ def run_task(task, raw, out, steps, extra_sets):
   with Timer('exporting %s to TFLite and measuring every export on the held-out split' % task):
     exports = measure_exports(config, model_dir, export_dir, images[0])
   seconds = time.time() - start
-  if task == MULTITASK:
-    return [Result('%s (%s)' % (MULTITASK, name), '%s/%s' % (name, TARGETS[name][0]),
-                   metrics.get('%s/%s' % (name, TARGETS[name][0])), TARGETS[name][1], seconds, metrics, pictures,
-                   exports)
-            for name in TASKS]
-  key, target, _ = TARGETS[task]
-  return [Result(task, key, metrics.get(key), target, seconds, metrics, pictures, exports)]
-
-
-def _legend_names(config):
-  """Segmentation class names for the pictures' legends (for multitask, a dict member -> names)."""
-  if config.task == 'segmentation':
-    return segmentation.class_names(config)
-  if config.task == MULTITASK and config.multitask.segmentation is not None:
-    return {'segmentation': _legend_names(config_schema.member_config(config, 'segmentation'))}
-  return None
+  return [Result(row, base, config.task, key, demo.display, metrics.get(key), demo.target, seconds, metrics,
+                 pictures, exports)
+          for row, base, key, demo in _headlines(config)]
 
 
 def _train_split_config(config):
   """`config` with each eval split replaced by its training split: int8 calibrates on training images."""
-  def swapped(data):
-    return dataclasses.replace(data, eval_files=data.train_files)
-  if config.task != MULTITASK:
-    return dataclasses.replace(config, data=swapped(config.data))
-  members = dict((name, dataclasses.replace(getattr(config.multitask, name),
-                                            data=swapped(getattr(config.multitask, name).data)))
-                 for name in config.multitask.members())
-  return dataclasses.replace(config, multitask=dataclasses.replace(config.multitask, **members))
+  members = config.member_configs()
+  if members[0][0] is None:
+    return dataclasses.replace(config, data=dataclasses.replace(config.data, eval_files=config.data.train_files))
+  section = config.section()
+  swapped = dict((name, dataclasses.replace(getattr(section, name), data=dataclasses.replace(
+      member.data, eval_files=member.data.train_files))) for name, member in members)
+  return dataclasses.replace(config, **{config.task: dataclasses.replace(section, **swapped)})
 
 
 def _tflite_threads():
@@ -278,11 +243,22 @@ def measure_exports(config, model_dir, saved_model_dir, sample_image):
   return rows
 
 
+def _headlines(config):
+  """(row name, single task, metrics.json key, DemoMetric) of the demo's targets for this config: one per
+  member for a config that combines tasks (`<task> (<member>)`, keys `<member>/<key>`)."""
+  rows = []
+  for name, member in config.member_configs():
+    demo = registry.task_class(member.task).DEMO
+    if name is None:
+      rows.append((config.task, config.task, demo.key, demo))
+    else:
+      rows.append(('%s (%s)' % (config.task, name), name, '%s/%s' % (name, demo.key), demo))
+  return rows
+
+
 def _headline_keys(config):
   """The metrics.json keys of the demo's targets for this config (one per member for multitask)."""
-  if config.task == MULTITASK:
-    return ['%s/%s' % (name, TARGETS[name][0]) for name in config.multitask.members()]
-  return [TARGETS[config.task][0]]
+  return [key for _, _, key, _ in _headlines(config)]
 
 
 def _value(value):
@@ -298,23 +274,17 @@ def _megabytes(size):
   return 'n/a' if size is None else '%.2f MB' % (size / 1e6)
 
 
-def _base_task(result):
-  """The single task a result measures ('detection' for the multitask model's detection row)."""
-  return result.metric.split('/')[0] if '/' in result.metric else result.task
-
-
 def summary_table(results):
   """Markdown table; a multitask row also shows its difference to the single-task model of this run."""
-  single = dict((r.task, r.value) for r in results if r.task in TASKS)
+  single = dict((r.task, r.value) for r in results if r.task == r.base)
   lines = ['| task | metric | value | target | pass | vs single-task | time |', '|---|---|---|---|---|---|---|']
   for r in results:
-    base = _base_task(r)
     ok = r.value is not None and r.value >= r.target
     delta = ''
-    if r.task != base and r.value is not None and single.get(base) is not None:
-      delta = '%+.3f' % (r.value - single[base])
+    if r.task != r.base and r.value is not None and single.get(r.base) is not None:
+      delta = '%+.3f' % (r.value - single[r.base])
     lines.append('| %s | %s | %s | >= %.2f | %s | %s | %.0fs |' % (
-        r.task, TARGETS[base][2], 'n/a' if r.value is None else '%.3f' % r.value, r.target, 'PASS' if ok else 'FAIL',
+        r.task, r.display, 'n/a' if r.value is None else '%.3f' % r.value, r.target, 'PASS' if ok else 'FAIL',
         delta, r.seconds))
   return '\n'.join(lines)
 
@@ -328,12 +298,12 @@ def exports_table(results):
     reference = saved[0].metrics.get(r.metric) if saved else None
     for e in r.exports:
       if e.error is not None:
-        lines.append('| %s | %s | %s | not made: %s | | | | |' % (r.task, e.name, TARGETS[_base_task(r)][2], e.error))
+        lines.append('| %s | %s | %s | not made: %s | | | | |' % (r.task, e.name, r.display, e.error))
         continue
       value = e.metrics.get(r.metric)
       delta = '' if e.name == EXPORTS[0][0] or value is None or reference is None else '%+.3f' % (value - reference)
       lines.append('| %s | %s | %s | %s | %s | %s | %.1f ms | %s |' % (
-          r.task, e.name, TARGETS[_base_task(r)][2], _value(value), delta, _megabytes(e.size_bytes), e.latency_ms,
+          r.task, e.name, r.display, _value(value), delta, _megabytes(e.size_bytes), e.latency_ms,
           '' if e.model_ms is None else '%.2f ms' % e.model_ms))
   return '\n'.join(lines)
 
@@ -352,11 +322,11 @@ def multitask_latency(results, runs=LATENCY_RUNS, rounds=LATENCY_ROUNDS):
   pools' hand-over (TF 2.15, 2 threads: the combined model 5.2 ms per call interleaved against 1.1 ms in a
   block), not the models."""
   from pipelines.export import tflite_task  # pylint: disable=g-import-not-at-top
-  combined = [r for r in results if r.task.startswith(MULTITASK)]
-  singles = dict((r.task, r) for r in results if r.task in TASKS)
+  combined = [r for r in results if r.task != r.base]
+  singles = dict((r.task, r) for r in results if r.task == r.base)
   if not combined:
     return []
-  members = [_base_task(r) for r in combined]
+  members = [r.base for r in combined]
   if any(name not in singles for name in members):
     return ['The single-task models did not run in this demo, so the combined model\'s latency has nothing to be '
             'compared with: run `mnv2 demo --tasks %s,multitask`.' % ','.join(members)]
@@ -415,7 +385,7 @@ def write_report(out, results, total_seconds):
     if id(r.metrics) in shown:  # the multitask model's members share one metrics.json
       continue
     shown.add(id(r.metrics))
-    lines += ['## %s' % (MULTITASK if r.task.startswith(MULTITASK) else r.task), '', '| metric | value |',
+    lines += ['## %s' % r.model, '', '| metric | value |',
               '|---|---|']
     for key, value in sorted(r.metrics.items()):
       if isinstance(value, (int, float)):
@@ -437,8 +407,8 @@ def _task_sets(sets, task):
   picked = []
   for text in sets:
     name, sep, rest = text.partition(':')
-    if not sep or name not in TASKS + (MULTITASK,):
-      raise ValueError('--set %r: expected TASK:KEY=VALUE with TASK in %s' % (text, ', '.join(TASKS + (MULTITASK,))))
+    if not sep or name not in demo_tasks():
+      raise ValueError('--set %r: expected TASK:KEY=VALUE with TASK in %s' % (text, ', '.join(demo_tasks())))
     if name == task:
       picked.append(rest)
   return picked

@@ -146,24 +146,32 @@ def _add_profile(parser):
   parser.add_argument('--output-stride', type=int, default=16, help='deeplab: 8 or 16')
 
 
+def _profile_mobilenet(args):
+  from nets import profile  # pylint: disable=g-import-not-at-top
+  size, classes = args.image_size or 224, args.num_classes or 1001
+  return profile.profile_mobilenet(args.depth_multiplier, size, classes, args.finegrain), size, classes, (
+      ' (finegrain)' if args.finegrain else '')
+
+
+def _profile_ssdlite(args):
+  from pipelines.cli import profile_models  # pylint: disable=g-import-not-at-top
+  size, classes = args.image_size or 320, args.num_classes or 90
+  return profile_models.profile_ssdlite(size, classes, args.depth_multiplier), size, classes, ''
+
+
+def _profile_deeplab(args):
+  from pipelines.cli import profile_models  # pylint: disable=g-import-not-at-top
+  size, classes = args.image_size or 513, args.num_classes or 21
+  result = profile_models.profile_deeplab(size, args.output_stride, classes, depth_multiplier=args.depth_multiplier)
+  return result, size, classes, ', output stride %d' % args.output_stride
+
+
 def _run_profile(args):
   from nets import profile  # pylint: disable=g-import-not-at-top
-  if args.model == 'multitask':
+  models = {'mobilenet': _profile_mobilenet, 'ssdlite': _profile_ssdlite, 'deeplab': _profile_deeplab}
+  if args.model not in models:  # the one-backbone model: a table of its own
     return _profile_multitask(args)
-  if args.model == 'mobilenet':
-    size, classes = args.image_size or 224, args.num_classes or 1001
-    result = profile.profile_mobilenet(args.depth_multiplier, size, classes, args.finegrain)
-    extra = ' (finegrain)' if args.finegrain else ''
-  else:
-    from pipelines.cli import profile_models  # pylint: disable=g-import-not-at-top
-    if args.model == 'ssdlite':
-      size, classes = args.image_size or 320, args.num_classes or 90
-      result = profile_models.profile_ssdlite(size, classes, args.depth_multiplier)
-      extra = ''
-    else:
-      size, classes = args.image_size or 513, args.num_classes or 21
-      result = profile_models.profile_deeplab(size, args.output_stride, classes, depth_multiplier=args.depth_multiplier)
-      extra = ', output stride %d' % args.output_stride
+  result, size, classes, extra = models[args.model](args)
   title = '%s %.2f at %dx%d, %d classes%s' % (args.model, args.depth_multiplier, size, size, classes, extra)
   print(profile.format_profile(result, title))
   return 0

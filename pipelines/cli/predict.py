@@ -61,11 +61,11 @@ def predict_saved_model(export_dir, image_paths):
 
 def predict_checkpoint(config, model_dir, image_paths, checkpoint_path=None):
   """One prediction dict per image from the latest (or given) checkpoint of `model_dir`."""
-  task = runner.make_task(config)
-  estimator = runner.make_estimator(task, model_dir)
-  task.restore_checkpoint = checkpoint_path or tf.train.latest_checkpoint(model_dir)
-  if not task.restore_checkpoint:
+  checkpoint_path = checkpoint_path or tf.train.latest_checkpoint(model_dir)
+  if not checkpoint_path:
     raise ValueError('no checkpoint in %r to predict with (train first, or pass --checkpoint)' % model_dir)
+  task = runner.make_task(config, model_dir)
+  estimator = runner.make_estimator(task, model_dir, checkpoint_path)
   return list(estimator.predict(task.predict_input_fn(image_paths), checkpoint_path=checkpoint_path,
                                 yield_single_examples=True))
 

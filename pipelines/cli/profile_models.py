@@ -60,11 +60,12 @@ def profile_deeplab(image_size=513, output_stride=16, num_classes=21, aspp_rates
   return profile_config(config, image_size)
 
 
-def multitask_config(depth_multiplier=1.0, image_size=320, output_stride=None, members=config_schema.TASKS):
+def multitask_config(depth_multiplier=1.0, image_size=320, output_stride=None, members=None):
   """A multitask config of the public heads (90 COCO classes, 21 VOC classes, 1001 ImageNet classes)."""
   member = config_schema.MemberConfig()
+  members = config_schema.MultitaskConfig.member_names() if members is None else members
   return config_schema.Config(
-      task=config_schema.MULTITASK, model=config_schema.ModelConfig(depth_multiplier=depth_multiplier),
+      task='multitask', model=config_schema.ModelConfig(depth_multiplier=depth_multiplier),
       classification=dataclasses.replace(config_schema.ClassificationConfig(), image_size=image_size),
       detection=dataclasses.replace(config_schema.DetectionConfig(), image_size=image_size),
       multitask=config_schema.MultitaskConfig(output_stride=output_stride,
@@ -79,6 +80,6 @@ def profile_multitask(image_size=320, depth_multiplier=1.0, output_stride=None):
   """
   config = multitask_config(depth_multiplier, image_size, output_stride)
   separate = {}
-  for name in config.multitask.members():
-    separate[name] = profile_config(config_schema.member_config(config, name), image_size)
+  for name, member in config.member_configs():
+    separate[name] = profile_config(member, image_size)
   return profile_config(config, image_size), separate

@@ -1,11 +1,11 @@
-"""Turns one prediction dict into something a person can read or look at.
+"""Turns one prediction dict into something a person can read or look at: the drawing, for the tasks.
 
-Classification: the top-k classes with names and probabilities. Detection: boxes (absolute pixels) with
-class names and scores, drawn on the image. Segmentation: a VOC-palette class mask PNG at the image's own
-size (the data: one class id per pixel) plus a picture with the input, the coloured mask and their blend
-side by side, and a legend of the classes found. The task is recognised from the prediction's keys, so
-SavedModel, TFLite and checkpoint predictions render the same way. No graph is built here: Pillow and numpy
-draw what a model returned.
+Each task class says what its prediction means (`Task.describe`, `Task.summary`): classification the top-k
+classes with names and probabilities; detection boxes (absolute pixels) with class names and scores, drawn
+on the image; segmentation a VOC-palette class mask PNG at the image's own size (the data: one class id per
+pixel) plus a picture with the input, the coloured mask and their blend side by side, and a legend of the
+classes found. This module finds the task of a prediction (`describe`) and holds the drawing they share.
+No graph is built here: Pillow and numpy draw what a model returned.
 
 Pictures are for a person: an image smaller than `MIN_PICTURE_SIDE` on its long side is drawn on an
 upscaled copy (integer factor), with labels in a font sized to the picture on a dark backing.
@@ -176,66 +176,95 @@ def _draw_legend(image, entries, origin, font):
       x, y = origin[0], y + side + 8
 
 
-# ------------------------------------------------------------------------------------------ per task
+# ------------------------------------------------------------------------------------------ pictures
+# What the task classes draw their predictions with (`Task.describe`).
 
 
-def _classification(path, pred, out):
-  top = [{'class': int(c), 'name': _text(n), 'probability': float(p)}
-         for c, n, p in zip(pred['top_k_classes'], pred['top_k_class_names'], pred['top_k_probabilities'])]
-  item = {'image': path, 'task': 'classification', 'top_k': top}
-  if out:
-    image = _open_image(path).convert('RGB')
-    image = _upscaled(image, upscale_factor(image.size))
-    _save(_caption(image, ['%s %.2f' % (t['name'], t['probability']) for t in top[:3]]), out)
-    item['output'] = out
-  return item
+def upscaled_image(path):
+  """(the RGB image of `path` upscaled for a person, the integer factor)."""
+  image = _open_image(path).convert('RGB')
+  factor = upscale_factor(image.size)
+  return _upscaled(image, factor), factor
 
 
-def _detection(path, pred, out, min_score):
-  count = int(pred['num_detections'])
-  names = pred.get('detection_class_names', [str(int(c)) for c in pred['detection_classes']])
-  dets = [{'box': [float(v) for v in pred['detection_boxes'][i]], 'class': int(pred['detection_classes'][i]),
-           'name': _text(names[i]), 'score': float(pred['detection_scores'][i])} for i in range(count)
-          if pred['detection_scores'][i] >= min_score]
-  item = {'image': path, 'task': 'detection', 'detections': dets}
-  if out:
-    image = _open_image(path).convert('RGB')
-    factor = upscale_factor(image.size)
-    image = _upscaled(image, factor)
-    _draw_boxes(image, dets, factor)
-    _save(image, out)
-    item['output'] = out
-  return item
+def draw_boxes(image, dets, factor):
+  """Boxes (absolute pixels of the original image) with 'name score' labels on an image upscaled `factor`x."""
+  _draw_boxes(image, dets, factor)
 
 
-def _segmentation(path, pred, out, class_names=None):
-  mask = np.asarray(pred['mask']).astype(np.uint8)
-  classes, counts = np.unique(mask, return_counts=True)
-  item = {'image': path, 'task': 'segmentation',
-          'pixels_per_class': {int(c): int(n) for c, n in zip(classes, counts)}}
-  if out:
-    mask_image = Image.fromarray(mask, 'P')
-    mask_image.putpalette(voc.voc_colormap().flatten().tolist())
-    _save(mask_image, out)  # the class ids themselves, at the image's size
-    base = _open_image(path).convert('RGB')
-    colour = _mask_colours(mask).resize(base.size, _RESAMPLING.NEAREST)
-    factor = upscale_factor(base.size)
-    panels = [_upscaled(base, factor), _upscaled(colour, factor, smooth=False),
-              _upscaled(Image.blend(base, colour, 0.5), factor)]
-    gap = 8
-    width, height = panels[0].size
-    font = _Font(max(3 * width, height) / 50.0)
-    title = font.size('Ag')[1] + 8
-    legend_rows = 1 + len(classes) // 6
-    canvas = Image.new('RGB', (3 * width + 2 * gap, height + title + legend_rows * (title + 4) + 8), BACKING_COLOUR)
-    for index, (panel, name) in enumerate(zip(panels, ('input', 'predicted classes', 'overlay'))):
-      canvas.paste(panel, (index * (width + gap), title))
-      font.draw(canvas, (index * (width + gap) + 4, 2), name)
-    _draw_legend(canvas, _legend(mask, class_names), (6, title + height + 8), font)
-    overlay = os.path.splitext(out)[0] + '_overlay.png'
-    _save(canvas, overlay)
-    item.update(output=out, overlay=overlay)
-  return item
+def caption(image, lines):
+  """`image` with a dark band under it holding one text line per entry."""
+  return _caption(image, lines)
+
+
+def save(image, path):
+  """Saves a Pillow image (format from the extension, else PNG) to any tf.io.gfile path."""
+  _save(image, path)
+
+
+def text(value):
+  """str of a prediction's string value (bytes decoded as UTF-8)."""
+  return _text(value)
+
+
+def draw_mask(path, mask, out, class_names=None):
+  """Writes the class-id mask PNG (VOC palette) to `out` and the input / mask / overlay picture with a
+  legend of the classes found beside it; returns the overlay's path.
+
+  Args:
+    path: the input image file.
+    mask: uint8 [H, W] class ids at the image's size.
+    out: the mask PNG to write.
+    class_names: list of class names for the legend, or None (ids only).
+  """
+  mask_image = Image.fromarray(mask, 'P')
+  mask_image.putpalette(voc.voc_colormap().flatten().tolist())
+  _save(mask_image, out)  # the class ids themselves, at the image's size
+  base = _open_image(path).convert('RGB')
+  colour = _mask_colours(mask).resize(base.size, _RESAMPLING.NEAREST)
+  factor = upscale_factor(base.size)
+  panels = [_upscaled(base, factor), _upscaled(colour, factor, smooth=False),
+            _upscaled(Image.blend(base, colour, 0.5), factor)]
+  gap = 8
+  width, height = panels[0].size
+  font = _Font(max(3 * width, height) / 50.0)
+  title = font.size('Ag')[1] + 8
+  legend_rows = 1 + len(np.unique(mask)) // 6
+  canvas = Image.new('RGB', (3 * width + 2 * gap, height + title + legend_rows * (title + 4) + 8), BACKING_COLOUR)
+  for index, (panel, name) in enumerate(zip(panels, ('input', 'predicted classes', 'overlay'))):
+    canvas.paste(panel, (index * (width + gap), title))
+    font.draw(canvas, (index * (width + gap) + 4, 2), name)
+  _draw_legend(canvas, _legend(mask, class_names), (6, title + height + 8), font)
+  overlay = os.path.splitext(out)[0] + '_overlay.png'
+  _save(canvas, overlay)
+  return overlay
+
+
+def draw_combined(path, parts, item, out, class_names):
+  """One picture of a multi-task prediction: the mask blended (a member with `mask`), the boxes (a member's
+  described `detections`) and the top classes (a member's described `top_k`) as a caption.
+
+  Args:
+    path: the input image file.
+    parts: {member: its prediction dict}.
+    item: {member: its `describe` item} (as `Task.describe` made them).
+    out: the picture to write.
+    class_names: {member: class names for the mask legend}.
+  """
+  image = _open_image(path).convert('RGB')
+  factor = upscale_factor(image.size)
+  masks = [(name, np.asarray(pred['mask']).astype(np.uint8)) for name, pred in sorted(parts.items())
+           if 'mask' in pred]
+  for _, mask in masks:
+    image = Image.blend(image, _mask_colours(mask).resize(image.size, _RESAMPLING.NEAREST), 0.45)
+  image = _upscaled(image, factor)
+  described = [value for value in item.values() if isinstance(value, dict)]
+  for member in described:
+    _draw_boxes(image, member.get('detections', []), factor)
+  lines = ['image class: ' + ', '.join('%s %.2f' % (t['name'], t['probability']) for t in member['top_k'][:3])
+           for member in described if 'top_k' in member]
+  lines += ['mask: ' + ', '.join(label for _, label in _legend(mask, class_names.get(name))) for name, mask in masks]
+  _save(_caption(image, lines) if lines else image, out)
 
 
 # Detections below this score are neither drawn nor listed by default: the exported model keeps up to 100
@@ -243,66 +272,28 @@ def _segmentation(path, pred, out, class_names=None):
 DEFAULT_MIN_SCORE = 0.3
 
 
-def _multitask(path, pred, out, min_score, class_names=None):
-  """Every member's result, drawn in one picture: class mask blended, boxes, top classes as a caption."""
-  parts = {}
-  for key, value in pred.items():
-    name, _, rest = key.partition('/')
-    parts.setdefault(name, {})[rest] = value
-  item = {'image': path, 'task': 'multitask'}
-  for name in sorted(parts):
-    item[name] = describe(path, parts[name], None, min_score)
-  if out:
-    image = _open_image(path).convert('RGB')
-    factor = upscale_factor(image.size)
-    mask = None
-    if 'segmentation' in parts:
-      mask = np.asarray(parts['segmentation']['mask']).astype(np.uint8)
-      image = Image.blend(image, _mask_colours(mask).resize(image.size, _RESAMPLING.NEAREST), 0.45)
-    image = _upscaled(image, factor)
-    _draw_boxes(image, item.get('detection', {}).get('detections', []), factor)
-    lines = []
-    if 'classification' in item:
-      lines.append('image class: ' + ', '.join('%s %.2f' % (t['name'], t['probability'])
-                                                for t in item['classification']['top_k'][:3]))
-    if mask is not None:
-      names = (class_names or {}).get('segmentation')
-      lines.append('mask: ' + ', '.join(text for _, text in _legend(mask, names)))
-    _save(_caption(image, lines) if lines else image, out)
-    item['output'] = out
-  return item
+def _task_of(prediction):
+  from pipelines.tasks import registry  # pylint: disable=g-import-not-at-top
+  for cls in registry.task_classes():
+    if cls.owns_prediction(prediction):
+      return cls
+  raise ValueError('unrecognised prediction outputs: %s' % ', '.join(sorted(prediction)))
 
 
 def describe(path, prediction, out=None, min_score=DEFAULT_MIN_SCORE, class_names=None):
   """JSON-able dict for one prediction; writes the picture to `out` (detections: those >= `min_score`).
 
-  `class_names`: optional, names of the segmentation classes for the legend (a list; for a multitask
-  prediction a dict member -> list).
+  The task is the registered task class whose `owns_prediction` recognises the prediction's keys, so
+  SavedModel, TFLite and checkpoint predictions render the same way. `class_names`: optional, names of the
+  segmentation classes for the legend (a list; for a multitask prediction a dict member -> list).
   """
-  if any('/' in key for key in prediction):
-    return _multitask(path, prediction, out, min_score, class_names)
-  if 'top_k_classes' in prediction:
-    return _classification(path, prediction, out)
-  if 'detection_boxes' in prediction:
-    return _detection(path, prediction, out, min_score)
-  if 'mask' in prediction:
-    return _segmentation(path, prediction, out, class_names)
-  raise ValueError('unrecognised prediction outputs: %s' % ', '.join(sorted(prediction)))
+  return _task_of(prediction).describe(path, prediction, out, min_score, class_names)
 
 
 def summary_line(item, relative_to=None):
   """One line for a person; paths relative to `relative_to` when given (a report's directory)."""
+  from pipelines.tasks import registry  # pylint: disable=g-import-not-at-top
   def show(path):
     return os.path.relpath(path, relative_to) if relative_to else path
   arrow = ' -> %s' % show(item['output']) if 'output' in item else ''
-  if item['task'] == 'multitask':
-    parts = [summary_line(dict(item[name], image=name)) for name in ('classification', 'detection', 'segmentation')
-             if name in item]
-    return '%s: %s%s' % (show(item['image']), '; '.join(parts), arrow)
-  if item['task'] == 'classification':
-    return '%s: %s%s' % (show(item['image']),
-                         ', '.join('%s (%.3f)' % (t['name'], t['probability']) for t in item['top_k']), arrow)
-  if item['task'] == 'detection':
-    dets = ', '.join('%s %.2f' % (d['name'], d['score']) for d in item['detections'][:5])
-    return '%s: %d detections %s%s' % (show(item['image']), len(item['detections']), dets, arrow)
-  return '%s: classes %s%s' % (show(item['image']), sorted(item['pixels_per_class']), arrow)
+  return '%s: %s%s' % (show(item['image']), registry.task_class(item['task']).summary(item), arrow)

@@ -31,9 +31,9 @@ from datasets import coco
 from datasets import imagenet
 from datasets import voc
 from pipelines.evaluation import coco_metrics
-from pipelines import config as config_schema
-from pipelines.tasks import segmentation
 from pipelines.evaluation import segmentation_metrics
+from pipelines.tasks import labels
+from pipelines.tasks import registry
 
 LOG = logging.getLogger('mnv2')
 
@@ -74,7 +74,7 @@ def _image_size(encoded):
 # ------------------------------------------------------------------------------------------ per task
 
 
-class _Classification(object):
+class ClassificationScorer(object):
   """top-1 / top-5 accuracy: the Estimator's `top1_accuracy` (argmax) and `top5_accuracy` (in_top_k)."""
 
   def __init__(self, config):
@@ -101,12 +101,11 @@ class _Classification(object):
     return {'top1_accuracy': self.correct1 / float(count), 'top5_accuracy': self.correct5 / float(count)}
 
 
-class _Detection(object):
+class DetectionScorer(object):
   """COCO box metrics with the Estimator's `CocoEvaluator` (ids from source_id, crowd and area kept)."""
 
-  def __init__(self, config):
-    from pipelines.training import runner  # pylint: disable=g-import-not-at-top
-    self.evaluator = coco_metrics.CocoEvaluator(runner.make_task(config).categories())
+  def __init__(self, categories):
+    self.evaluator = coco_metrics.CocoEvaluator(categories)
 
   def image(self, example):
     return _bytes(example, coco.ENCODED)
@@ -135,12 +134,12 @@ class _Detection(object):
     return self.evaluator.evaluate()
 
 
-class _Segmentation(object):
+class SegmentationScorer(object):
   """mIoU, pixel accuracy and per-class IoU from one confusion matrix (`segmentation_metrics`)."""
 
   def __init__(self, config):
     seg = config.segmentation
-    self.names = segmentation.class_names(config)
+    self.names = labels.class_names(config.data.labels_file, seg.num_classes)
     self.total = np.zeros([seg.num_classes, seg.num_classes], np.float64)
     self._graph = tf.Graph()
     with self._graph.as_default():
@@ -175,11 +174,8 @@ class _Segmentation(object):
     return metrics
 
 
-_SCORERS = {'classification': _Classification, 'detection': _Detection, 'segmentation': _Segmentation}
-
-
-def _evaluate_task(task, config, predict, max_images, prefix=''):
-  scorer = _SCORERS[task](config)
+def _evaluate_task(config, predict, max_images, prefix=''):
+  scorer = registry.make_task(config).exported_scorer()
   count = 0
   for path, index, example in _eval_records(config):
     if max_images is not None and count >= max_images:
@@ -194,7 +190,7 @@ def _evaluate_task(task, config, predict, max_images, prefix=''):
       prediction = dict((k[len(prefix):], v) for k, v in prediction.items() if k.startswith(prefix))
     scorer.add(example, prediction, where)
     count += 1
-  LOG.info('exported model: %s scored on %d held-out images', task, count)
+  LOG.info('exported model: %s scored on %d held-out images', config.task, count)
   return scorer.result()
 
 
@@ -210,13 +206,11 @@ def evaluate(config, predict, max_images=None):
   Returns:
     dict metric name -> float, the Estimator's `metrics.json` keys (`<member>/` prefixed for multitask).
   """
-  if config.task != 'multitask':
-    return _evaluate_task(config.task, config, predict, max_images)
   metrics = {}
-  for name in config.multitask.members():
-    member = config_schema.member_config(config, name)
-    for key, value in _evaluate_task(name, member, predict, max_images, prefix=name + '/').items():
-      metrics['%s/%s' % (name, key)] = value
+  for name, member in config.member_configs():
+    prefix = '%s/' % name if name else ''
+    for key, value in _evaluate_task(member, predict, max_images, prefix=prefix).items():
+      metrics[prefix + key] = value
   return metrics
 
 

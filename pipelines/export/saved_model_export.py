@@ -1,7 +1,7 @@
 """SavedModel export with batch norm folded, and the signatures existing clients call.
 
 The network is frozen with the moving-average weights and its batch norms folded into the convs
-(`pipelines.freeze`, as for TFLite), then imported ONCE into a serving graph written with
+(`pipelines.export.freeze`, as for TFLite), then imported ONCE into a serving graph written with
 `tf.saved_model.builder` and explicit signatures. Every signature feeds that one copy of the model through
 `placeholder_with_default` links, so the weights are stored once:
 
@@ -23,7 +23,8 @@ The network is frozen with the moving-average weights and its batch norms folded
                              exporter; tensor names ImageTensor:0 and SemanticPredictions:0)
 
 A uint8 image goes through PNG encoding (lossless) so it is preprocessed by exactly the serving code the
-encoded-bytes signature uses. Not here: TFLite (`pipelines.tflite_task`).
+encoded-bytes signature uses. Each task names its own signatures (`Task.client_signatures`) and its uint8
+input (`Task.UINT8_INPUT_NAME`). Not here: TFLite (`pipelines.export.tflite_task`).
 """
 import logging
 import os
@@ -35,8 +36,6 @@ from pipelines.export import freeze as freeze_lib
 
 LOG = logging.getLogger('mnv2')
 SEP = '/'
-IMAGE_TENSOR_SIGNATURE = 'image_tensor'
-DEEPLAB_SIGNATURE = 'ImageTensor'
 
 
 def _escape(key):
@@ -82,7 +81,6 @@ def _encode_png(images):
 
 def build_and_save(task, checkpoint_path, export_dir):
   """Writes the folded SavedModel of `task` (see the module docstring) to `export_dir`."""
-  config = task.config
   with tf.Graph().as_default():
     # The float image size the model takes: what the task's serving preprocessing produces.
     probe = task.features_from_bytes(tf.placeholder(tf.string, [None]))['image']
@@ -96,7 +94,7 @@ def build_and_save(task, checkpoint_path, export_dir):
   graph = tf.Graph()
   with graph.as_default():
     uint8 = tf.placeholder_with_default(tf.zeros([0, 1, 1, 3], tf.uint8), [None, None, None, 3],
-                                        name=_uint8_name(config))
+                                        name=task.UINT8_INPUT_NAME)
     encoded = tf.placeholder_with_default(_encode_png(uint8), [None], name='encoded_image')
     features = task.features_from_bytes(encoded)
     images = tf.placeholder_with_default(features['image'], [None] + size + [3], name='images')
@@ -108,7 +106,8 @@ def build_and_save(task, checkpoint_path, export_dir):
     predictions = task.build_predictions(outputs, features)
     signatures = {tf.saved_model.signature_constants.DEFAULT_SERVING_SIGNATURE_DEF_KEY:
                   _signature({'encoded_image': encoded}, predictions)}
-    signatures.update(_client_signatures(task, config, uint8, images, outputs, features, predictions))
+    for name, (inputs, tensors) in task.client_signatures(uint8, images, outputs, features, predictions).items():
+      signatures[name] = _signature(inputs, tensors)
     with tf.Session(graph=graph) as session:
       builder = tf.saved_model.builder.SavedModelBuilder(export_dir)
       builder.add_meta_graph_and_variables(session, [tf.saved_model.tag_constants.SERVING],
@@ -116,30 +115,6 @@ def build_and_save(task, checkpoint_path, export_dir):
                                            main_op=tf.tables_initializer())
       builder.save()
   return export_dir
-
-
-def _uint8_name(config):
-  return {'detection': 'image_tensor', 'segmentation': 'ImageTensor'}.get(config.task, 'inputs')
-
-
-def _client_signatures(task, config, uint8, images, outputs, features, predictions):
-  if config.task == 'classification':
-    return {'float_images:serving_default': _signature({'images': images}, predictions),
-            IMAGE_TENSOR_SIGNATURE: _signature({'inputs': uint8}, predictions)}
-  if config.task == 'detection':
-    ones = tf.ones_like(features['original_height'])
-    od = task.postprocess(outputs, ones, ones)  # heights = widths = 1: normalized boxes
-    od_outputs = {
-        'detection_boxes': tf.identity(od['detection_boxes'], name='detection_boxes'),
-        'detection_scores': tf.identity(od['detection_scores'], name='detection_scores'),
-        'detection_classes': tf.cast(od['detection_classes'], tf.float32, name='detection_classes'),
-        'num_detections': tf.cast(od['num_detections'], tf.float32, name='num_detections'),
-    }
-    return {IMAGE_TENSOR_SIGNATURE: _signature({'inputs': uint8}, od_outputs)}
-  if config.task == 'segmentation':
-    semantic = tf.identity(predictions['mask'], name='SemanticPredictions')
-    return {DEEPLAB_SIGNATURE: _signature({'ImageTensor': uint8}, {'SemanticPredictions': semantic})}
-  return {IMAGE_TENSOR_SIGNATURE: _signature({'inputs': uint8}, predictions)}
 
 
 def export(task, base_dir, checkpoint_path):

@@ -1,10 +1,10 @@
-"""TFLite export of frozen MobileNetV2 graphs: classification, SSDLite detection, DeepLab segmentation.
+"""TFLite conversion of frozen MobileNetV2 graphs: classification, SSDLite detection, DeepLab segmentation.
 
-Pipeline: `*_graph` builds a model-specific inference graph with `pipelines.freeze.freeze` (EMA weights,
-batch norm folded into the convs) -> `convert` turns the frozen GraphDef into a .tflite flatbuffer with
-`tf.compat.v1.lite.TFLiteConverter` (the same class on TF 1.15 and TF 2.15) -> `export` writes
-`model.tflite` and `model.json` (input / output description, both written atomically) -> `TFLiteModel`
-runs it on a uint8 HxWx3 image.
+Pipeline: a task's inference graph frozen with `pipelines.export.freeze.freeze` (EMA weights, batch norm
+folded into the convs; `pipelines.export.tflite_task` builds it from the task) -> `convert` turns the frozen
+GraphDef into a .tflite flatbuffer with `tf.compat.v1.lite.TFLiteConverter` (the same class on TF 1.15 and
+TF 2.15) -> `export` writes `model.tflite` and `model.json` (input / output description, both written
+atomically) -> `pipelines.export.tflite_runtime.TFLiteModel` runs it on a uint8 HxWx3 image.
 
 Signatures (S = image size, K = classes without background for detection):
 
@@ -20,7 +20,7 @@ Signatures (S = image size, K = classes without background for detection):
 
 Input: float32 in [-1, 1] (the training preprocessing) for quantize `none` and `float16`; uint8 for
 `int8`, whose scale / zero point (the [-1, 1] range as calibrated) are in model.json, so a client
-quantizes the [-1, 1] image with them (`TFLiteModel` does). Quantize modes: `none` (float32), `float16`
+quantizes the [-1, 1] image with them (`tflite_runtime.TFLiteModel` does). Quantize modes: `none` (float32), `float16`
 (weights stored as float16, computation in float32), `int8` (full-integer post-training quantization
 calibrated on representative images; uint8 input, uint8 classification probabilities, while the
 detection post-processing outputs and the segmentation class map stay float32 / int32). Not available:
@@ -42,10 +42,11 @@ import tensorflow.compat.v1 as tf
 
 from datasets import tfrecord
 from pipelines.export import freeze as freeze_lib
+from pipelines.export import tflite_runtime
 
 QUANTIZE_MODES = ('none', 'float16', 'int8')
 MODEL_NAME = 'model.tflite'
-METADATA_NAME = 'model.json'
+METADATA_NAME = tflite_runtime.METADATA_NAME
 METADATA_VERSION = 1
 INPUT_RANGE = (-1.0, 1.0)
 DETECTION_POSTPROCESS_OP = 'TFLite_Detection_PostProcess'
@@ -57,7 +58,6 @@ DEFAULT_SCALE_FACTORS = (10.0, 10.0, 5.0, 5.0)
 TF1_INT8_DETECTION_UNSUPPORTED = ('quantize=int8 is not supported for detection (TFLite_Detection_PostProcess) '
                                   'on TensorFlow 1.15; use TensorFlow 2.15, or quantize=float16 / none')
 
-CLASSIFICATION, DETECTION, SEGMENTATION = 'classification', 'detection', 'segmentation'
 PROBABILITIES = 'probabilities'
 BOX_ENCODINGS = 'box_encodings'
 CLASS_LOGITS = 'class_predictions_with_background'
@@ -81,57 +81,7 @@ _MEANINGS = {
 }
 
 
-def _image_shape(image_size):
-  return [1, int(image_size), int(image_size), 3]
-
-
-# ------------------------------------------------------------------------------------------ graphs
-
-
-def classification_graph(build, checkpoint_path, image_size, use_moving_averages=True):
-  """Frozen classifier: input float32 [1, S, S, 3] in [-1, 1] -> `probabilities` [1, num_classes].
-
-  Args:
-    build: callable images -> dict with PROBABILITIES (or only LOGITS, then softmax is added), built in
-      inference mode.
-    checkpoint_path: checkpoint prefix or directory.
-    image_size: S.
-    use_moving_averages: restore the EMA shadow variables when the checkpoint has them.
-
-  Returns:
-    pipelines.freeze.FrozenGraph with the one output PROBABILITIES.
-  """
-  def graph(images):
-    outputs = build(images)
-    if PROBABILITIES in outputs:
-      return {PROBABILITIES: outputs[PROBABILITIES]}
-    return {PROBABILITIES: tf.nn.softmax(outputs[LOGITS])}
-  return freeze_lib.freeze(graph, checkpoint_path, _image_shape(image_size),
-                           use_moving_averages=use_moving_averages)
-
-
-def detection_raw_graph(build, checkpoint_path, image_size, score_converter='sigmoid', use_moving_averages=True):
-  """Frozen SSD network up to the post-processing: box encodings [1, A, 4] and scores [1, A, K + 1].
-
-  Args:
-    build: callable images -> dict with BOX_ENCODINGS [1, A, 4] and CLASS_LOGITS [1, A, K + 1]
-      (e.g. `heads.ssdlite.box_predictor`'s result), built in inference mode.
-    checkpoint_path, image_size, use_moving_averages: see `classification_graph`.
-    score_converter: 'sigmoid' (this library's SSDLite training default) or 'softmax'.
-
-  Returns:
-    FrozenGraph with outputs BOX_ENCODINGS and CLASS_SCORES (runs in TensorFlow: the TF reference).
-  """
-  if score_converter not in ('sigmoid', 'softmax'):
-    raise ValueError("score_converter must be 'sigmoid' or 'softmax', got %r" % (score_converter,))
-
-  def graph(images):
-    outputs = build(images)
-    logits = outputs[CLASS_LOGITS]
-    scores = tf.sigmoid(logits) if score_converter == 'sigmoid' else tf.nn.softmax(logits)
-    return collections.OrderedDict([(BOX_ENCODINGS, outputs[BOX_ENCODINGS]), (CLASS_SCORES, scores)])
-  return freeze_lib.freeze(graph, checkpoint_path, _image_shape(image_size),
-                           use_moving_averages=use_moving_averages)
+# ------------------------------------------------------------------------------------------ detection
 
 
 def anchors_center_size(anchors):
@@ -172,7 +122,7 @@ def add_detection_postprocess(raw, anchors, num_classes, max_detections=10, dete
   """Appends TFLite's `TFLite_Detection_PostProcess` custom op to a `detection_raw_graph`.
 
   Args:
-    raw: FrozenGraph from `detection_raw_graph` (outputs BOX_ENCODINGS, CLASS_SCORES).
+    raw: FrozenGraph of the SSD network (outputs BOX_ENCODINGS [1, A, 4], CLASS_SCORES [1, A, K + 1]).
     anchors: float [A, 4] normalized anchors [ymin, xmin, ymax, xmax] (`heads.core.anchors`).
     num_classes: K, object classes without background (the scores have K + 1 columns).
     max_detections: N, rows of the outputs.
@@ -220,30 +170,6 @@ def _static_shape(nodes, tensor_name):
   return [d.size for d in node.attr['_output_shapes'].list.shape[0].dim]
 
 
-def detection_graph(build, checkpoint_path, image_size, anchors, num_classes, score_converter='sigmoid',
-                    use_moving_averages=True, **postprocess_args):
-  """`detection_raw_graph` + `add_detection_postprocess`: (raw FrozenGraph, FrozenGraph for TFLite)."""
-  raw = detection_raw_graph(build, checkpoint_path, image_size, score_converter, use_moving_averages)
-  return raw, add_detection_postprocess(raw, anchors, num_classes, **postprocess_args)
-
-
-def segmentation_graph(build, checkpoint_path, image_size, use_moving_averages=True):
-  """Frozen segmenter: input [1, S, S, 3] -> CLASS_MAP int32 [1, S, S].
-
-  Args:
-    build: callable images -> dict with LOGITS float32 [1, h, w, C] at any resolution (e.g. the
-      `heads.deeplab.aspp_head` result), built in inference mode.
-    checkpoint_path, image_size, use_moving_averages: see `classification_graph`.
-  """
-  size = int(image_size)
-
-  def graph(images):
-    logits = build(images)[LOGITS]
-    logits = tf.image.resize_bilinear(logits, [size, size], align_corners=True)
-    return {CLASS_MAP: tf.argmax(logits, 3, output_type=tf.int32)}
-  return freeze_lib.freeze(graph, checkpoint_path, _image_shape(size), use_moving_averages=use_moving_averages)
-
-
 # ------------------------------------------------------------------------------------------ conversion
 
 
@@ -274,7 +200,7 @@ def _has_postprocess(frozen):
   return any(n.op == DETECTION_POSTPROCESS_OP for n in frozen.graph_def.node)
 
 
-def _is_tf1():
+def is_tf1():
   return tf.__version__.startswith('1.')
 
 
@@ -291,7 +217,7 @@ def convert(frozen, quantize='none', representative_images=None):
   """Converts a FrozenGraph to a .tflite flatbuffer.
 
   Args:
-    frozen: FrozenGraph (from the `*_graph` functions, or `pipelines.freeze.freeze`), float32 input.
+    frozen: FrozenGraph (`pipelines.export.freeze.freeze`), float32 input.
     quantize: 'none', 'float16' or 'int8'.
     representative_images: for 'int8': sequence of float32 [S, S, 3] images in [-1, 1] (a few dozen to a
       few hundred real images; the input range calibrated from them sets the uint8 input's scale).
@@ -304,7 +230,7 @@ def convert(frozen, quantize='none', representative_images=None):
   """
   if quantize not in QUANTIZE_MODES:
     raise ValueError('quantize must be one of %s, got %r' % (', '.join(QUANTIZE_MODES), quantize))
-  if quantize == 'int8' and _is_tf1() and _has_postprocess(frozen):
+  if quantize == 'int8' and is_tf1() and _has_postprocess(frozen):
     raise ValueError(TF1_INT8_DETECTION_UNSUPPORTED)
   converter = _make_converter(frozen)
   if quantize == 'float16':
@@ -328,7 +254,7 @@ def _toco_on_path():
   """TF 1.15 converts in a `toco_from_protos` subprocess found on PATH; a virtualenv used without being
   activated has it beside its python only, so put that directory on PATH while converting."""
   bin_dir = os.path.dirname(sys.executable)
-  if not _is_tf1() or shutil.which('toco_from_protos') or \
+  if not is_tf1() or shutil.which('toco_from_protos') or \
       not tf.io.gfile.exists(os.path.join(bin_dir, 'toco_from_protos')):
     yield
     return
@@ -396,9 +322,9 @@ def export(frozen, output_dir, task, quantize='none', representative_images=None
   """Converts and writes `<output_dir>/model.tflite` and `<output_dir>/model.json` (each atomically).
 
   Args:
-    frozen: FrozenGraph from `classification_graph`, `detection_graph`[1] or `segmentation_graph`.
+    frozen: FrozenGraph of a task's inference model (`pipelines.export.tflite_task.frozen_graph`).
     output_dir: created if missing.
-    task: CLASSIFICATION, DETECTION or SEGMENTATION (recorded in the JSON).
+    task: the task's name (recorded in the JSON).
     quantize, representative_images: see `convert`.
     extra_metadata: dict merged into the JSON (e.g. class names, num_classes).
 
@@ -414,82 +340,3 @@ def export(frozen, output_dir, task, quantize='none', representative_images=None
   tfrecord.atomic_write(model_path, content)
   tfrecord.atomic_write(meta_path, (json.dumps(meta, indent=2, sort_keys=True) + '\n').encode('utf-8'))
   return model_path, meta_path
-
-
-# ------------------------------------------------------------------------------------------ runner
-
-
-def interpreter_supports_num_threads():
-  """True if this stack's tf.lite.Interpreter takes `num_threads` (TF >= 2.x, not TF 1.15)."""
-  import inspect  # pylint: disable=g-import-not-at-top
-  try:
-    return 'num_threads' in inspect.signature(tf.lite.Interpreter.__init__).parameters
-  except (TypeError, ValueError):
-    return False
-
-
-def make_interpreter(model_path=None, model_content=None, num_threads=None):
-  """tf.lite.Interpreter with `num_threads` where the stack supports it (ignored on TF 1.15)."""
-  kwargs = {}
-  if num_threads and interpreter_supports_num_threads():
-    kwargs['num_threads'] = int(num_threads)
-  interpreter = tf.lite.Interpreter(model_path=model_path, model_content=model_content, **kwargs)
-  interpreter.allocate_tensors()
-  return interpreter
-
-
-def _resize(image, height, width):
-  image = np.asarray(image)
-  if image.shape[:2] == (height, width):
-    return image
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
-
-
-def preprocess(image, input_meta):
-  """uint8 [H, W, 3] -> the model input [1, S, S, 3] as described by model.json's `input`."""
-  image = np.asarray(image)
-  if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-    raise ValueError('expected a uint8 [H, W, 3] RGB image, got %s %s' % (image.dtype, image.shape))
-  _, height, width, _ = input_meta['shape']
-  low, high = input_meta['value_range']
-  x = _resize(image, height, width).astype(np.float32) * ((high - low) / 255.0) + low
-  quant = input_meta.get('quantization')
-  dtype = np.dtype(input_meta['dtype'])
-  if quant:
-    info = np.iinfo(dtype)
-    x = np.clip(np.round(x / quant['scale'] + quant['zero_point']), info.min, info.max)
-  return x.astype(dtype)[None]
-
-
-class TFLiteModel(object):
-  """Runs an exported model.tflite with its model.json: uint8 image in, dict key -> numpy out.
-
-  Quantized outputs (int8 probabilities) are dequantized to float32 with the JSON's scale / zero point.
-  """
-
-  def __init__(self, model_path, metadata_path=None, num_threads=None):
-    if metadata_path is None:
-      metadata_path = os.path.join(os.path.dirname(model_path), METADATA_NAME)
-    with tf.io.gfile.GFile(metadata_path, 'r') as f:
-      self.metadata = json.load(f)
-    self.interpreter = make_interpreter(model_path=model_path, num_threads=num_threads)
-    self._input = self.interpreter.get_input_details()[0]['index']
-    by_name = dict((d['name'], d['index']) for d in self.interpreter.get_output_details())
-    self._outputs = [(o['key'], by_name[o['name']], o.get('quantization')) for o in self.metadata['outputs']]
-
-  def run(self, model_input):
-    """Runs on an already preprocessed [1, S, S, 3] input; dict key -> numpy (dequantized)."""
-    self.interpreter.set_tensor(self._input, model_input)
-    self.interpreter.invoke()
-    results = {}
-    for key, index, quant in self._outputs:
-      value = self.interpreter.get_tensor(index)
-      if quant:
-        value = (value.astype(np.float32) - quant['zero_point']) * quant['scale']
-      results[key] = value
-    return results
-
-  def __call__(self, image):
-    """uint8 [H, W, 3] RGB image -> dict key -> numpy array (batch dimension 1 kept)."""
-    return self.run(preprocess(image, self.metadata['input']))

@@ -131,6 +131,17 @@ class Task(abc.ABC):
   def serving_size(self):
     """Side of the square float image the serving path feeds the model (the TFLite input size)."""
 
+  def shared_input_size(self):
+    """(rank, side) of the one-pass input this task wants as a member of a multi-task model: the member
+    with the lowest rank sets the shared input size (`pipelines.tasks.multitask`)."""
+    return 1, self.serving_size()
+
+  def shared_prediction_features(self, images, heights, widths):
+    """This member's `build_predictions` features in the one-pass model: float32 [B, S, S, 3] `images`
+    resized without cropping from originals of int32 [B] `heights` x `widths`."""
+    del heights, widths
+    return {'image': images}
+
   def serving_input_receiver_fn(self):
     """Export input: `encoded_image` string [B] (JPEG/PNG bytes) -> `features_from_bytes`."""
     def fn():
@@ -259,3 +270,5 @@ class Task(abc.ABC):
 
   # The demo's raw format of this task ('imagenet', 'coco', 'voc'; `datasets.shapes.generate`).
   DEMO_FORMAT = None
+  # The demo task whose trained model this task's backbone warm-starts from (the paper's recipe), or None.
+  DEMO_BACKBONE_FROM = None

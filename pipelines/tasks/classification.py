@@ -1,19 +1,25 @@
 """ImageNet-style classification task: MobileNetV2 + classification head on tf.estimator.
 
-The model: `pipelines.model_builder` (backbone) + `heads.classification` (logits); the input:
-`pipelines.classification_input`. Inputs are TF-Slim ImageNet TFRecords (`datasets.imagenet`); labels are
+The model: `pipelines.tasks.model_builder` (backbone) + `heads.classification` (logits); the input:
+`pipelines.inputs.classification_input`. Inputs are TF-Slim ImageNet TFRecords (`datasets.imagenet`); labels are
 1..K with 0 = background, so an ImageNet model has `classification.num_classes` = 1001 outputs.
 Losses: softmax cross-entropy with optional label smoothing. Metrics: top-1, top-5. Export: `serving_default` takes encoded image bytes; `float_images:serving_default` takes a
 float32 image batch already preprocessed to [-1, 1].
 """
+import collections
+import os
+
+import numpy as np
 import tensorflow.compat.v1 as tf
 import tf_slim as slim
 
 from heads import classification as head_lib
+from nets import mobilenet_v2
 from pipelines.inputs import classification_input
-from pipelines.tasks import labels
+from pipelines.tasks import base
 from pipelines.tasks import model_builder
-from pipelines.training import skeleton
+
+PROBABILITIES = 'probabilities'  # the TFLite model's output
 
 
 def serving_receiver(image_size, preprocess_bytes):
@@ -25,18 +31,23 @@ def serving_receiver(image_size, preprocess_bytes):
       receiver_tensors_alternatives={'float_images': {'images': images}})
 
 
-class ClassificationTask(skeleton.Task):
-  """Four graph methods + input/serving functions for classification."""
+class ClassificationTask(base.Task):
+  """MobileNetV2 + the TF-Slim classifier, on TF-Slim ImageNet records."""
+
+  name = 'classification'
+  DEMO = base.DemoMetric('top1_accuracy', 0.90, 'top-1 accuracy')
+  DEMO_FORMAT = 'imagenet'
+
+  @classmethod
+  def backbone_options(cls, config):
+    """TF-Slim's classifier: scope `MobilenetV2`, `classification.output_stride`, channels rounded to 8."""
+    cls_config = config.classification
+    return model_builder.tf_slim_options(config, mobilenet_v2.DEFAULT_SCOPE, cls_config.output_stride,
+                                         finegrain=cls_config.finegrain_classification_mode)
 
   def endpoints(self):
     """Backbone endpoints the head reads."""
     return [head_lib.DEFAULT_ENDPOINT]
-
-  def build_outputs(self, features, is_training):
-    cfg = self.config
-    with slim.arg_scope(model_builder.arg_scope(cfg, is_training)):
-      end_points, scope = model_builder.backbone(cfg, features['image'], self.endpoints())
-      return self.build_head(end_points, scope, is_training)
 
   def build_head(self, end_points, scope, is_training):
     """The classifier on `end_points`; its variables live under the backbone's `scope`
@@ -65,7 +76,7 @@ class ClassificationTask(skeleton.Task):
     probabilities = outputs[head_lib.PREDICTIONS]
     k = min(cls.top_k, cls.num_classes)
     top_probs, top_classes = tf.nn.top_k(probabilities, k)
-    names = tf.constant(labels.class_names(self.config.data.labels_file, cls.num_classes))
+    names = tf.constant(self.class_names())
     return {
         'classes': top_classes[:, 0],
         'class_names': tf.gather(names, top_classes[:, 0]),
@@ -81,7 +92,79 @@ class ClassificationTask(skeleton.Task):
   def features_from_bytes(self, encoded):
     return classification_input.features_from_bytes(self.config, encoded)
 
+  def serving_size(self):
+    return self.config.classification.image_size
+
   def serving_input_receiver_fn(self):
     """Adds a `float_images` signature (preprocessed float32 batch) to the encoded-bytes default."""
     size = self.config.classification.image_size
     return lambda: serving_receiver(size, lambda encoded: self.features_from_bytes(encoded)['image'])
+
+  # ------------------------------------------------------------------------------------------ export
+
+  def client_signatures(self, uint8, images, outputs, features, predictions):
+    """TF-Slim clients: `float_images:serving_default` (preprocessed floats) and `image_tensor` (uint8)."""
+    return {'float_images:serving_default': ({'images': images}, predictions),
+            'image_tensor': ({'inputs': uint8}, predictions)}
+
+  def tflite_outputs(self, outputs):
+    return {PROBABILITIES: outputs[head_lib.PREDICTIONS]}
+
+  def export_metadata(self):
+    return dict(super(ClassificationTask, self).export_metadata(), top_k=self.config.classification.top_k)
+
+  def decode_tflite(self, meta, outputs, features):
+    names = meta['class_names']
+    probabilities = outputs[PROBABILITIES][0].astype(np.float32)
+    k = min(int(meta.get('top_k', 5)), len(probabilities))
+    top = np.argsort(-probabilities, kind='stable')[:k]
+    return {'classes': top[0], 'class_names': names[top[0]], 'probabilities': probabilities,
+            'top_k_classes': top.astype(np.int32), 'top_k_class_names': [names[i] for i in top],
+            'top_k_probabilities': probabilities[top]}
+
+  def exported_scorer(self):
+    from pipelines.evaluation import exported_eval  # pylint: disable=g-import-not-at-top
+    return exported_eval.ClassificationScorer(self.config)
+
+  # ------------------------------------------------------------------------------------------ pictures
+
+  @classmethod
+  def owns_prediction(cls, prediction):
+    return 'top_k_classes' in prediction
+
+  @classmethod
+  def describe(cls, path, prediction, out, min_score, class_names):
+    del min_score, class_names
+    from pipelines.cli import render  # pylint: disable=g-import-not-at-top
+    top = [{'class': int(c), 'name': render.text(n), 'probability': float(p)}
+           for c, n, p in zip(prediction['top_k_classes'], prediction['top_k_class_names'],
+                              prediction['top_k_probabilities'])]
+    item = {'image': path, 'task': cls.name, 'top_k': top}
+    if out:
+      image = render.upscaled_image(path)[0]
+      render.save(render.caption(image, ['%s %.2f' % (t['name'], t['probability']) for t in top[:3]]), out)
+      item['output'] = out
+    return item
+
+  @classmethod
+  def summary(cls, item):
+    return ', '.join('%s (%.3f)' % (t['name'], t['probability']) for t in item['top_k'])
+
+  # ------------------------------------------------------------------------------------------ demo
+
+  @classmethod
+  def demo_convert(cls, raw, records_dir):
+    from datasets import imagenet  # pylint: disable=g-import-not-at-top
+    paths = raw['imagenet']
+    for split, source in (('train', paths['train_dir']), ('val', paths['val_dir'])):
+      imagenet.convert(source, records_dir, split, labels_file=paths['labels_file'], num_shards=2)
+    return cls.demo_labels_file(records_dir)
+
+  @classmethod
+  def demo_images(cls, raw, count):
+    """One image of each class first, so the pictures show every class."""
+    files = sorted(tf.io.gfile.glob(os.path.join(raw['imagenet']['val_dir'], '*', '*.JPEG')))
+    by_class = collections.OrderedDict()
+    for path in files:
+      by_class.setdefault(os.path.basename(os.path.dirname(path)), []).append(path)
+    return [p for group in zip(*by_class.values()) for p in group][:count]

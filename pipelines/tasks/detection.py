@@ -5,9 +5,9 @@ they are), `detection.num_classes` is the number of object classes (90 for COCO,
 the predictor has num_classes + 1 outputs, column 0 = background. A record with an id outside
 1..num_classes stops the input pipeline with an error naming the record.
 
-The model: `pipelines.model_builder` (backbone under `FeatureExtractor/MobilenetV2`) + `heads.ssdlite`
+The model: `pipelines.tasks.model_builder` (backbone under `FeatureExtractor/MobilenetV2`) + `heads.ssdlite`
 (extra layers, box predictor), anchors from the maps' strides (`feature_map_info`); the input:
-`pipelines.detection_input`. Targets are assigned in the input pipeline (tf.data map after augmentation
+`pipelines.inputs.detection_input`. Targets are assigned in the input pipeline (tf.data map after augmentation
 and padding), so the model_fn
 gets dense, static-shaped labels: cls_targets [B, A, K+1], cls_weights/reg_weights/matches [B, A],
 reg_targets [B, A, 4], num_positives [B]; in eval also the padded ground truth (groundtruth_boxes
@@ -17,7 +17,9 @@ hard-negative mining, both divided by max(1, positives in the batch). Prediction
 encoded image bytes in): detection_boxes float32 [B, D, 4] absolute pixels [ymin, xmin, ymax, xmax] of
 the original image, detection_scores [B, D], detection_classes int32 [B, D] label ids (0 on padding),
 detection_class_names string [B, D], num_detections int32 [B]. Eval metrics: `pipelines.coco_metrics`,
-which also writes `<model_dir>/eval/detections.json` when the runner set `task.model_dir`.
+which also writes `<model_dir>/eval/detections.json` when the task has a `model_dir`. The class scores are
+decided once, by `class_scores` (sigmoid or softmax, `detection.classification_loss`): postprocessing,
+SavedModel and TFLite exports all use it.
 
 Not here: the network (`heads.ssdlite`), box math (`heads.core`), augmentation
 (`datasets.detection_preprocessing`), the OD API's NMS-based hard-example miner (top-k per image instead),
@@ -25,8 +27,8 @@ masks.
 """
 import os
 
+import numpy as np
 import tensorflow.compat.v1 as tf
-import tf_slim as slim
 
 from heads import ssdlite
 from heads.core import anchors as anchors_lib
@@ -36,9 +38,9 @@ from heads.core import losses as losses_lib
 from heads.core import post_processing
 from pipelines.evaluation import coco_metrics
 from pipelines.inputs import detection_input
+from pipelines.tasks import base
 from pipelines.tasks import labels as labels_lib
 from pipelines.tasks import model_builder
-from pipelines.training import skeleton
 
 GT_BOXES = detection_input.GT_BOXES
 GT_CLASSES = detection_input.GT_CLASSES
@@ -49,6 +51,10 @@ SOURCE_ID = detection_input.SOURCE_ID
 ORIGINAL_HEIGHT = detection_input.ORIGINAL_HEIGHT
 ORIGINAL_WIDTH = detection_input.ORIGINAL_WIDTH
 DETECTION_CLASS_NAMES = 'detection_class_names'
+# The scope of SSDLite's extra layers (and of its own backbone): the public model's.
+FEATURE_EXTRACTOR_SCOPE = ssdlite.FEATURE_EXTRACTOR_SCOPE
+# TFLite model outputs: the raw network (what TF runs), then TFLite_Detection_PostProcess's (OD API layout).
+BOX_ENCODINGS, CLASS_SCORES = 'box_encodings', 'class_scores'
 
 
 def feature_map_info(config, backbone_config=None):
@@ -68,15 +74,25 @@ def ssd_anchors(config, backbone_config=None):
   return anchors_lib.generate_anchors(anchors_lib.feature_map_shapes(config.detection.image_size, strides))
 
 
-class DetectionTask(skeleton.Task):
-  """SSDLite graph methods + COCO input/serving functions."""
+class DetectionTask(base.Task):
+  """SSDLite on the Object Detection API's records, outputs and client signatures."""
 
-  model_dir = None  # set by the runner; evaluation writes model_dir/eval/detections.json
+  name = 'detection'
+  UINT8_INPUT_NAME = 'image_tensor'
+  LABELS_FIRST_ID = 1
+  DEMO = base.DemoMetric('AP50', 0.5, 'COCO AP50')
+  DEMO_FORMAT = 'coco'
+  DEMO_BACKBONE_FROM = 'classification'
 
-  def __init__(self, config, backbone_config=None):
-    super(DetectionTask, self).__init__(config)
-    self.anchors = ssd_anchors(config, backbone_config)
+  def __init__(self, config, backbone_config=None, model_dir=None):
+    super(DetectionTask, self).__init__(config, backbone_config, model_dir)
+    self.anchors = ssd_anchors(config, backbone_config)  # anchors follow the (shared) backbone's strides
     self._labels = None
+
+  @classmethod
+  def backbone_options(cls, config):
+    """The OD API's feature extractor: scope `FeatureExtractor/MobilenetV2`, stride 32, `detection.min_depth`."""
+    return model_builder.tf_slim_options(config, FEATURE_EXTRACTOR_SCOPE, None, min_depth=config.detection.min_depth)
 
   # ------------------------------------------------------------------------------------------ classes
 
@@ -99,11 +115,10 @@ class DetectionTask(skeleton.Task):
     """Backbone endpoints the head reads."""
     return list(ssdlite.FEATURE_ENDPOINTS)
 
-  def build_outputs(self, features, is_training):
-    cfg = self.config
-    with slim.arg_scope(model_builder.arg_scope(cfg, is_training)):
-      end_points, scope = model_builder.backbone(cfg, features['image'], self.endpoints())
-      return self.build_head(end_points, scope, is_training)
+  def build_shared_head(self, end_points, scope, images, is_training):
+    """On a shared backbone the extra layers keep the public model's scope (`FeatureExtractor/MobilenetV2`)."""
+    del scope, images
+    return self.build_head(end_points, FEATURE_EXTRACTOR_SCOPE, is_training)
 
   def build_head(self, end_points, scope, is_training):  # pylint: disable=unused-argument
     """Extra layers + box predictor on `end_points`. Call inside `model_builder.arg_scope`.
@@ -153,10 +168,13 @@ class DetectionTask(skeleton.Task):
       label ids in 1..K (0 on padding); detection_class_names string [B, D] ('' on padding);
       num_detections int32 [B]. Rows sorted by score, zero after num_detections.
     """
-    det = self.config.detection
+    return self.detections(outputs[ssdlite.BOX_ENCODINGS], self.class_scores(outputs), heights, widths)
+
+  def class_scores(self, outputs):
+    """float32 [B, A, K + 1] in [0, 1], column 0 = background: the score activation of every output path
+    (the loss's: softmax for `classification_loss: softmax`, else sigmoid)."""
     logits = outputs[ssdlite.CLASS_PREDICTIONS_WITH_BACKGROUND]
-    probs = tf.nn.softmax(logits) if det.classification_loss == 'softmax' else tf.sigmoid(logits)
-    return self.detections(outputs[ssdlite.BOX_ENCODINGS], probs, heights, widths)
+    return tf.nn.softmax(logits) if self.config.detection.classification_loss == 'softmax' else tf.sigmoid(logits)
 
   def detections(self, box_encodings, probs, heights, widths):
     """`postprocess` from the class probabilities (background column first): box decoding and NMS.
@@ -204,3 +222,123 @@ class DetectionTask(skeleton.Task):
 
   def features_from_bytes(self, encoded):
     return detection_input.features_from_bytes(self.config, encoded)
+
+  def serving_size(self):
+    return self.config.detection.image_size
+
+  def shared_input_size(self):
+    """(rank, side) of the one-pass input this head wants on a shared backbone (the lowest rank wins):
+    SSD's anchors are laid out for `detection.image_size`."""
+    return 0, self.config.detection.image_size
+
+  def shared_prediction_features(self, images, heights, widths):
+    return {'image': images, ORIGINAL_HEIGHT: heights, ORIGINAL_WIDTH: widths}
+
+  # ------------------------------------------------------------------------------------------- export
+
+  def client_signatures(self, uint8, images, outputs, features, predictions):
+    """The Object Detection API exporter's `image_tensor` signature (normalized boxes, float classes)."""
+    ones = tf.ones_like(features[ORIGINAL_HEIGHT])
+    od = self.postprocess(outputs, ones, ones)  # heights = widths = 1: normalized boxes
+    od_outputs = {
+        'detection_boxes': tf.identity(od['detection_boxes'], name='detection_boxes'),
+        'detection_scores': tf.identity(od['detection_scores'], name='detection_scores'),
+        'detection_classes': tf.cast(od['detection_classes'], tf.float32, name='detection_classes'),
+        'num_detections': tf.cast(od['num_detections'], tf.float32, name='num_detections'),
+    }
+    return {'image_tensor': ({'inputs': uint8}, od_outputs)}
+
+  def tflite_outputs(self, outputs):
+    return {BOX_ENCODINGS: outputs[ssdlite.BOX_ENCODINGS], CLASS_SCORES: self.class_scores(outputs)}
+
+  def postprocess_args(self):
+    """TFLite_Detection_PostProcess's settings: the config's NMS (`pipelines.export.tflite_export`)."""
+    det = self.config.detection
+    return dict(max_detections=det.max_detections, detections_per_class=det.max_detections,
+                score_threshold=det.score_threshold, iou_threshold=det.iou_threshold,
+                use_regular_nms=det.tflite_use_regular_nms)
+
+  def tflite_postprocess(self, frozen):
+    from pipelines.export import tflite_export  # pylint: disable=g-import-not-at-top
+    return tflite_export.add_detection_postprocess(frozen, self.anchors, self.config.detection.num_classes,
+                                                   **self.postprocess_args())
+
+  def tflite_unsupported(self, quantize):
+    from pipelines.export import tflite_export  # pylint: disable=g-import-not-at-top
+    if quantize == 'int8' and tflite_export.is_tf1():
+      return tflite_export.TF1_INT8_DETECTION_UNSUPPORTED
+    return None
+
+  def export_metadata(self):
+    return dict(super(DetectionTask, self).export_metadata(), class_ids='label-map id = detection_classes + 1',
+                nms=dict(self.postprocess_args(), clip_boxes=False))
+
+  def decode_tflite(self, meta, outputs, features):
+    """The OD API's TFLite outputs (normalized boxes, zero-based classes) -> the SavedModel's dict."""
+    names = meta['class_names']
+    height, width = int(features[ORIGINAL_HEIGHT]), int(features[ORIGINAL_WIDTH])
+    num = int(outputs[fields.NUM_DETECTIONS].reshape(-1)[0])
+    boxes = np.clip(outputs[fields.DETECTION_BOXES][0], 0.0, 1.0) * np.array([height, width, height, width],
+                                                                              np.float32)
+    valid = np.arange(len(boxes)) < num
+    classes = np.where(valid, np.round(outputs[fields.DETECTION_CLASSES][0]).astype(np.int32) + 1, 0)
+    return {'detection_boxes': boxes * valid[:, None], 'detection_scores': outputs[fields.DETECTION_SCORES][0] * valid,
+            'detection_classes': classes, 'num_detections': np.int32(num),
+            'detection_class_names': [names[c - 1] if c > 0 else '' for c in classes]}
+
+  def exported_scorer(self):
+    from pipelines.evaluation import exported_eval  # pylint: disable=g-import-not-at-top
+    return exported_eval.DetectionScorer(self.categories())
+
+  # ------------------------------------------------------------------------------------------- pictures
+
+  @classmethod
+  def owns_prediction(cls, prediction):
+    return 'detection_boxes' in prediction
+
+  @classmethod
+  def describe(cls, path, prediction, out, min_score, class_names):
+    """Boxes scoring at least `min_score` (absolute pixels), drawn with 'name score' labels."""
+    del class_names
+    from pipelines.cli import render  # pylint: disable=g-import-not-at-top
+    item = {'image': path, 'task': cls.name, 'detections': cls.detections_of(prediction, min_score)}
+    if out:
+      image, factor = render.upscaled_image(path)
+      render.draw_boxes(image, item['detections'], factor)
+      render.save(image, out)
+      item['output'] = out
+    return item
+
+  @staticmethod
+  def detections_of(prediction, min_score):
+    """[{box, class, name, score}] of a prediction's detections scoring at least `min_score`."""
+    from pipelines.cli import render  # pylint: disable=g-import-not-at-top
+    count = int(prediction['num_detections'])
+    names = prediction.get(DETECTION_CLASS_NAMES, [str(int(c)) for c in prediction['detection_classes']])
+    return [{'box': [float(v) for v in prediction['detection_boxes'][i]],
+             'class': int(prediction['detection_classes'][i]), 'name': render.text(names[i]),
+             'score': float(prediction['detection_scores'][i])}
+            for i in range(count) if prediction['detection_scores'][i] >= min_score]
+
+  @classmethod
+  def summary(cls, item):
+    dets = ', '.join('%s %.2f' % (d['name'], d['score']) for d in item['detections'][:5])
+    return '%d detections %s' % (len(item['detections']), dets)
+
+  # ------------------------------------------------------------------------------------------- demo
+
+  @classmethod
+  def demo_convert(cls, raw, records_dir):
+    from datasets import coco  # pylint: disable=g-import-not-at-top
+    paths = raw['coco']
+    for split in ('train', 'val'):
+      coco.convert(paths['%s_images' % split], paths['%s_annotations' % split], records_dir, split, num_shards=2)
+    return cls.demo_labels_file(records_dir)
+
+  @classmethod
+  def demo_labels_file(cls, records_dir):
+    return os.path.join(records_dir, 'label_map.pbtxt')
+
+  @classmethod
+  def demo_images(cls, raw, count):
+    return sorted(tf.io.gfile.glob(os.path.join(raw['coco']['val_images'], '*.jpg')))[:count]

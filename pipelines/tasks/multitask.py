@@ -2,12 +2,13 @@
 
 `task: multitask` names two or three members in its `multitask` section, each with its own records, batch
 size, loss weight and head warm start; the head settings stay in the task's own section. Every member is
-its single-task `Task` (`pipelines/<task>.py`) built on a member config (`config.member_config`), so its
+its single-task `Task` (`pipelines/tasks/<task>.py`, from the registry) built on a member config
+(`MultitaskConfig.member_config`), so its
 input pipeline, head, losses, metrics and predictions are exactly the single-task ones; this module only
 shares the backbone:
 
 - Variables: the backbone once under `MobilenetV2/` (built with the classifier's TF-Slim conventions, see
-  `pipelines.model_builder`), the classifier under `MobilenetV2/Logits/`, SSDLite's extra layers under
+  `pipelines.tasks.model_builder`), the classifier under `MobilenetV2/Logits/`, SSDLite's extra layers under
   `FeatureExtractor/MobilenetV2/layer_19_*` and `BoxPredictor_*`, DeepLab's `aspp0`, `image_pooling`, ...
   at the top -- each head under its single-task model's scopes, so single-task checkpoints warm-start the
   heads (`multitask.<task>.warm_start`) and a classification checkpoint the backbone (`train.warm_start`).
@@ -17,11 +18,15 @@ shares the backbone:
 - Evaluation: each member on its own eval split (`eval_input_fns`), metrics `<task>/<name>` in one
   `metrics.json`.
 - Inference (serving, predict): ONE backbone pass feeds every head. The image is resized to the serving
-  size (detection.image_size when detection is a member, else classification.image_size, else
-  segmentation.crop_size) without cropping; predictions are the members' own, keys `<task>/<key>`.
+  size (the member whose `shared_input_size` ranks first: detection.image_size when detection is a member,
+  else classification.image_size, else segmentation.crop_size) without cropping; predictions are the
+  members' own (`shared_prediction_features`), keys `<task>/<key>`.
+- Export, TFLite, scoring and pictures: each member's own, keys and files prefixed with its name.
 
-Not here: the heads and their maths (the task modules), the input pipelines (`pipelines/<task>_input.py`).
+Not here: the heads and their maths (the task modules), the input pipelines (`pipelines/inputs/`). No member
+is named here: the members are whatever the `multitask` section combines.
 """
+
 import collections
 
 import tensorflow.compat.v1 as tf
@@ -29,18 +34,17 @@ import tf_slim as slim
 
 from datasets import classification_preprocessing
 from datasets import decoders
-from pipelines.tasks import classification
+from nets import mobilenet_v2
 from pipelines import config as config_schema
-from pipelines.tasks import detection
 from pipelines.inputs import detection_input
+from pipelines.tasks import base
 from pipelines.tasks import model_builder
-from pipelines.tasks import segmentation
-from pipelines.training import skeleton
+from pipelines.tasks import registry
 
 ModeKeys = tf.estimator.ModeKeys
-# SSDLite's extra layers keep the public model's scope when the backbone is shared.
-DETECTION_HEAD_SCOPE = 'FeatureExtractor/' + model_builder.MULTITASK_SCOPE
 SEPARATOR = '/'
+ORIGINAL_HEIGHT = detection_input.ORIGINAL_HEIGHT
+ORIGINAL_WIDTH = detection_input.ORIGINAL_WIDTH
 
 
 def prefixed(name, values):
@@ -58,55 +62,40 @@ def split_prefixed(values):
   return parts
 
 
+def member_tasks(config, model_dir=None):
+  """{member name: its task object on the member config}, the shared backbone's config as their backbone."""
+  return collections.OrderedDict(
+      (name, registry.make_task(member, backbone_config=config, model_dir=model_dir))
+      for name, member in config.member_configs())
+
+
 def serving_size(config):
   """Input side of the one-pass model (see the module docstring)."""
-  members = config.multitask.members()
-  if 'detection' in members:
-    return config.detection.image_size
-  if 'classification' in members:
-    return config.classification.image_size
-  return config.segmentation.crop_size
+  return min(task.shared_input_size() for task in member_tasks(config).values())[1]
 
 
-def _member_task(config, name):
-  member = config_schema.member_config(config, name)
-  if name == 'classification':
-    return classification.ClassificationTask(member)
-  if name == 'detection':
-    return detection.DetectionTask(member, backbone_config=config)  # anchors follow the shared backbone
-  return segmentation.SegmentationTask(member)
+class MultitaskTask(base.Task):
+  """The members' single-task methods on one shared backbone."""
 
+  name = 'multitask'
+  DEMO_BACKBONE_FROM = 'classification'
 
-class MultitaskTask(skeleton.Task):
-  """The members' single-task graph methods on one shared backbone."""
+  def __init__(self, config, backbone_config=None, model_dir=None):
+    super(MultitaskTask, self).__init__(config, backbone_config, model_dir)
+    # Members write their own evaluation artefacts (detection: eval/detections.json) in model_dir too.
+    self.members = member_tasks(config, model_dir)
 
-  def __init__(self, config):
-    super(MultitaskTask, self).__init__(config)
-    self.members = collections.OrderedDict((name, _member_task(config, name)) for name in config.multitask.members())
-    self._model_dir = None
-
-  @property
-  def model_dir(self):
-    return self._model_dir
-
-  @model_dir.setter
-  def model_dir(self, value):
-    # Members write their own evaluation artefacts (detection: eval/detections.json) there too.
-    self._model_dir = value
-    for task in self.members.values():
-      task.model_dir = value
+  @classmethod
+  def backbone_options(cls, config):
+    """One backbone for every head: the classifier's (TF-Slim's) conventions, so the public classification
+    checkpoint restores it as it is; `multitask.output_stride`."""
+    return model_builder.tf_slim_options(config, mobilenet_v2.DEFAULT_SCOPE, config.multitask.output_stride)
 
   def endpoints(self):
     return sorted(set(name for task in self.members.values() for name in task.endpoints()))
 
-  def _head(self, name, end_points, scope, images, is_training):
-    task = self.members[name]
-    if name == 'detection':
-      return task.build_head(end_points, DETECTION_HEAD_SCOPE, is_training)
-    if name == 'segmentation':
-      logits = task.build_head(end_points, scope, is_training)[segmentation.LOGITS]
-      return task.outputs_at(logits, images.get_shape().as_list()[1:3])
-    return task.build_head(end_points, scope, is_training)
+  def build_head(self, end_points, scope, is_training):
+    raise NotImplementedError('a multitask model builds its members\' heads (build_outputs)')
 
   def build_outputs(self, features, is_training):
     """{member: member outputs}. `features` is {member: member features} (one backbone pass per member's
@@ -115,13 +104,13 @@ class MultitaskTask(skeleton.Task):
     with slim.arg_scope(model_builder.arg_scope(cfg, is_training)):
       if 'image' in features:
         end_points, scope = model_builder.backbone(cfg, features['image'], self.endpoints())
-        for name in self.members:
-          outputs[name] = self._head(name, end_points, scope, features['image'], is_training)
+        for name, task in self.members.items():
+          outputs[name] = task.build_shared_head(end_points, scope, features['image'], is_training)
         return outputs
       for index, name in enumerate(name for name in self.members if name in features):
         images = features[name]['image']
         end_points, scope = model_builder.backbone(cfg, images, self.endpoints(), reuse=True if index else None)
-        outputs[name] = self._head(name, end_points, scope, images, is_training)
+        outputs[name] = self.members[name].build_shared_head(end_points, scope, images, is_training)
     return outputs
 
   def build_losses(self, outputs, labels, features):
@@ -140,19 +129,12 @@ class MultitaskTask(skeleton.Task):
 
   def build_predictions(self, outputs, features):
     """Every member's predictions from the one-pass outputs, keys `<task>/<key>`."""
-    size = features['image'].get_shape().as_list()[1]
-    height, width = features[detection_input.ORIGINAL_HEIGHT], features[detection_input.ORIGINAL_WIDTH]
-    member_features = {
-        'classification': {'image': features['image']},
-        'detection': {'image': features['image'], detection_input.ORIGINAL_HEIGHT: height,
-                      detection_input.ORIGINAL_WIDTH: width},
-        # The whole resized square is the image: crop nothing, resize the class map to the original size.
-        'segmentation': {'height': height, 'width': width, 'valid_height': tf.fill(tf.shape(height), size),
-                         'valid_width': tf.fill(tf.shape(width), size)},
-    }
+    images, heights, widths = features['image'], features[ORIGINAL_HEIGHT], features[ORIGINAL_WIDTH]
     predictions = {}
     for name, out in outputs.items():
-      predictions.update(prefixed(name, self.members[name].build_predictions(out, member_features[name])))
+      task = self.members[name]
+      predictions.update(prefixed(name, task.build_predictions(out, task.shared_prediction_features(
+          images, heights, widths))))
     return predictions
 
   def warm_start_configs(self):
@@ -187,10 +169,13 @@ class MultitaskTask(skeleton.Task):
     """(name, input_fn) per member: each is evaluated on its own split (`runner.evaluate`)."""
     return [(name, lambda params=None, name=name: self._member_input(name, ModeKeys.EVAL)) for name in self.members]
 
+  def serving_size(self):
+    return min(task.shared_input_size() for task in self.members.values())[1]
+
   def features_from_bytes(self, encoded):
     """One-pass serving features of string [B] encoded images: the image resized (no crop) to the serving
     size, in [-1, 1], and the original sizes (int32 [B]) that boxes and masks are mapped back to."""
-    size = serving_size(self.config)
+    size = self.serving_size()
 
     def one(data):
       image = decoders.decode_rgb(data)
@@ -200,4 +185,91 @@ class MultitaskTask(skeleton.Task):
 
     images, heights, widths = tf.map_fn(one, encoded, dtype=(tf.float32, tf.int32, tf.int32), back_prop=False)
     images.set_shape([None, size, size, 3])
-    return {'image': images, detection_input.ORIGINAL_HEIGHT: heights, detection_input.ORIGINAL_WIDTH: widths}
+    return {'image': images, ORIGINAL_HEIGHT: heights, ORIGINAL_WIDTH: widths}
+
+  def legend_names(self):
+    """{member: its legend names} of the members that have them."""
+    names = dict((name, task.legend_names()) for name, task in self.members.items())
+    return dict((name, value) for name, value in names.items() if value is not None) or None
+
+  # ------------------------------------------------------------------------------------------- export
+
+  def tflite_outputs(self, outputs):
+    result = {}
+    for name, task in self.members.items():
+      result.update(prefixed(name, task.tflite_outputs(outputs[name])))
+    return result
+
+  def tflite_postprocess(self, frozen):
+    """Each member's post-processing on its own outputs (`<member>/<key>`), the others kept as they are."""
+    for name, task in self.members.items():
+      prefix = name + SEPARATOR
+      own = frozen._replace(outputs=type(frozen.outputs)(
+          (k[len(prefix):], v) for k, v in frozen.outputs.items() if k.startswith(prefix)))
+      post = task.tflite_postprocess(own)
+      if post is own:  # nothing appended for this member
+        continue
+      outputs = type(frozen.outputs)((k, v) for k, v in frozen.outputs.items() if not k.startswith(prefix))
+      outputs.update(prefixed(name, post.outputs))
+      frozen = post._replace(outputs=outputs)
+    return frozen
+
+  def tflite_unsupported(self, quantize):
+    reasons = [task.tflite_unsupported(quantize) for task in self.members.values()]
+    return next((reason for reason in reasons if reason), None)
+
+  def export_metadata(self):
+    return {'members': dict((name, task.export_metadata()) for name, task in self.members.items())}
+
+  def write_labels(self, output_dir, prefix=''):
+    return dict((name, task.write_labels(output_dir, prefix + name + '_')) for name, task in self.members.items())
+
+  def decode_tflite(self, meta, outputs, features):
+    """Each member's decoding of its `<member>/` outputs; the member features of the one-pass image."""
+    size = features['image'].shape[0]
+    member_features = {ORIGINAL_HEIGHT: features[ORIGINAL_HEIGHT], ORIGINAL_WIDTH: features[ORIGINAL_WIDTH],
+                       'height': features[ORIGINAL_HEIGHT], 'width': features[ORIGINAL_WIDTH],
+                       'valid_height': size, 'valid_width': size}
+    parts = split_prefixed(outputs)
+    result = {}
+    for name, task in self.members.items():
+      result.update(prefixed(name, task.decode_tflite(meta['members'][name], parts.get(name, {}), member_features)))
+    return result
+
+  def exported_scorer(self):
+    raise NotImplementedError('a multitask model is scored member by member (exported_eval.evaluate)')
+
+  # ------------------------------------------------------------------------------------------- pictures
+
+  @classmethod
+  def owns_prediction(cls, prediction):
+    return any(SEPARATOR in key for key in prediction)
+
+  @classmethod
+  def describe(cls, path, prediction, out, min_score, class_names):
+    """Every member's result (its own `describe`), drawn in one picture: mask blended, boxes, a caption."""
+    from pipelines.cli import render  # pylint: disable=g-import-not-at-top
+    parts = split_prefixed(prediction)
+    item = {'image': path, 'task': cls.name}
+    for name in sorted(parts):
+      item[name] = registry.task_class(name).describe(path, parts[name], None, min_score, None)
+    if out:
+      render.draw_combined(path, parts, item, out, class_names or {})
+      item['output'] = out
+    return item
+
+  @classmethod
+  def summary(cls, item):
+    return '; '.join('%s: %s' % (name, registry.task_class(name).summary(item[name]))
+                     for name in registry.names() if isinstance(item.get(name), dict))
+
+  # ------------------------------------------------------------------------------------------- demo
+
+  @classmethod
+  def demo_members(cls):
+    return config_schema.MultitaskConfig.member_names()
+
+  @classmethod
+  def demo_images(cls, raw, count):
+    """Scenes with several shapes: every head has something to show."""
+    return registry.task_class('detection').demo_images(raw, count)

@@ -1,10 +1,10 @@
 """DeepLabv3 semantic segmentation on PASCAL VOC: MobileNetV2 + ASPP head as a tf.estimator task.
 
-Model: `pipelines.model_builder.backbone` (MobilenetV2 up to layer_18, atrous past
+Model: `pipelines.tasks.model_builder.backbone` (MobilenetV2 up to layer_18, atrous past
 `segmentation.output_stride`, DeepLab's channel rounding) and `heads.deeplab.aspp_head` on its end_points
 (image pooling + aspp0 [+ aspp<i> per `segmentation.aspp_rates`] -> concat_projection -> dropout [->
 decoder] -> logits/semantic), variable names as the public DeepLab checkpoints. Input:
-`pipelines.segmentation_input`. Batch norm follows DeepLab: the backbone uses the MobileNetV2 training
+`pipelines.inputs.segmentation_input`. Batch norm follows DeepLab: the backbone uses the MobileNetV2 training
 scope (decay `model.bn_decay`, epsilon 1e-3), the head decay 0.9997 / epsilon 1e-5;
 `train.freeze_batch_norm` null freezes every batch norm while training when `train.batch_size` < 12
 (DeepLab's advice, `model_builder.batch_norm_training`), dropout still follows the mode. Logits are
@@ -13,7 +13,7 @@ upsampled bilinearly (corners aligned) to the label / input size.
 Loss: softmax cross-entropy over pixels whose label is a class in [0, num_classes) other than
 `segmentation.ignore_label` (which also marks the eval padding; other values are rejected by the input
 pipeline), optionally only the `segmentation.hard_pixel_top_k` fraction of the hardest of them, divided by
-the number of pixels kept. Metrics: `pipelines.segmentation_metrics` (one split-level confusion matrix).
+the number of pixels kept. Metrics: `pipelines.evaluation.segmentation_metrics` (one split-level confusion matrix).
 Evaluation may average softmax probabilities over `segmentation.eval_scales` and left-right flips at the
 label resolution, with the variables shared across scales.
 
@@ -24,17 +24,21 @@ resized to the original size: prediction `mask` int32 [B, H, W] has the input im
 Images of one request must share a size (send one image per request for mixed sizes).
 
 Not here: the network layers (`heads.deeplab`), record decoding and augmentation (`datasets.decoders`,
-`datasets.segmentation_preprocessing`), the metric maths (`pipelines.segmentation_metrics`).
+`datasets.segmentation_preprocessing`), the metric maths (`pipelines.evaluation.segmentation_metrics`).
 """
+import os
+
+import numpy as np
 import tensorflow.compat.v1 as tf
 import tf_slim as slim
 
 from heads import deeplab
+from nets import mobilenet_v2
+from pipelines.evaluation import segmentation_metrics
+from pipelines.inputs import segmentation_input
+from pipelines.tasks import base
 from pipelines.tasks import labels
 from pipelines.tasks import model_builder
-from pipelines.inputs import segmentation_input
-from pipelines.evaluation import segmentation_metrics
-from pipelines.training import skeleton
 
 # DeepLab's batch-norm settings of its own layers (ASPP, decoder); the backbone keeps MobileNetV2's.
 HEAD_BN_DECAY = 0.9997
@@ -42,6 +46,9 @@ HEAD_BN_EPSILON = 1e-5
 LOGITS = 'logits'
 PROBABILITIES = 'probabilities'
 MASK = 'mask'
+CLASS_MAP = 'class_map'  # the TFLite model's output: int32 [1, S, S] class ids at the input size
+# DeepLab trains batch norm only with at least this many images per step (research/deeplab/train.py).
+MIN_BATCH_FOR_BATCH_NORM = 12
 _MIN_PROBABILITY = 1e-12
 
 
@@ -164,8 +171,29 @@ def pixel_loss(logits, labels, num_classes, top_k_fraction=1.0, ignore_label=Non
   return tf.reduce_sum(kept) / tf.cast(tf.maximum(count, 1), tf.float32)
 
 
-class SegmentationTask(skeleton.Task):
-  """DeepLabv3 + MobileNetV2: the four graph methods plus input / serving functions."""
+class SegmentationTask(base.Task):
+  """DeepLabv3 + MobileNetV2 on DeepLab's records, with its exporter's `ImageTensor` signature."""
+
+  name = 'segmentation'
+  UINT8_INPUT_NAME = 'ImageTensor'
+  DEMO = base.DemoMetric('miou', 0.6, 'mIoU')
+  DEMO_FORMAT = 'voc'
+  DEMO_BACKBONE_FROM = 'classification'
+
+  @classmethod
+  def backbone_options(cls, config):
+    """DeepLab's feature extractor: scope `MobilenetV2`, `segmentation.output_stride`, and channels rounded
+    to 8 only at multiplier 1.0 (min_depth 8), else to 1."""
+    model = config.model
+    exact = model.depth_multiplier == 1.0
+    return model_builder.BackboneOptions(mobilenet_v2.DEFAULT_SCOPE, model.depth_multiplier,
+                                         config.segmentation.output_stride, 8 if exact else 1,
+                                         model.divisible_by or (8 if exact else 1), False, model.use_explicit_padding)
+
+  @classmethod
+  def freezes_batch_norm(cls, config):
+    """DeepLab's advice: batch norm trains only with at least 12 images per step."""
+    return config.train.batch_size < MIN_BATCH_FOR_BATCH_NORM
 
   def build_outputs(self, features, is_training):
     """dict: LOGITS float32 [B, H, W, C] at the input size; PROBABILITIES float32 [B, H, W, C] in [0, 1].
@@ -186,6 +214,11 @@ class SegmentationTask(skeleton.Task):
   def build_head(self, end_points, scope, is_training):  # pylint: disable=unused-argument
     """{LOGITS: float32 [B, h, w, C]} at the feature resolution; the head's variables are top-level."""
     return {LOGITS: head_logits(self.config, end_points)}
+
+  def build_shared_head(self, end_points, scope, images, is_training):
+    """LOGITS / PROBABILITIES at the size of `images` (the shared backbone's input)."""
+    logits = self.build_head(end_points, scope, is_training)[LOGITS]
+    return self.outputs_at(logits, images.get_shape().as_list()[1:3])
 
   @staticmethod
   def outputs_at(logits, size):
@@ -226,3 +259,93 @@ class SegmentationTask(skeleton.Task):
   def features_from_bytes(self, encoded):
     """Images padded to `eval_crop_size` (shrunk first only if larger), with their sizes to crop back."""
     return segmentation_input.features_from_bytes(self.config, encoded)
+
+  def serving_size(self):
+    return self.config.segmentation.eval_crop_size
+
+  def shared_input_size(self):
+    """(rank, side) on a shared backbone: the training crop, after detection's and classification's sizes."""
+    return 2, self.config.segmentation.crop_size
+
+  def shared_prediction_features(self, images, heights, widths):
+    """The whole resized square is the image: crop nothing, resize the class map to the original size."""
+    size = images.get_shape().as_list()[1]
+    return {'height': heights, 'width': widths, 'valid_height': tf.fill(tf.shape(heights), size),
+            'valid_width': tf.fill(tf.shape(widths), size)}
+
+  def class_names(self):
+    return class_names(self.config)
+
+  def legend_names(self):
+    return self.class_names()
+
+  # ------------------------------------------------------------------------------------------ export
+
+  def client_signatures(self, uint8, images, outputs, features, predictions):
+    """DeepLab's exporter: `ImageTensor` uint8 -> `SemanticPredictions` (tensor names as its frozen graph)."""
+    semantic = tf.identity(predictions[MASK], name='SemanticPredictions')
+    return {'ImageTensor': ({'ImageTensor': uint8}, {'SemanticPredictions': semantic})}
+
+  def tflite_outputs(self, outputs):
+    """The class map at the input size (logits resized bilinearly, corners aligned, then argmax)."""
+    size = self.serving_size()
+    logits = tf.image.resize_bilinear(outputs[LOGITS], [size, size], align_corners=True)
+    return {CLASS_MAP: tf.argmax(logits, 3, output_type=tf.int32)}
+
+  def decode_tflite(self, meta, outputs, features):
+    del meta
+    class_map = outputs[CLASS_MAP][0]
+    valid_height = int(features.get('valid_height', class_map.shape[0]))
+    valid_width = int(features.get('valid_width', class_map.shape[1]))
+    mask = class_map[:valid_height, :valid_width]
+    return {MASK: _resize_nearest(mask, int(features['height']), int(features['width']))}
+
+  def exported_scorer(self):
+    from pipelines.evaluation import exported_eval  # pylint: disable=g-import-not-at-top
+    return exported_eval.SegmentationScorer(self.config)
+
+  # ------------------------------------------------------------------------------------------ pictures
+
+  @classmethod
+  def owns_prediction(cls, prediction):
+    return MASK in prediction
+
+  @classmethod
+  def describe(cls, path, prediction, out, min_score, class_names):
+    """Pixels per class; the class-id mask PNG at `out` and input / mask / overlay with a legend beside it."""
+    del min_score
+    from pipelines.cli import render  # pylint: disable=g-import-not-at-top
+    mask = np.asarray(prediction[MASK]).astype(np.uint8)
+    classes, counts = np.unique(mask, return_counts=True)
+    item = {'image': path, 'task': cls.name, 'pixels_per_class': {int(c): int(n) for c, n in zip(classes, counts)}}
+    if out:
+      item.update(output=out, overlay=render.draw_mask(path, mask, out, class_names))
+    return item
+
+  @classmethod
+  def summary(cls, item):
+    return 'classes %s' % sorted(item['pixels_per_class'])
+
+  # ------------------------------------------------------------------------------------------ demo
+
+  @classmethod
+  def demo_convert(cls, raw, records_dir):
+    from datasets import shapes, voc  # pylint: disable=g-import-not-at-top
+    names = ('background',) + tuple(shapes.CLASSES)
+    for split in ('train', 'val'):
+      voc.convert(raw['voc']['devkit_dir'], records_dir, split, num_shards=2, num_classes=len(names),
+                  class_names=names)
+    return cls.demo_labels_file(records_dir)
+
+  @classmethod
+  def demo_images(cls, raw, count):
+    with tf.io.gfile.GFile(os.path.join(raw['voc']['sets_dir'], 'val.txt')) as f:
+      ids = [line.strip() for line in f if line.strip()][:count]
+    return [os.path.join(raw['voc']['images_dir'], i + '.jpg') for i in ids]
+
+
+def _resize_nearest(mask, height, width):
+  if mask.shape == (height, width):
+    return mask
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  return np.asarray(Image.fromarray(mask.astype(np.int32)).resize((width, height), Image.NEAREST)).astype(np.int32)

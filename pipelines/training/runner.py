@@ -4,7 +4,6 @@ Resuming is the Estimator's: training restarts from the last checkpoint in `mode
 `model_dir/eval/metrics.json` next to the Estimator's TensorBoard events. Export writes a SavedModel under
 `model_dir/export/<timestamp>` (or a chosen directory).
 """
-import importlib
 import json
 import logging
 import os
@@ -15,26 +14,17 @@ import tensorflow.compat.v1 as tf
 from datasets import tfrecord
 
 from pipelines import config as config_schema
+from pipelines.inputs import files as input_files
+from pipelines.tasks import registry
 from pipelines.training import distribution
 from pipelines.training import precision
 from pipelines.training import skeleton
 
 LOG = logging.getLogger('mnv2')
 
-# task name -> 'module:Class' (imported on demand, so a task's dependencies load only when used)
-_TASKS = {
-    'classification': 'pipelines.tasks.classification:ClassificationTask',
-    'detection': 'pipelines.tasks.detection:DetectionTask',
-    'segmentation': 'pipelines.tasks.segmentation:SegmentationTask',
-    'multitask': 'pipelines.tasks.multitask:MultitaskTask',
-}
-
-
-def make_task(config):
-  if config.task not in _TASKS:
-    raise ValueError('task: unknown %r (valid: %s)' % (config.task, ', '.join(sorted(_TASKS))))
-  module, cls = _TASKS[config.task].split(':')
-  return getattr(importlib.import_module(module), cls)(config)
+def make_task(config, model_dir=None):
+  """The task object of `config` (its registered class; `pipelines.tasks.registry`)."""
+  return registry.make_task(config, model_dir=model_dir)
 
 
 def session_config(config):
@@ -62,8 +52,9 @@ def distribution_run_config(config, placement=None):
   return placement.run_config_kwargs(session)
 
 
-def make_estimator(task, model_dir, **run_config_kwargs):
-  """tf.estimator.Estimator for `task` writing to `model_dir`.
+def make_estimator(task, model_dir, checkpoint=None, **run_config_kwargs):
+  """tf.estimator.Estimator for `task` writing to `model_dir`; eval and predict restore `checkpoint`
+  (default: the latest in `model_dir`).
 
   Without explicit `train_distribute` / `session_config` kwargs, the config's `runtime.distribution`,
   `runtime.mixed_precision` and `runtime.xla` decide them (`distribution_run_config`).
@@ -76,15 +67,15 @@ def make_estimator(task, model_dir, **run_config_kwargs):
       keep_checkpoint_max=runtime.keep_checkpoint_max, save_summary_steps=runtime.save_summary_steps,
       log_step_count_steps=runtime.log_every_n_steps,
       **dict({'session_config': session_config(task.config)}, **run_config_kwargs))
-  task.model_dir = model_dir  # tasks that write eval artefacts (detection: detections.json) need it
-  return tf.estimator.Estimator(skeleton.make_model_fn(task, model_dir), model_dir=model_dir, config=run_config)
+  return tf.estimator.Estimator(skeleton.make_model_fn(task, model_dir, checkpoint), model_dir=model_dir,
+                                config=run_config)
 
 
 def load_config(path, overrides=(), mode=None):
   """Loads, validates and (for `mode`) checks the files of a config; errors name the key and file."""
   config = config_schema.load(path, overrides)
   if mode:
-    config_schema.check_files(config, mode, path)
+    input_files.check_files(config, mode, path)
   return config
 
 
@@ -120,7 +111,7 @@ def train(config, model_dir, evaluate=False, allow_config_change=False):
   if placement.task_type == 'evaluator':
     # The evaluator role: `evaluate --continuous` (what train_and_evaluate's evaluator does, plus
     # eval/metrics.json after each checkpoint); it stops after the checkpoint at train.steps.
-    config_schema.check_files(config, 'eval')
+    input_files.check_files(config, 'eval')
     return _run_evaluator(config, model_dir)  # (`evaluate` is this function's flag)
   if placement.task_type in (None, 'chief', 'master', 'worker'):
     LOG.info('training: strategy %s, %d replica(s) x %d per replica = batch %d per step%s%s',
@@ -137,7 +128,7 @@ def train(config, model_dir, evaluate=False, allow_config_change=False):
 
 
 def _train(config, model_dir, with_eval, placement):
-  task = make_task(config)
+  task = make_task(config, model_dir)
   estimator = make_estimator(task, model_dir, **distribution_run_config(config, placement))
   if placement.task_type is None and not (with_eval or config.train.evaluate_every_checkpoint):
     estimator.train(task.input_fn(tf.estimator.ModeKeys.TRAIN), max_steps=config.train.steps)
@@ -180,21 +171,18 @@ def evaluate(config, model_dir, checkpoint_path=None, continuous=False):
 
   Returns the last metrics dict (also written to model_dir/eval/metrics.json).
   """
-  task = make_task(config)
-  estimator = make_estimator(task, model_dir)
-  metrics_path = os.path.join(estimator.eval_dir(), 'metrics.json')
+  task = make_task(config, model_dir)
+  metrics_path = os.path.join(model_dir, 'eval', 'metrics.json')
   if not continuous:
     path = checkpoint_path or tf.train.latest_checkpoint(model_dir)
     if not path:
       raise ValueError('no checkpoint in %r to evaluate (train first, or pass --checkpoint)' % model_dir)
-    task.restore_checkpoint = path
-    return write_metrics(_evaluate_all(task, estimator, config, path), metrics_path)
+    return write_metrics(_evaluate_all(task, model_dir, config, path), metrics_path)
   metrics = None
   LOG.info('waiting for checkpoints in %s (timeout %ds)', model_dir, config.eval.continuous_timeout_secs)
   for path in tf.train.checkpoints_iterator(model_dir, timeout=config.eval.continuous_timeout_secs,
                                             timeout_fn=lambda: _log_timeout(model_dir)):
-    task.restore_checkpoint = path
-    metrics = write_metrics(_evaluate_all(task, estimator, config, path), metrics_path)
+    metrics = write_metrics(_evaluate_all(task, model_dir, config, path), metrics_path)
     LOG.info('evaluated %s: %s', path, metrics)
     step = int(os.path.basename(path).split('-')[-1])
     if step >= config.train.steps:
@@ -203,8 +191,9 @@ def evaluate(config, model_dir, checkpoint_path=None, continuous=False):
   return metrics
 
 
-def _evaluate_all(task, estimator, config, checkpoint_path):
+def _evaluate_all(task, model_dir, config, checkpoint_path):
   """Metrics of one checkpoint over the task's eval inputs (one per multitask member, keys `<member>/...`)."""
+  estimator = make_estimator(task, model_dir, checkpoint_path)
   metrics = {}
   for name, input_fn in task.eval_input_fns():
     result = estimator.evaluate(input_fn, steps=config.eval.steps, checkpoint_path=checkpoint_path, name=name)
@@ -230,15 +219,15 @@ def export(config, model_dir, export_dir=None, checkpoint_path=None, fold_batch_
 
   See `pipelines.saved_model_export` for the signatures; `fold_batch_norm=False` keeps the Estimator export.
   """
-  task = make_task(config)
+  task = make_task(config, model_dir)
   base = export_dir or os.path.join(model_dir, 'export')
-  task.restore_checkpoint = checkpoint_path or tf.train.latest_checkpoint(model_dir)
-  if not task.restore_checkpoint:
+  checkpoint_path = checkpoint_path or tf.train.latest_checkpoint(model_dir)
+  if not checkpoint_path:
     raise ValueError('no checkpoint in %r to export (train first, or pass --checkpoint)' % model_dir)
   if fold_batch_norm:
     from pipelines.export import saved_model_export  # pylint: disable=g-import-not-at-top
-    return saved_model_export.export(task, base, task.restore_checkpoint)
-  estimator = make_estimator(task, model_dir)
+    return saved_model_export.export(task, base, checkpoint_path)
+  estimator = make_estimator(task, model_dir, checkpoint_path)
   before = set(tf.io.gfile.listdir(base)) if tf.io.gfile.isdir(base) else set()
   try:
     path = estimator.export_saved_model(base, task.serving_input_receiver_fn(), checkpoint_path=checkpoint_path)
@@ -256,11 +245,16 @@ def _remove_new_temp_dirs(base, before):
       tf.io.gfile.rmtree(os.path.join(base, name))
 
 
-# Dotted keys (or prefixes) of the saved config whose change makes a different graph or variables: the
-# checkpoints in model_dir would not restore, or would restore into a different model.
-GRAPH_KEYS = ('task', 'model.', 'classification.', 'detection.', 'segmentation.', 'multitask.output_stride',
-              'train.optimizer',
-              'train.moving_average_decay')
+# The checkpoints in model_dir would not restore, or would restore into a different model, after a change of
+# these keys.
+_GRAPH_KEYS = ('task', 'model.', 'multitask.output_stride', 'train.optimizer', 'train.moving_average_decay')
+
+
+def graph_keys():
+  """Dotted keys (or prefixes) of the saved config whose change makes a different graph or variables: the
+  shared ones and every registered task's section."""
+  return _GRAPH_KEYS + tuple('%s.' % name for name in registry.names() if registry.section_type(name) is not None
+                             and not hasattr(registry.section_type(name), 'member_config'))
 
 
 def _flatten(data, prefix=''):
@@ -275,7 +269,7 @@ def _flatten(data, prefix=''):
 
 
 def config_differences(saved, current):
-  """Dotted keys whose values differ between two config dicts and that change the graph (`GRAPH_KEYS`).
+  """Dotted keys whose values differ between two config dicts and that change the graph (`graph_keys`).
 
   The saved dict is completed with the schema's defaults first (a config saved before a key existed holds
   its default); when it no longer loads (e.g. written by a newer version), only keys in both are compared.
@@ -289,7 +283,7 @@ def config_differences(saved, current):
   old, new = _flatten(saved), _flatten(current)
   keys = (set(old) & set(new)) if both else (set(old) | set(new))
   keys = sorted(k for k in keys if old.get(k) != new.get(k))
-  return [k for k in keys if any(k == g or (g.endswith('.') and k.startswith(g)) for g in GRAPH_KEYS)]
+  return [k for k in keys if any(k == g or (g.endswith('.') and k.startswith(g)) for g in graph_keys())]
 
 
 def check_saved_config(config, model_dir, allow_change=False):

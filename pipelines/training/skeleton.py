@@ -1,7 +1,7 @@
 """The one model_fn skeleton shared by every task.
 
-A task (see `Task`) writes four graph methods -- `build_outputs`, `build_losses`, `build_metrics`,
-`build_predictions` -- plus its input and serving functions. The skeleton owns everything else: modes,
+A task (`pipelines.tasks.base.Task`) writes four graph methods -- `build_outputs`, `build_losses`,
+`build_metrics`, `build_predictions` -- plus its input and serving functions. The skeleton owns everything else: modes,
 regularization loss, learning-rate schedule and optimizer, the UPDATE_OPS dependency (batch-norm moving
 statistics), gradient clipping, the exponential moving average of weights (used by eval and export through
 the Saver of the scaffold), warm start, summaries and progress logging.
@@ -22,67 +22,6 @@ from pipelines.training import warm_start as warm_start_lib
 ModeKeys = tf.estimator.ModeKeys
 # Progress goes to the 'mnv2' logger (the CLI prints it), not to TensorFlow's verbose INFO stream.
 LOG = logging.getLogger('mnv2')
-
-
-class Task(object):
-  """What a task implements; the skeleton calls these inside the model_fn / input_fn."""
-
-  def __init__(self, config):
-    self.config = config
-
-  def build_outputs(self, features, is_training):
-    """Backbone + head: dict of output tensors."""
-    raise NotImplementedError
-
-  def build_losses(self, outputs, labels, features):
-    """dict name -> float32 [] loss (regularization is added by the skeleton)."""
-    raise NotImplementedError
-
-  def build_metrics(self, outputs, labels, features):
-    """dict name -> (value_op, update_op) eval metric ops."""
-    raise NotImplementedError
-
-  def build_predictions(self, outputs, features):
-    """dict name -> tensor with a leading batch dimension."""
-    raise NotImplementedError
-
-  def export_outputs(self, predictions):
-    return {tf.saved_model.DEFAULT_SERVING_SIGNATURE_DEF_KEY: tf.estimator.export.PredictOutput(predictions)}
-
-  def summary_images(self, features):
-    """float32 [B, H, W, 3] in [0, 1] for TensorBoard, or None."""
-    image = features.get('image') if isinstance(features, dict) else None
-    return None if image is None else tf.clip_by_value(image * 0.5 + 0.5, 0.0, 1.0)
-
-  def input_fn(self, mode):
-    """input_fn of the Estimator for `mode`: the task's one input pipeline (`pipelines/<task>_input.py`)."""
-    raise NotImplementedError
-
-  def eval_input_fns(self):
-    """(name, input_fn) pairs evaluated with `Estimator.evaluate(name=...)`; one unnamed for a single task."""
-    return [(None, self.input_fn(ModeKeys.EVAL))]
-
-  def warm_start_configs(self):
-    """The `WarmStartConfig`s applied when training starts, in order."""
-    return [self.config.train.warm_start]
-
-  def features_from_bytes(self, encoded):
-    """Model features (dict of tensors) from string [B] encoded images: what serving and prediction feed."""
-    raise NotImplementedError
-
-  def serving_input_receiver_fn(self):
-    """Export input: `encoded_image` string [B] (JPEG/PNG bytes) -> `features_from_bytes`."""
-    def fn():
-      encoded = tf.placeholder(tf.string, [None], name='encoded_image')
-      return tf.estimator.export.ServingInputReceiver(self.features_from_bytes(encoded), {'encoded_image': encoded})
-    return fn
-
-  def predict_input_fn(self, image_paths):
-    """input_fn over image files for `Estimator.predict` from a checkpoint (one image per batch)."""
-    def fn(params=None):  # pylint: disable=unused-argument
-      data = tf.data.Dataset.from_tensor_slices(list(image_paths)).map(tf.io.read_file).batch(1)
-      return data.map(self.features_from_bytes)
-    return fn
 
 
 class ProgressHook(tf.train.SessionRunHook):
@@ -233,15 +172,19 @@ def _apply_moving_average(ema, train_op):
   return apply(None, train_op)
 
 
-def make_model_fn(task, model_dir=None):
-  """The Estimator model_fn for `task`."""
+def make_model_fn(task, model_dir=None, checkpoint=None):
+  """The Estimator model_fn for `task`.
+
+  `checkpoint`: what eval and predict restore (checked against the graph, moving averages chosen by it);
+  None = the latest checkpoint in `model_dir`.
+  """
 
   def model_fn(features, labels, mode, params=None, config=None):  # pylint: disable=unused-argument
     is_training = mode == ModeKeys.TRAIN
     outputs = task.build_outputs(features, is_training)
     if mode == ModeKeys.PREDICT:
       predictions = task.build_predictions(outputs, features)
-      scaffold = _checked_eval_scaffold(task, model_dir)
+      scaffold = _checked_eval_scaffold(task, restore_path(checkpoint, model_dir))
       return tf.estimator.EstimatorSpec(mode, predictions=predictions, export_outputs=task.export_outputs(predictions),
                                         scaffold=scaffold)
     losses = task.build_losses(outputs, labels, features)
@@ -253,7 +196,7 @@ def make_model_fn(task, model_dir=None):
     tf.summary.scalar('losses/total', total)
     if mode == ModeKeys.EVAL:
       return tf.estimator.EstimatorSpec(mode, loss=total, eval_metric_ops=task.build_metrics(outputs, labels, features),
-                                        scaffold=_checked_eval_scaffold(task, model_dir))
+                                        scaffold=_checked_eval_scaffold(task, restore_path(checkpoint, model_dir)))
     images = task.summary_images(features)
     if images is not None and task.config.train.summary_images > 0:
       tf.summary.image('input_images', images, max_outputs=task.config.train.summary_images)
@@ -278,17 +221,15 @@ def make_model_fn(task, model_dir=None):
   return estimator_model_fn
 
 
-def restore_path(task, model_dir):
-  """The checkpoint eval/export/predict restore: `task.restore_checkpoint` if set, else the latest one."""
-  path = getattr(task, 'restore_checkpoint', None)
-  if path:
-    return path
+def restore_path(checkpoint, model_dir):
+  """The checkpoint eval/export/predict restore: `checkpoint` if given, else the latest in `model_dir`."""
+  if checkpoint:
+    return checkpoint
   return tf.train.latest_checkpoint(model_dir) if model_dir else None
 
 
-def _checked_eval_scaffold(task, model_dir):
+def _checked_eval_scaffold(task, checkpoint):
   """`_eval_scaffold` of the checkpoint eval/predict restore, after checking that it fits the graph."""
-  checkpoint = restore_path(task, model_dir)
   scaffold = _eval_scaffold(task.config, checkpoint)
   check_checkpoint(checkpoint, _restored_variables(scaffold))
   return scaffold

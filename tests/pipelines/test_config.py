@@ -6,7 +6,9 @@ import pytest
 import yaml
 
 from pipelines import config as schema
+from pipelines.tasks import registry
 from pipelines import config_lib
+from pipelines.inputs import files as input_files
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -24,7 +26,7 @@ BASE = {'task': 'classification', 'data': {'num_train_examples': 100}, 'train': 
 def test_paper_configs_load():
   for name in sorted(os.listdir(os.path.join(REPO, 'configs'))):
     config = schema.load(os.path.join(REPO, 'configs', name))
-    assert config.task in schema.TASKS + (schema.MULTITASK,)
+    assert config.task in registry.names()
 
 
 def test_round_trip(tmp_path):
@@ -113,7 +115,7 @@ def test_int_accepted_for_float(tmp_path):
 ])
 def test_every_validate_rule_has_a_failing_example(tmp_path, override, key):
   section = key.split('.')[0]
-  path = _write(tmp_path, dict(BASE, task=section) if section in schema.TASKS else BASE)
+  path = _write(tmp_path, dict(BASE, task=section) if section in registry.names() else BASE)
   with pytest.raises(config_lib.ConfigError) as info:
     schema.load(path, [override])
   assert key in str(info.value) and path in str(info.value)
@@ -140,15 +142,15 @@ def test_check_files_names_key(tmp_path):
   path = _write(tmp_path, dict(BASE, data={'num_train_examples': 1, 'train_files': str(tmp_path / 'x-*')}))
   config = schema.load(path)
   with pytest.raises(config_lib.ConfigError, match='data.train_files'):
-    schema.check_files(config, 'train', path)
+    input_files.check_files(config, 'train', path)
   with pytest.raises(config_lib.ConfigError, match='data.eval_files'):
-    schema.check_files(config, 'eval', path)
+    input_files.check_files(config, 'eval', path)
   (tmp_path / 'x-0').write_text(u'')
-  schema.check_files(config, 'train', path)
+  input_files.check_files(config, 'train', path)
   config = dataclasses.replace(config, train=dataclasses.replace(
       config.train, warm_start=schema.WarmStartConfig(checkpoint=str(tmp_path / 'missing.ckpt'))))
   with pytest.raises(config_lib.ConfigError, match='train.warm_start.checkpoint'):
-    schema.check_files(config, 'train', path)
+    input_files.check_files(config, 'train', path)
 
 
 def test_configs_are_frozen(tmp_path):
@@ -200,8 +202,8 @@ def test_num_classes_must_agree_with_the_label_file(tmp_path, task, labels, num_
   data = dict(BASE, task=task, data={'num_train_examples': 1, 'labels_file': str(label_path)})
   path = _write(tmp_path, dict(data, **{task: {'num_classes': num_classes}}))
   with pytest.raises(config_lib.ConfigError) as info:
-    schema.check_files(schema.load(path), None, path)
+    input_files.check_files(schema.load(path), None, path)
   message = str(info.value)
   assert '%s.num_classes' % task in message and str(label_path) in message and 'needs %d' % expected in message
-  schema.check_files(schema.load(path, ['%s.num_classes=%d' % (task, expected)]), None, path)
+  input_files.check_files(schema.load(path, ['%s.num_classes=%d' % (task, expected)]), None, path)
 

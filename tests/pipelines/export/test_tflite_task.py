@@ -154,7 +154,7 @@ def test_detection(tmp_path, records):
     assert json.load(f)['nms']['use_regular_nms'] is False
   for regular, t in zip(lite, tflite_task.predict(fast, images)):
     assert int(t['num_detections']) > 0 and not _matched(regular, t, 1, 0.99, 1e-5)
-  if te._is_tf1():  # pylint: disable=protected-access
+  if te.is_tf1():  # pylint: disable=protected-access
     args = ['export', '--config', path, '--model-dir', model_dir, '--format', 'tflite', '--quantize', 'int8']
     assert cli.main(args) == 2  # one error line
     return

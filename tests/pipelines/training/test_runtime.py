@@ -18,9 +18,9 @@ from pipelines.training import distribution
 from pipelines.training import precision
 from pipelines.training import sync_batch_norm
 from tests.conftest import run_in_child
-from tests.pipelines import cluster_util
+from tests.pipelines.training import cluster_util
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 TF1 = tf.__version__.startswith('1.')
 
 
@@ -452,7 +452,7 @@ def xla_compiles_on_cpu():
 
 
 def _cluster_command(model_dir, strategy, steps, *extra):
-  return [sys.executable, '-m', 'tests.pipelines.cluster_util', 'train', '--model-dir', model_dir,
+  return [sys.executable, '-m', 'tests.pipelines.training.cluster_util', 'train', '--model-dir', model_dir,
           '--strategy', strategy, '--steps', str(steps)] + list(extra)
 
 

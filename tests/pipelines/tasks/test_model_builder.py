@@ -11,7 +11,7 @@ from pipelines.tasks import model_builder
 from pipelines.training import runner
 from tests.conftest import read_tsv
 
-CONFIGS = os.path.join(os.path.dirname(__file__), '..', '..', 'configs')
+CONFIGS = os.path.join(os.path.dirname(__file__), '..', '..', '..', 'configs')
 
 
 def _paper(name, overrides=()):

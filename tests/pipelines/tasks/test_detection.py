@@ -191,7 +191,7 @@ def test_paper_config_warm_start_maps_every_backbone_variable(graph):
   from nets import mobilenet_v2
   from pipelines import config as schema
   from pipelines.training import warm_start
-  config = schema.load(os.path.join(os.path.dirname(__file__), '..', '..', 'configs', 'ssdlite_mobilenet_v2_coco.yaml'),
+  config = schema.load(os.path.join(os.path.dirname(__file__), '..', '..', '..', 'configs', 'ssdlite_mobilenet_v2_coco.yaml'),
                        ['detection.image_size=64'])  # variable shapes do not depend on the input size
   with tf.Graph().as_default():
     with slim.arg_scope(mobilenet_v2.training_scope(is_training=False)):

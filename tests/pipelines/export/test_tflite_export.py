@@ -17,6 +17,8 @@ from heads.core import box_coder
 from heads.core import post_processing
 from pipelines.export import freeze
 from pipelines.export import tflite_export as te
+from pipelines.export import tflite_runtime
+from tests.pipelines.export import tflite_graphs
 from tests.pipelines import tiny_models
 
 CLS_SIZE, DET_SIZE, SEG_SIZE = 64, 128, 65
@@ -37,7 +39,7 @@ def _images(size, seeds):
 
 def _run_tflite(content, image, num_threads=None):
   """Runs a flatbuffer on one float [S, S, 3] image in [-1, 1] (quantized as the input says)."""
-  interpreter = te.make_interpreter(model_content=content, num_threads=num_threads)
+  interpreter = tflite_runtime.make_interpreter(model_content=content, num_threads=num_threads)
   detail = interpreter.get_input_details()[0]
   x = image[None]
   if detail['dtype'] != np.float32:
@@ -64,7 +66,7 @@ def classifier(tmp_path_factory):
   build = tiny_models.classification_build(num_classes=NUM_CLASSES)
   checkpoint = tiny_models.save_random_checkpoint(build, [1, CLS_SIZE, CLS_SIZE, 3], tmp_path_factory.mktemp('cls'),
                                                   with_ema=True, residual_gain=RESIDUAL_GAIN)
-  frozen = te.classification_graph(build, checkpoint, CLS_SIZE)
+  frozen = tflite_graphs.classification_graph(build, checkpoint, CLS_SIZE)
   # A random classifier answers one class for every image (class offsets dwarf the input's effect), with
   # near-uniform probabilities that uint8 outputs (steps of 1/256) cannot rank: remove the offsets (mean
   # log-probabilities over a few images) and scale the logits so they vary by ~3 between images.
@@ -78,7 +80,7 @@ def classifier(tmp_path_factory):
 
 
 def test_classification_float32_export_matches_tf(classifier, tmp_path):
-  model_path, meta_path = te.export(classifier, str(tmp_path / 'out'), te.CLASSIFICATION, 'none',
+  model_path, meta_path = te.export(classifier, str(tmp_path / 'out'), tflite_graphs.CLASSIFICATION, 'none',
                                     extra_metadata={'num_classes': NUM_CLASSES})
   assert sorted(os.listdir(str(tmp_path / 'out'))) == [te.METADATA_NAME, te.MODEL_NAME]  # no temp files left
   with open(meta_path) as f:
@@ -96,8 +98,8 @@ def test_classification_float32_export_matches_tf(classifier, tmp_path):
     assert np.abs(want - got).max() < 1e-4
   # The runner: uint8 image of another size -> resized, normalized, same numbers as TF on that input.
   pixels = np.random.RandomState(5).randint(0, 256, [80, 96, 3]).astype(np.uint8)
-  model = te.TFLiteModel(model_path, num_threads=2)
-  x = te.preprocess(pixels, meta['input'])
+  model = tflite_runtime.TFLiteModel(model_path, num_threads=2)
+  x = tflite_runtime.preprocess(pixels, meta['input'])
   assert x.dtype == np.float32 and x.shape == (1, CLS_SIZE, CLS_SIZE, 3) and -1 <= x.min() and x.max() <= 1
   got = model(pixels)['probabilities']
   assert np.abs(got - freeze.run(classifier, x)['probabilities']).max() < 1e-4
@@ -116,14 +118,14 @@ def test_classification_float16_and_int8(classifier, tmp_path):
   assert (got16.argmax(1) == want[:4].argmax(1)).all()
 
   calibration = _images(CLS_SIZE, range(100, 116))
-  model_path, meta_path = te.export(classifier, str(tmp_path), te.CLASSIFICATION, 'int8', calibration)
+  model_path, meta_path = te.export(classifier, str(tmp_path), tflite_graphs.CLASSIFICATION, 'int8', calibration)
   with open(meta_path) as f:
     meta = json.load(f)
   assert meta['input']['dtype'] == 'uint8' and meta['outputs'][0]['dtype'] == 'uint8'
   quant = meta['input']['quantization']
   assert abs(quant['scale'] - 2.0 / 255) < 1e-4 and abs(quant['zero_point'] - 127.5) <= 1
-  model = te.TFLiteModel(model_path)
-  got8 = np.concatenate([model.run(te.preprocess(((image + 1) * 127.5).round().astype(np.uint8), meta['input']))
+  model = tflite_runtime.TFLiteModel(model_path)
+  got8 = np.concatenate([model.run(tflite_runtime.preprocess(((image + 1) * 127.5).round().astype(np.uint8), meta['input']))
                          ['probabilities'] for image in images])
   agreement = np.mean(got8.argmax(1) == want.argmax(1))
   print('classification int8 top-1 agreement', agreement, 'mean |dp|', np.abs(got8 - want).mean(),
@@ -140,7 +142,7 @@ def test_convert_rejects_bad_modes(classifier):
 
 
 def test_num_threads_where_supported():
-  assert te.interpreter_supports_num_threads() == (not tf.__version__.startswith('1.'))
+  assert tflite_runtime.interpreter_supports_num_threads() == (not tf.__version__.startswith('1.'))
 
 
 # ------------------------------------------------------------------------------------------ detection
@@ -157,7 +159,7 @@ def detector(tmp_path_factory):
                                                   residual_gain=RESIDUAL_GAIN)
   anchors = anchors_lib.generate_anchors(anchors_lib.feature_map_shapes(DET_SIZE, (16, 32, 64, 128, 256, 512)))
   assert len(anchors) == 330  # 8x8x3 + 4x4x6 + 2x2x6 + 3 x 1x1x6 at 128
-  raw = te.detection_raw_graph(build, checkpoint, DET_SIZE)
+  raw = tflite_graphs.detection_raw_graph(build, checkpoint, DET_SIZE)
   # Shift the object logits (not the background column, which the op skips) so that ~2% of the
   # anchor x class scores exceed the 0.3 threshold: 10-20 distinct detections per image after NMS.
   scores = np.concatenate([freeze.run(raw, image[None])[te.CLASS_SCORES][0, :, 1:]
@@ -235,7 +237,7 @@ def test_detection_float32_matches_tf(detector, regular_nms, tmp_path):
   frozen = _postprocess(detector, use_regular_nms=regular_nms)
   ops = [n.op for n in frozen.graph_def.node]
   assert ops[-1] == te.DETECTION_POSTPROCESS_OP and ops.count(te.DETECTION_POSTPROCESS_OP) == 1
-  model_path, meta_path = te.export(frozen, str(tmp_path), te.DETECTION, 'none')
+  model_path, meta_path = te.export(frozen, str(tmp_path), tflite_graphs.DETECTION, 'none')
   with open(meta_path) as f:
     meta = json.load(f)
   layout = [(o['key'], o['dtype'], o['shape']) for o in meta['outputs']]
@@ -256,10 +258,10 @@ def test_detection_float32_matches_tf(detector, regular_nms, tmp_path):
     assert back == total_back == total
   # The runner gives the same outputs from a uint8 image.
   pixels = ((image + 1) * 127.5).round().astype(np.uint8)
-  outputs = te.TFLiteModel(model_path)(pixels)
+  outputs = tflite_runtime.TFLiteModel(model_path)(pixels)
   assert sorted(outputs) == ['detection_boxes', 'detection_classes', 'detection_scores', 'num_detections']
   assert outputs['detection_boxes'].shape == (1, MAX_DETECTIONS, 4)
-  model_input = te.preprocess(pixels, meta['input'])
+  model_input = tflite_runtime.preprocess(pixels, meta['input'])
   reference = _tf_detections(freeze.run(raw, model_input), anchors, regular_nms)
   matched, total = _matched(reference, _tflite_detections([outputs[k] for k in sorted(outputs)[:1] + [
       'detection_classes', 'detection_scores', 'num_detections']]), 0.99, 1e-3)
@@ -286,7 +288,7 @@ def test_detection_float16_and_int8(detector):
       te.convert(frozen, 'int8', calibration)
     return
   int8 = te.convert(frozen, 'int8', calibration)
-  interpreter = te.make_interpreter(model_content=int8)
+  interpreter = tflite_runtime.make_interpreter(model_content=int8)
   assert interpreter.get_input_details()[0]['dtype'] == np.uint8
   assert [o['dtype'] for o in interpreter.get_output_details()] == [np.float32] * 4
   # Full integer up to the post-processing: float tensors are only the op's inputs (dequantized), its
@@ -311,7 +313,7 @@ def segmenter(tmp_path_factory):
   build = tiny_models.segmentation_build(num_classes=SEG_CLASSES, output_stride=16, center_logits=True)
   checkpoint = tiny_models.save_random_checkpoint(build, [1, SEG_SIZE, SEG_SIZE, 3], tmp_path_factory.mktemp('seg'),
                                                   residual_gain=RESIDUAL_GAIN)
-  return te.segmentation_graph(build, checkpoint, SEG_SIZE)
+  return tflite_graphs.segmentation_graph(build, checkpoint, SEG_SIZE)
 
 
 def test_segmentation_all_modes(segmenter, tmp_path):
@@ -321,7 +323,7 @@ def test_segmentation_all_modes(segmenter, tmp_path):
   shares = np.bincount(want.ravel(), minlength=SEG_CLASSES) / float(want.size)
   assert (shares > 0.05).sum() >= 2, shares  # not one class everywhere
 
-  model_path, meta_path = te.export(segmenter, str(tmp_path), te.SEGMENTATION, 'none')
+  model_path, meta_path = te.export(segmenter, str(tmp_path), tflite_graphs.SEGMENTATION, 'none')
   with open(meta_path) as f:
     (output,) = json.load(f)['outputs']
   assert (output['key'], output['dtype'], output['shape']) == ('class_map', 'int32', [1, SEG_SIZE, SEG_SIZE])

@@ -20,9 +20,9 @@ from pipelines.training import distribution
 from pipelines.inputs import input_common
 from tests.conftest import run_in_child
 from tests.conftest import tiny_imagenet_records
-from tests.pipelines import cluster_util
+from tests.pipelines.training import cluster_util
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 CONFIG = """
 task: classification

@@ -12,7 +12,7 @@ evaluator process has exited with status 0; parameter servers never exit by them
 or when `timeout` seconds pass, every process of the run is killed and `ClusterError` says which task
 failed, with the end of each log.
 
-`python -m tests.pipelines.cluster_util train --model-dir D --strategy S --steps N` is the tiny self-contained
+`python -m tests.pipelines.training.cluster_util train --model-dir D --strategy S --steps N` is the tiny self-contained
 Estimator job the cluster tests start in each task (a linear model with one sync batch norm); the
 pipelines CLI (`python -m pipelines train --config F --model-dir D`) can take its place.
 """

@@ -5,6 +5,9 @@ import os
 from pipelines.cli import main as cli
 from pipelines.cli import demo
 from pipelines.export import tflite_export as te
+from pipelines.tasks import registry
+
+SINGLE_TASKS = ('classification', 'detection', 'segmentation')
 
 
 def test_tiny_demo_runs_every_phase(tmp_path, capsys):
@@ -22,16 +25,16 @@ def test_tiny_demo_runs_every_phase(tmp_path, capsys):
   printed = capsys.readouterr().out
   with open(os.path.join(out, 'report.md')) as f:
     report = f.read()
-  for task in demo.TASKS:
+  for task in SINGLE_TASKS:
     model_dir = os.path.join(out, 'models', task)
     with open(os.path.join(model_dir, 'eval', 'metrics.json')) as f:
       metrics = json.load(f)
     assert metrics['global_step'] == 2
-    key = demo.TARGETS[task][0]
+    key = registry.task_class(task).DEMO.key
     # The report's numbers are the evaluation files' numbers, not constants.
     assert '| %s | %.4g |' % (key, metrics[key]) in report
-    assert '| %s | %s | %.3f |' % (task, demo.TARGETS[task][2], metrics[key]) in report
-    assert '| %s | %s | %.3f |' % (task, demo.TARGETS[task][2], metrics[key]) in printed
+    assert '| %s | %s | %.3f |' % (task, registry.task_class(task).DEMO.display, metrics[key]) in report
+    assert '| %s | %s | %.3f |' % (task, registry.task_class(task).DEMO.display, metrics[key]) in printed
     pictures = os.listdir(os.path.join(out, 'pictures', task))
     assert pictures and all(os.path.getsize(os.path.join(out, 'pictures', task, p)) > 0 for p in pictures)
     assert 'pictures/%s/' % task in report
@@ -50,11 +53,11 @@ def test_tiny_demo_runs_every_phase(tmp_path, capsys):
   rows = {}
   for line in report.splitlines():
     cells = [c.strip() for c in line.strip('|').split('|')]
-    if len(cells) == 8 and cells[0] in demo.TASKS and cells[1] in [e[0] for e in demo.EXPORTS]:
+    if len(cells) == 8 and cells[0] in SINGLE_TASKS and cells[1] in [e[0] for e in demo.EXPORTS]:
       rows[cells[0], cells[1]] = cells
-  for task in demo.TASKS:
+  for task in SINGLE_TASKS:
     with open(os.path.join(out, 'models', task, 'eval', 'metrics.json')) as f:
-      checkpoint = json.load(f)[demo.TARGETS[task][0]]
+      checkpoint = json.load(f)[registry.task_class(task).DEMO.key]
     saved = float(rows[task, 'SavedModel'][3])
     tolerance = 0.25 if task == 'detection' else 0.02  # AP over 2 images of a 2-step model: NMS near-ties
     assert abs(saved - checkpoint) <= tolerance, (task, saved, checkpoint)
@@ -62,7 +65,7 @@ def test_tiny_demo_runs_every_phase(tmp_path, capsys):
     assert rows[task, 'TFLite float32'][5].endswith('MB') and rows[task, 'TFLite float32'][7].endswith('ms')
     int8 = rows[task, 'TFLite int8']
     if int8[3].startswith('not made'):
-      assert task == 'detection' and te._is_tf1()  # pylint: disable=protected-access
+      assert task == 'detection' and te.is_tf1()
     else:
       assert float(int8[5].split()[0]) < float(rows[task, 'TFLite float32'][5].split()[0])  # smaller on disk
     assert os.path.isfile(os.path.join(out, 'models', task, 'export', 'tflite_none', 'model.tflite'))
@@ -71,12 +74,12 @@ def test_tiny_demo_runs_every_phase(tmp_path, capsys):
   # and the combined TFLite model's latency against the single-task TFLite models one after another.
   with open(os.path.join(out, 'models', 'multitask', 'eval', 'metrics.json')) as f:
     combined = json.load(f)
-  for task in demo.TASKS:
+  for task in SINGLE_TASKS:
     with open(os.path.join(out, 'models', task, 'eval', 'metrics.json')) as f:
-      single = json.load(f)[demo.TARGETS[task][0]]
-    value = combined['%s/%s' % (task, demo.TARGETS[task][0])]
+      single = json.load(f)[registry.task_class(task).DEMO.key]
+    value = combined['%s/%s' % (task, registry.task_class(task).DEMO.key)]
     assert '| multitask (%s) | %s | %.3f | >= %.2f | %s | %+.3f |' % (
-        task, demo.TARGETS[task][2], value, demo.TARGETS[task][1], 'PASS' if value >= demo.TARGETS[task][1] else 'FAIL',
+        task, registry.task_class(task).DEMO.display, value, registry.task_class(task).DEMO.target, 'PASS' if value >= registry.task_class(task).DEMO.target else 'FAIL',
         value - single) in report
   assert os.path.isfile(os.path.join(out, 'models', 'multitask', 'export', 'tflite_none', 'model.tflite'))
   latency = [[c.strip() for c in line.strip('|').split('|')] for line in report.splitlines()
@@ -89,7 +92,8 @@ def test_tiny_demo_runs_every_phase(tmp_path, capsys):
 
 
 def test_report_shows_undefined_coco_metrics_as_na(tmp_path):
-  result = demo.Result('detection', 'AP50', 0.5, 0.5, 1.0, {'AP50': 0.5, 'APl': -1.0, 'AP/star': -1.0}, [], [])
+  result = demo.Result('detection', 'detection', 'detection', 'AP50', 'COCO AP50', 0.5, 0.5, 1.0,
+                       {'AP50': 0.5, 'APl': -1.0, 'AP/star': -1.0}, [], [])
   path = demo.write_report(str(tmp_path), [result], 1.0)
   with open(path) as f:
     report = f.read()

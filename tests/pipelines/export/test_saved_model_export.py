@@ -6,8 +6,8 @@ from PIL import Image
 
 from pipelines.cli import predict
 from pipelines.training import runner
-from tests.pipelines.test_tflite_task import _trained
-from tests.pipelines.test_tflite_task import records  # noqa: F401  (fixture)
+from tests.pipelines.export.test_tflite_task import _trained
+from tests.pipelines.export.test_tflite_task import records  # noqa: F401  (fixture)
 
 
 def _signature(export_dir, name, feed):

@@ -24,8 +24,8 @@ runtime: {save_checkpoints_steps: 3, seed: 1}
 
 
 def test_mirrored_strategy_on_two_cpus(tmp_path):
-  code = 'import sys; from tests.pipelines import test_distribution as t; t.train_mirrored(sys.argv[1])'
-  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  code = 'import sys; from tests.pipelines.training import test_distribution as t; t.train_mirrored(sys.argv[1])'
+  root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
   result = subprocess.run([sys.executable, '-c', code, str(tmp_path)], cwd=root, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, universal_newlines=True, timeout=600)
   assert result.returncode == 0, result.stdout[-3000:]
