@@ -2,7 +2,7 @@
 
 Measures on the same machine and inputs: training images/s (RMSProp, batch norm in training mode, train op
 depending on the batch-norm updates, like our model_fn), inference images/s per batch size, the training
-input pipeline (`pipelines.classification_input.dataset` with the paper config) on a converted shapes dataset,
+input pipeline (`pipelines.inputs.classification_input.dataset` with the paper config) on a converted shapes dataset,
 and the peak RSS of each model.
 Every measurement runs in its own child process (this script re-invoked with `--_child`), so graphs never
 share a process and peaks do not mix. Both models are built the same way: tf.compat.v1 graph + Session,
@@ -314,7 +314,7 @@ def _model_rows(runs, opts):
 def _pipeline_rows(pipeline, slim_train, opts):
   rate, train = _get(pipeline, 'pipeline', 'img_s'), _get(slim_train, 'train', 'img_s')
   ratio = _ratio(rate, train)
-  return ['input pipeline: pipelines.classification_input.dataset, training mode (Inception crop + flip), %d px, b%d, '
+  return ['input pipeline: pipelines.inputs.classification_input.dataset, training mode (Inception crop + flip), %d px, b%d, '
           '%d shapes JPEGs of %d px' % (IMAGE_SIZE, opts.train_batch_size, opts.pipeline_images,
                                         opts.pipeline_image_size),
           '  %s img/s = %s x the slim training step (%s img/s)   target >= %.1fx %s   peak RSS %s MB' % (

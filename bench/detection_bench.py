@@ -2,9 +2,9 @@
 
 Prints, from one run on this machine: detector inference images/s per batch size (network alone, and network +
 box decoding + NMS as exported), NMS (decode + per-class NMS) milliseconds per image, the training input
-pipeline (`pipelines.detection_input.dataset`: decode, SSD random crop, flip, resize, target assignment) images/s on a
+pipeline (`pipelines.inputs.detection_input.dataset`: decode, SSD random crop, flip, resize, target assignment) images/s on a
 converted shapes dataset, and our MobileNetV2 classifier's inference images/s at 320x320 with the ratio
-detector / classifier. The detector is built by `pipelines.detection.DetectionTask` from
+detector / classifier. The detector is built by `pipelines.tasks.detection.DetectionTask` from
 `configs/ssdlite_mobilenet_v2_coco.yaml` (90 classes), with random weights and fixed random inputs held in a
 local variable (no feeding in the timed steps). Figures are from the median step.
 

@@ -1,6 +1,6 @@
 """Latency of the one-pass multi-task model against the three single-task models run one after another.
 
-Builds, with random weights and in inference mode, the multitask model of `pipelines.multitask` (one
+Builds, with random weights and in inference mode, the multitask model of `pipelines.tasks.multitask` (one
 MobileNetV2 backbone, the classifier, SSDLite and DeepLab heads: `build_outputs` on one image batch) and
 the three single-task models each task's own config builds, all at the same square input (default 320,
 the SSDLite size), in separate graphs and sessions of this process, taking turns run by run. It times batch-1 inference of the

@@ -1,7 +1,7 @@
 """Training images/s of the runtime settings, in one run: float32 vs bfloat16 vs XLA, 1 vs 2 logical CPU devices.
 
 Every figure is one training step of the classification model as the pipeline builds it
-(`pipelines.model_builder` backbone + classifier head, softmax cross-entropy, RMSProp, train op after the
+(`pipelines.tasks.model_builder` backbone + classifier head, softmax cross-entropy, RMSProp, train op after the
 batch-norm updates) on the same fixed random batch, in its own child process (this script re-invoked with
 `--_child`): XLA's CPU flag and the logical device count are fixed at a process's first session.
 
@@ -48,15 +48,15 @@ def child(args):
   """Times `args.setting`; prints one RESULT_TAG JSON line."""
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
-  from pipelines.training import precision  # pylint: disable=g-import-not-at-top
+  from pipelines.training import precision as precision_lib  # pylint: disable=g-import-not-at-top
   from pipelines.training import runner  # pylint: disable=g-import-not-at-top
   setting = args.setting
   config = _config(args, setting)
   task = runner.make_task(config)
   replicas = 2 if setting == '2cpu' else 1
-  session = precision.xla_session_config(config.runtime.xla, precision.mixed_precision_session_config(
+  session = precision_lib.xla_session_config(config.runtime.xla, precision_lib.mixed_precision_session_config(
       config.runtime.mixed_precision, tf.ConfigProto(allow_soft_placement=True)))
-  effective = precision.effective_precision(config.runtime.mixed_precision) if setting == 'bfloat16' else None
+  effective = precision_lib.effective_precision(config.runtime.mixed_precision) if setting == 'bfloat16' else None
   if replicas > 1:
     session.device_count['CPU'] = replicas
   graph = tf.Graph()

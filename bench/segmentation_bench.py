@@ -3,7 +3,7 @@
 Measures (1) inference images/s of the paper config (`configs/deeplabv3_mobilenet_v2_voc.yaml`) on one
 513x513 image, at output stride 16 and 8: backbone + head + bilinear upsampling of the logits + argmax,
 as `SegmentationTask.build_outputs` / the exported model run it, without JPEG decoding; and (2) the
-training input pipeline of the task (`pipelines.segmentation_input.dataset`: decode, random scale, pad, 513 crop,
+training input pipeline of the task (`pipelines.inputs.segmentation_input.dataset`: decode, random scale, pad, 513 crop,
 flip, batch) on a VOC devkit of VOC-sized images generated with `datasets.shapes` in a temporary folder.
 Graph mode, tf.compat.v1 Session, TensorFlow's default thread settings.
 

@@ -2,7 +2,7 @@
 
 For each task (classification 224, SSDLite 320, DeepLabv3 OS16 513; width 1.0, random weights from a
 checkpoint of the task's own graph), the exported model as `mnv2 export` builds it
-(`pipelines.tflite_task.frozen_graph`: EMA-less random weights, batch norm folded) is timed as:
+(`pipelines.export.tflite_task.frozen_graph`: EMA-less random weights, batch norm folded) is timed as:
 
   TF        the folded network in tf.Session (what the SavedModel runs, without its image decoding);
             detection: followed by the task's own box decoding and per-class NMS (`DetectionTask.detections`,

@@ -6,6 +6,6 @@ Converters (raw dataset -> TFRecords, with their feature keys): `imagenet`, `coc
 tf.data reader), `shard_writer`, `label_maps`. Demo data: `shapes`, `shapes_render`.
 
 Nothing here imports `heads` or `pipelines`: data flows datasets -> heads -> pipelines. The per-task input
-pipelines (decode -> preprocess -> batch, from a config) are `pipelines.*_input`.
+pipelines (decode -> preprocess -> batch, from a config) are `pipelines.inputs.*_input`.
 """
 from nets import compat  # noqa: F401  (tf-slim batch_norm shim for TF 2.15; see nets/compat.py)

@@ -6,7 +6,7 @@ central crop of 87.5% of each side and bilinear resize. Both resize without corn
 `resize_images`, and return float32 in [-1, 1] (MobileNet's input range).
 
 Not here: record decoding (`datasets.decoders.decode_classification`), batching and the input pipeline
-(`pipelines.classification_input`), bounding-box-guided crops (the records carry no boxes).
+(`pipelines.inputs.classification_input`), bounding-box-guided crops (the records carry no boxes).
 """
 import tensorflow.compat.v1 as tf
 

@@ -10,7 +10,7 @@ reported on stderr and counted, never fatal. `mnv2 convert coco` wraps `convert`
 
 Not here: reading records back (`datasets.decoders.decode_detection`), the label map format
 (`datasets.label_maps`), augmentation and resizing (`datasets.detection_preprocessing`), the input pipeline
-(`pipelines.detection_input`), the shard writer (`datasets.shard_writer`), keypoints, captions, panoptic
+(`pipelines.inputs.detection_input`), the shard writer (`datasets.shard_writer`), keypoints, captions, panoptic
 data, evaluation (pycocotools' COCOeval reads the original json).
 """
 import collections

@@ -12,7 +12,7 @@ the writer (`datasets.imagenet`, `datasets.coco`, `datasets.voc`) and imported f
 
 Not here: writing records (the converters), preprocessing (`datasets.classification_preprocessing`,
 `datasets.detection_preprocessing`, `datasets.segmentation_preprocessing`), the tf.data pipeline
-(`datasets.tfrecord.read_dataset`) and the per-task input pipelines (`pipelines.*_input`).
+(`datasets.tfrecord.read_dataset`) and the per-task input pipelines (`pipelines.inputs.*_input`).
 """
 import tensorflow.compat.v1 as tf
 from google.protobuf import message as protobuf_message
@@ -41,7 +41,7 @@ def decode_classification(serialized):
   }
   parsed = tf.parse_single_example(serialized, spec)
   # Any image format (TF-Slim's CIFAR-10 records hold PNGs, which TF 1.15's decode_jpeg rejects); JPEGs
-  # decode as decode_jpeg's default, like serving (`pipelines.classification_input.features_from_bytes`).
+  # decode as decode_jpeg's default, like serving (`pipelines.inputs.classification_input.features_from_bytes`).
   image = tf.image.decode_image(parsed[imagenet.ENCODED_KEY], channels=3, expand_animations=False)
   image.set_shape([None, None, 3])
   text = tf.where(tf.equal(parsed[imagenet.TEXT_KEY], ''), parsed[imagenet.SYNSET_KEY],

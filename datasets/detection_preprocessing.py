@@ -8,7 +8,7 @@ dataset ids to contiguous indices; `pad_objects` gives the per-image object list
 images batch.
 
 Not here: photometric distortions, the "zoom out" expansion of the SSD paper (SSDLite's pipeline does
-not use it), anchor matching (`heads.core.target_assigner`, applied by `pipelines.detection_input`),
+not use it), anchor matching (`heads.core.target_assigner`, applied by `pipelines.inputs.detection_input`),
 record decoding (`datasets.decoders`). This module does not import `heads`: data flows
 datasets -> heads, never back, so the one IoU the crop sampler needs is computed here (`_window_iou`).
 """

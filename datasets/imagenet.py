@@ -8,7 +8,7 @@ Input layouts: one folder per synset (`<input_dir>/n01440764/*.JPEG`), or the of
 folder plus a ground-truth file (one synset per line, images in sorted filename order).
 
 Not here: reading records back (`datasets.decoders.decode_classification`), preprocessing
-(`datasets.classification_preprocessing`), the input pipeline (`pipelines.classification_input`),
+(`datasets.classification_preprocessing`), the input pipeline (`pipelines.inputs.classification_input`),
 bounding-box annotations (the records carry none; training crops use the whole image, as MobileNetV2 did)
 and model code.
 """

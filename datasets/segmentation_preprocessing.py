@@ -7,7 +7,7 @@ Evaluation: pad the whole image bottom/right to the crop size (it must already f
 mean pixel 127.5 is 0.
 
 Not here: decoding records (`datasets.decoders.decode_segmentation`), batching and the input pipeline
-(`pipelines.segmentation_input`), resizing to a min/max side (not used for VOC), colour jitter or any
+(`pipelines.inputs.segmentation_input`), resizing to a min/max side (not used for VOC), colour jitter or any
 augmentation DeepLab does not do.
 """
 import tensorflow.compat.v1 as tf

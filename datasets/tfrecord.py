@@ -8,7 +8,7 @@ pipeline (files -> interleave -> shuffle -> repeat -> parse -> batch -> prefetch
 
 Not here: writing shards (the parallel, resumable `datasets.shard_writer.write_sharded`), dataset-specific
 feature keys (the converters `datasets.imagenet`, `coco`, `voc`), decoders (`datasets.decoders`),
-preprocessing (`datasets.*_preprocessing`) and the per-task input pipelines (`pipelines.*_input`).
+preprocessing (`datasets.*_preprocessing`) and the per-task input pipelines (`pipelines.inputs.*_input`).
 """
 import io
 import os

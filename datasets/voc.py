@@ -6,7 +6,7 @@ keys (the `KEY_*` constants here), the label stored as a single-channel PNG of c
 `labels.txt`. `voc_colormap` / `rgb_mask_to_indices` / `read_mask` handle VOC's colour-coded masks.
 
 Not here: reading records back (`datasets.decoders.decode_segmentation`), the DeepLab augmentation
-(`datasets.segmentation_preprocessing`), the input pipeline (`pipelines.segmentation_input`), shard writing
+(`datasets.segmentation_preprocessing`), the input pipeline (`pipelines.inputs.segmentation_input`), shard writing
 (`datasets.shard_writer`), downloading the devkit or SBD, instance masks (SegmentationObject).
 """
 import io

@@ -12,7 +12,7 @@ the training mode come from the caller's arg_scope.
 
 The head is a function of the backbone's end_points: the caller builds MobileNetV2 under `MobilenetV2`
 up to `layer_18`, atrous past the output stride, with DeepLab's channel rounding (min_depth and
-divisible_by 8 at multiplier 1.0, 1 otherwise; see `pipelines.model_builder`).
+divisible_by 8 at multiplier 1.0, 1 otherwise; see `pipelines.tasks.model_builder`).
 
 Not here: the backbone, losses, label handling, input preprocessing and cropping, multi-scale inference,
 the dense-prediction cell, squeeze-and-excitation ASPP.

@@ -11,7 +11,7 @@ its checkpoint restores with a plain `tf.train.Saver`:
 
 The head is a function of the backbone's end_points: the caller builds MobileNetV2 (under
 `FeatureExtractor/MobilenetV2`, up to `layer_19`, without finegrain mode, as the public extractor; see
-`pipelines.model_builder`) and passes its end_points here. `feature_map_info` describes the six maps
+`pipelines.tasks.model_builder`) and passes its end_points here. `feature_map_info` describes the six maps
 (stride, channels) without a graph, from `nets.mobilenet_spec.feature_info`, so anchors and checks need
 no forward pass.
 

@@ -208,7 +208,7 @@ def mobilenet(input_tensor, num_classes=1001, depth_multiplier=1.0, scope=DEFAUL
     activation_fn: replaces ReLU6 in every conv.
     **kwargs: is_training (default False, or set by `training_scope`), reuse, prediction_fn, base_only,
       output_stride (8/16/32), final_endpoint ('layer_N'), use_explicit_padding, normalizer_fn (the batch
-      norm after every conv, default slim.batch_norm; e.g. `pipelines.distribution.sync_batch_norm`).
+      norm after every conv, default slim.batch_norm; e.g. `pipelines.training.sync_batch_norm.sync_batch_norm`).
 
   Returns:
     logits: float32 [B, num_classes] (or pooled features [B, 1, 1, C] when num_classes is falsy).

@@ -156,7 +156,7 @@ MIXED_PRECISIONS = ('float16', 'bfloat16')
 
 @dataclasses.dataclass(frozen=True)
 class DistributionConfig:
-  """Where training runs (see README "Training on several GPUs and machines", `pipelines.distribution`)."""
+  """Where training runs (see README "Training on several GPUs and machines", `pipelines.training.distribution`)."""
   strategy: str = 'none'  # none | mirrored | multi_worker_mirrored | parameter_server
   num_devices: int = 0  # mirrored: GPUs to use, 0 = every visible GPU
   cpu_devices: int = 1  # mirrored without a GPU: N > 1 splits the host CPU into N logical devices

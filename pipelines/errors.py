@@ -6,7 +6,7 @@ message with graph node names and stack traces. `one_line` keeps what the user m
 and rewords the messages whose TensorFlow wording does not say it.
 
 Not here: raising the errors (the checks live next to the data they check: `pipelines.config`,
-`datasets.decoders`, the `pipelines.*_input` modules); printing them (`pipelines.cli.main`).
+`datasets.decoders`, the `pipelines.inputs.*_input` modules); printing them (`pipelines.cli.main`).
 """
 import re
 import sys

@@ -201,8 +201,8 @@ def _train_split_config(config):
 
 
 def _tflite_threads():
-  from pipelines.export import tflite_export  # pylint: disable=g-import-not-at-top
-  return os.cpu_count() if tflite_export.interpreter_supports_num_threads() else None
+  from pipelines.export import tflite_runtime  # pylint: disable=g-import-not-at-top
+  return os.cpu_count() if tflite_runtime.interpreter_supports_num_threads() else None
 
 
 def measure_exports(config, model_dir, saved_model_dir, sample_image):

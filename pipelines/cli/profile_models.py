@@ -1,7 +1,7 @@
 """Parameter and multiply-add profiles of the SSDLite and DeepLabv3 MobileNetV2 models (batch of 1).
 
 Each profile builds the task's own model -- `build_outputs` of the task, so the backbone comes from
-`pipelines.model_builder` exactly as in training and export -- in inference mode in a throwaway graph,
+`pipelines.tasks.model_builder` exactly as in training and export -- in inference mode in a throwaway graph,
 and counts it with `nets.profile.profile_graph` (convolutions only, atrous convolutions at the cost of
 regular ones).
 

@@ -5,7 +5,7 @@ is an export, fed encoded images through its own serving path. This module measu
 
   evaluate(config, predict)   every record of `data.eval_files` (each member's, for a multitask config):
                               its encoded image -> `predict` -> the prediction dict that `mnv2 predict`
-                              prints (`pipelines.predict` / `pipelines.tflite_task` keys), scored with the
+                              prints (`pipelines.cli.predict` / `pipelines.export.tflite_task` keys), scored with the
                               code the Estimator's evaluation uses: `coco_metrics.CocoEvaluator` (detection),
                               `segmentation_metrics` confusion matrix and mIoU (segmentation), top-1 / top-5
                               accuracy of the class probabilities (classification, `label_offset` applied).
@@ -15,7 +15,7 @@ is an export, fed encoded images through its own serving path. This module measu
 
 Records are parsed with the converters' feature keys (the OD API's, DeepLab's and TF-Slim's), so the
 groundtruth is what the Estimator's evaluation reads; only the image goes through the export's own
-preprocessing. Not here: exporting (`pipelines.runner.export`, `pipelines.tflite_task.export`).
+preprocessing. Not here: exporting (`pipelines.training.runner.export`, `pipelines.export.tflite_task.export`).
 """
 import io
 import logging
@@ -200,7 +200,7 @@ def evaluate(config, predict, max_images=None):
   Args:
     config: the export's Config (a multitask config scores each member on its own eval split).
     predict: callable, encoded image bytes -> one prediction dict (no batch dimension), keys as
-      `pipelines.predict` (`<member>/<key>` for multitask).
+      `pipelines.cli.predict` (`<member>/<key>` for multitask).
     max_images: optional int, score only the first images of each split.
 
   Returns:

@@ -12,7 +12,7 @@ Conventions:
   labels but never predicted (or predicted but absent) has IoU 0 and counts.
 * Pixel accuracy is sum(TP) / (counted pixels); 0 when no pixel counted.
 
-Not here: the model, the argmax of logits, multi-scale inference (see `pipelines.segmentation`).
+Not here: the model, the argmax of logits, multi-scale inference (see `pipelines.tasks.segmentation`).
 """
 import re
 

@@ -17,7 +17,7 @@ padding (`tf.pad` before a VALID conv, `use_explicit_padding`) sits before the c
 in the way.
 
 Works on TF 1.15 (where slim may emit `FusedBatchNorm` or `FusedBatchNormV3`) and TF 2.15 (`V3`).
-Not here: conversion to TFLite (`pipelines.tflite_export`), quantization, graphs with batch norm in
+Not here: conversion to TFLite (`pipelines.export.tflite_export`), quantization, graphs with batch norm in
 training mode (rejected: their statistics depend on the batch).
 """
 import collections

@@ -8,7 +8,7 @@ The network is frozen with the moving-average weights and its batch norms folded
   uint8 images --encode_png--> encoded bytes --task.features_from_bytes--> float images --> model
 
   serving_default            encoded_image string [B] -> the task's predictions (as before: what
-                             `mnv2 predict --saved-model` and `pipelines.render` read)
+                             `mnv2 predict --saved-model` and `pipelines.cli.render` read)
   classification
     float_images:serving_default   images float32 [B, S, S, 3] in [-1, 1] -> the same predictions
     image_tensor                   inputs uint8 [B, H, W, 3] -> the same predictions (TF-Slim clients)

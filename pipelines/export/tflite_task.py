@@ -194,7 +194,7 @@ class TFLitePredictor(object):
 
 
 def predict(model_path, image_paths, num_threads=None):
-  """One prediction dict per image file from a model.tflite (keys as `pipelines.predict`'s)."""
+  """One prediction dict per image file from a model.tflite (keys as `pipelines.cli.predict`'s)."""
   predictor = TFLitePredictor(model_path, num_threads)
   try:
     results = []

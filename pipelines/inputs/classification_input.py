@@ -4,10 +4,10 @@ The one pipeline that training, evaluation, tests and benchmarks read (`dataset`
 preprocessing of encoded images (`features_from_bytes`, the same as evaluation's). Settings come from the
 config: `classification.image_size`, `classification.min_crop_area` (the training crop covers that
 fraction of the image area up to all of it), `runtime.seed`, the batch sizes and the `data.*` reader
-settings (see `pipelines.input_common`).
+settings (see `pipelines.inputs.input_common`).
 
 Not here: the record format (`datasets.imagenet`, `datasets.decoders.decode_classification`), the
-preprocessing maths (`datasets.classification_preprocessing`), the model (`pipelines.classification`).
+preprocessing maths (`datasets.classification_preprocessing`), the model (`pipelines.tasks.classification`).
 """
 import tensorflow.compat.v1 as tf
 

@@ -4,7 +4,7 @@ The one pipeline that training, evaluation, tests and benchmarks read (`dataset`
 preprocessing of encoded images (`features_from_bytes`, the same as evaluation's). Settings come from the
 config's `detection` section (image_size, num_classes, max_objects, random_crop, matched_threshold,
 unmatched_threshold), `runtime.seed`, the batch sizes and the `data.*` reader settings (see
-`pipelines.input_common`).
+`pipelines.inputs.input_common`).
 
 Class convention (the Object Detection API's): a class index IS the label-map id, so records must hold ids
 in 1..detection.num_classes; any other id stops the pipeline with an error naming the files and the record.
@@ -14,7 +14,7 @@ the model_fn gets dense, static-shaped labels; evaluation also gets the padded g
 
 Not here: the record format (`datasets.coco`, `datasets.decoders.decode_detection`), the augmentation
 maths (`datasets.detection_preprocessing`), anchors (`heads.core.anchors`), the model
-(`pipelines.detection`).
+(`pipelines.tasks.detection`).
 """
 import dataclasses
 import logging
@@ -162,7 +162,7 @@ def dataset(config, mode, anchors, batch_size=None, repeat=None):
   Args:
     config: `pipelines.config.Config`.
     mode: a `tf.estimator.ModeKeys` value (TRAIN reads data.train_files, other modes eval_files).
-    anchors: float32 [A, 4] normalized anchors (the model's: `pipelines.detection.ssd_anchors`).
+    anchors: float32 [A, 4] normalized anchors (the model's: `pipelines.tasks.detection.ssd_anchors`).
     batch_size: int, overrides train.batch_size / eval.batch_size.
     repeat: see `input_common.read_records`.
   """

@@ -8,7 +8,7 @@ training batches are full (static batch size) and repeat, evaluation reads the s
 last partial batch so every record is scored.
 
 Not here: decoding (`datasets.decoders`), preprocessing (`datasets.*_preprocessing`), the per-task
-pipelines built on these (`pipelines.classification_input`, `detection_input`, `segmentation_input`).
+pipelines built on these (`pipelines.inputs.classification_input`, `detection_input`, `segmentation_input`).
 """
 import tensorflow.compat.v1 as tf
 

@@ -3,7 +3,7 @@
 The one pipeline that training, evaluation, tests and benchmarks read (`dataset`), and the inference
 preprocessing of encoded images (`features_from_bytes`). Settings come from the config's `segmentation`
 section (crop_size, eval_crop_size, min_scale, max_scale, scale_step, ignore_label), `runtime.seed`, the
-batch sizes and the `data.*` reader settings (see `pipelines.input_common`).
+batch sizes and the `data.*` reader settings (see `pipelines.inputs.input_common`).
 
 Training: random scale on DeepLab's grid (`scale_step`), pad, `crop_size` crop, flip. Evaluation: the whole
 image padded bottom/right to `eval_crop_size` (which must be >= every image side). Inference: an image is
@@ -11,7 +11,7 @@ downscaled only if a side exceeds `eval_crop_size` (keeping its aspect ratio), t
 the features carry the sizes needed to crop the prediction back.
 
 Not here: the record format (`datasets.voc`, `datasets.decoders.decode_segmentation`), the augmentation
-maths (`datasets.segmentation_preprocessing`), the model (`pipelines.segmentation`).
+maths (`datasets.segmentation_preprocessing`), the model (`pipelines.tasks.segmentation`).
 """
 import tensorflow.compat.v1 as tf
 

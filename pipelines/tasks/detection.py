@@ -16,7 +16,7 @@ original_height/original_width. Losses: smooth L1 on boxes + sigmoid (or softmax
 hard-negative mining, both divided by max(1, positives in the batch). Predictions (also `serving_default`,
 encoded image bytes in): detection_boxes float32 [B, D, 4] absolute pixels [ymin, xmin, ymax, xmax] of
 the original image, detection_scores [B, D], detection_classes int32 [B, D] label ids (0 on padding),
-detection_class_names string [B, D], num_detections int32 [B]. Eval metrics: `pipelines.coco_metrics`,
+detection_class_names string [B, D], num_detections int32 [B]. Eval metrics: `pipelines.evaluation.coco_metrics`,
 which also writes `<model_dir>/eval/detections.json` when the task has a `model_dir`. The class scores are
 decided once, by `class_scores` (sigmoid or softmax, `detection.classification_loss`): postprocessing,
 SavedModel and TFLite exports all use it.

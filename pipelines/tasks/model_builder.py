@@ -22,7 +22,7 @@ weight decay, init and batch-norm decay, and batch norm in training mode only wh
 `normalizer_fn`) and every head conv scope (`heads.scopes.conv_bn_scope`, set through `arg_scope`) use
 `pipelines.training.sync_batch_norm` (global-batch moments across replicas, slim's variables).
 
-Not here: the heads (`heads/`), losses, anything about devices or precision (`pipelines.runner`).
+Not here: the heads (`heads/`), losses, anything about devices or precision (`pipelines.training.runner`).
 """
 import collections
 import contextlib

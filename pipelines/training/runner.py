@@ -217,7 +217,7 @@ def _log_timeout(model_dir):
 def export(config, model_dir, export_dir=None, checkpoint_path=None, fold_batch_norm=True):
   """Exports a SavedModel (serving signatures of the task, batch norm folded); returns its directory.
 
-  See `pipelines.saved_model_export` for the signatures; `fold_batch_norm=False` keeps the Estimator export.
+  See `pipelines.export.saved_model_export` for the signatures; `fold_batch_norm=False` keeps the Estimator export.
   """
   task = make_task(config, model_dir)
   base = export_dir or os.path.join(model_dir, 'export')

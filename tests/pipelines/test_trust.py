@@ -296,7 +296,8 @@ def test_config_errors_name_the_key(tmp_path, override, key):
 
 def test_segmentation_ignore_label_is_what_loss_and_metrics_skip(graph):
   import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
-  from pipelines.tasks import segmentation, segmentation_metrics  # pylint: disable=g-import-not-at-top
+  from pipelines.evaluation import segmentation_metrics  # pylint: disable=g-import-not-at-top
+  from pipelines.tasks import segmentation  # pylint: disable=g-import-not-at-top
   labels = tf.constant([[0, 1, 7, 2]])
   logits = tf.one_hot([[0, 1, 0, 0]], 3) * 5.0
   with tf.Session() as sess:
@@ -385,7 +386,8 @@ def _detection_records(path, objects):
 def test_eval_keeps_every_box_beyond_max_objects(tmp_path, graph):
   import logging  # pylint: disable=g-import-not-at-top
   import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
-  from pipelines.tasks import detection, detection_input  # pylint: disable=g-import-not-at-top
+  from pipelines.inputs import detection_input  # pylint: disable=g-import-not-at-top
+  from pipelines.tasks import detection  # pylint: disable=g-import-not-at-top
   record = _detection_records(str(tmp_path / 'd.record'), [(3, 3), (1, 1)])
   path = _write(tmp_path, DETECTION % {'train': record, 'labels': _real('detection', 'pet_label_map.pbtxt')})
   config = runner.load_config(path, ['detection.max_objects=2'])

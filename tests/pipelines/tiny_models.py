@@ -46,7 +46,7 @@ def segmentation_build(num_classes=4, depth_multiplier=DEPTH, output_stride=16, 
   dwarf its spatial variation (one class everywhere); centered, its class map has structure to compare."""
   def build(images, is_training=False):
     with slim.arg_scope(mobilenet_v2.training_scope(is_training=is_training)):
-      # DeepLab's rounding below width 1.0 (min_depth and divisible_by 1), as pipelines.model_builder.
+      # DeepLab's rounding below width 1.0 (min_depth and divisible_by 1), as pipelines.tasks.model_builder.
       _, end_points = mobilenet_v2.mobilenet_base(images, depth_multiplier=depth_multiplier, output_stride=output_stride,
                                                   final_endpoint=deeplab.FEATURE_ENDPOINT, min_depth=1, divisible_by=1,
                                                   scope=mobilenet_v2.DEFAULT_SCOPE, is_training=is_training)

@@ -1,5 +1,5 @@
 """Parameters and multiply-adds of the SSDLite and DeepLabv3 models as the tasks build them, pinned to the
-public models' counts (the backbone comes from `pipelines.model_builder`, the heads from `heads/`)."""
+public models' counts (the backbone comes from `pipelines.tasks.model_builder`, the heads from `heads/`)."""
 from pipelines.cli import profile_models
 
 

@@ -1,4 +1,4 @@
-"""Pictures for a person (`pipelines.render`): small images drawn on an upscaled copy with readable labels,
+"""Pictures for a person (`pipelines.cli.render`): small images drawn on an upscaled copy with readable labels,
 the segmentation input beside its mask, the class-id mask kept at the image's size, relative paths."""
 import os
 

@@ -1,4 +1,4 @@
-"""Scoring an export on the held-out split (`pipelines.exported_eval`): predictions built from the records'
+"""Scoring an export on the held-out split (`pipelines.evaluation.exported_eval`): predictions built from the records'
 own groundtruth (read with the product decoders, not the module's parser) score perfectly; known-wrong ones
 score what the metric definitions say; bad predictions and missing files name the record or the key."""
 import os

@@ -1,4 +1,4 @@
-"""pipelines.freeze: restore (EMA first), freeze, and batch-norm folding that keeps the outputs."""
+"""pipelines.export.freeze: restore (EMA first), freeze, and batch-norm folding that keeps the outputs."""
 import collections
 import logging
 

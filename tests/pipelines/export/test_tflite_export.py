@@ -1,4 +1,4 @@
-"""pipelines.tflite_export: TFLite models of tiny MobileNetV2s against their frozen TF graphs, per quantize mode.
+"""pipelines.export.tflite_export: TFLite models of tiny MobileNetV2s against their frozen TF graphs, per quantize mode.
 
 Thresholds: float32 must match TF to float rounding (probabilities 1e-4, the same detections with IoU >= 0.99
 and scores within 1e-3, >= 99.9% of pixels); float16 weights move outputs by ~1e-3 relative; int8 is

@@ -33,7 +33,7 @@ def classification_graph(build, checkpoint_path, image_size, use_moving_averages
     use_moving_averages: restore the EMA shadow variables when the checkpoint has them.
 
   Returns:
-    pipelines.freeze.FrozenGraph with the one output PROBABILITIES.
+    pipelines.export.freeze.FrozenGraph with the one output PROBABILITIES.
   """
   def graph(images):
     outputs = build(images)

@@ -1,4 +1,4 @@
-"""pipelines.classification_input: the one classification input pipeline (records -> batches) and serving input."""
+"""pipelines.inputs.classification_input: the one classification input pipeline (records -> batches) and serving input."""
 import io
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""pipelines.segmentation_input: the one segmentation input pipeline (records -> batches) and serving input."""
+"""pipelines.inputs.segmentation_input: the one segmentation input pipeline (records -> batches) and serving input."""
 import io
 
 import numpy as np

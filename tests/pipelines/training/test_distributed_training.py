@@ -17,6 +17,7 @@ import tensorflow.compat.v1 as tf
 from pipelines import config as config_schema
 from pipelines import config_lib
 from pipelines.training import distribution
+from pipelines.training import sync_batch_norm
 from pipelines.inputs import input_common
 from tests.conftest import run_in_child
 from tests.conftest import tiny_imagenet_records
@@ -45,7 +46,7 @@ def _write_config(tmp_path, records):
 
 def _run_child(function, *args, timeout=900):
   """Runs `function(*args)` of this module in a fresh Python process; returns its output (asserts success)."""
-  return run_in_child('tests.pipelines.test_distributed_training', function, *args, timeout=timeout)
+  return run_in_child('tests.pipelines.training.test_distributed_training', function, *args, timeout=timeout)
 
 
 def _fast_sessions():
@@ -383,8 +384,8 @@ def test_sync_batch_norm_reaches_backbone_and_heads(tmp_path, task, monkeypatch)
     f.write('task: %s\nmodel: {depth_multiplier: 0.35}\n%s\ntrain: {batch_size: 2, steps: 1, '
             'freeze_batch_norm: false, learning_rate: {schedule: constant}}\n' % (task, section))
   reduced = []
-  monkeypatch.setattr(distribution, '_replica_count', lambda: 2)
-  monkeypatch.setattr(distribution, '_all_reduce_sum', lambda value: reduced.append(value) or value)
+  monkeypatch.setattr(sync_batch_norm, '_replica_count', lambda: 2)
+  monkeypatch.setattr(sync_batch_norm, '_all_reduce_sum', lambda value: reduced.append(value) or value)
   counts = {}
   for sync in (False, True):
     del reduced[:]

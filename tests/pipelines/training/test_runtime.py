@@ -15,7 +15,7 @@ import tensorflow.compat.v1 as tf
 import tf_slim as slim
 
 from pipelines.training import distribution
-from pipelines.training import precision
+from pipelines.training import precision as precision_lib
 from pipelines.training import sync_batch_norm
 from tests.conftest import run_in_child
 from tests.pipelines.training import cluster_util
@@ -26,7 +26,7 @@ TF1 = tf.__version__.startswith('1.')
 
 def _run_child(function, *args, timeout=300):
   """Runs `function(*args)` of this module in a fresh Python process; returns its output (asserts success)."""
-  return run_in_child('tests.pipelines.test_runtime', function, *args, timeout=timeout)
+  return run_in_child('tests.pipelines.training.test_runtime', function, *args, timeout=timeout)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -122,12 +122,12 @@ def estimator_on_split_cpu():
       net = slim.conv2d(features, 4, 3, normalizer_fn=sync_batch_norm.sync_batch_norm, scope='conv')
     net = tf.reduce_mean(slim.conv2d(net, 2, 1, activation_fn=None, scope='out'), [1, 2])
     loss = tf.reduce_mean(tf.square(net - labels))  # the Estimator's v1 optimizer divides by the replicas
-    opt = precision.mixed_precision_optimizer(tf.train.GradientDescentOptimizer(0.1), 'float16')
+    opt = precision_lib.mixed_precision_optimizer(tf.train.GradientDescentOptimizer(0.1), 'float16')
     with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
       train_op = opt.minimize(loss, global_step=tf.train.get_or_create_global_step())
     return tf.estimator.EstimatorSpec(mode, loss=loss, train_op=train_op)
 
-  session_config = precision.mixed_precision_session_config('float16', tf.ConfigProto(allow_soft_placement=True),
+  session_config = precision_lib.mixed_precision_session_config('float16', tf.ConfigProto(allow_soft_placement=True),
                                                                emulate_float16_on_cpu=True, gpus=[])
   model_dir = tempfile.mkdtemp()
   run_config = tf.estimator.RunConfig(model_dir=model_dir, **placement.run_config_kwargs(session_config))
@@ -330,26 +330,26 @@ def sync_bn_equivalence():
 
 def test_mixed_precision_arguments_and_warnings(caplog):
   with pytest.raises(ValueError, match=r'^runtime\.mixed_precision: unknown'):
-    precision.mixed_precision_optimizer(tf.train.GradientDescentOptimizer(0.1), 'float8')
+    precision_lib.mixed_precision_optimizer(tf.train.GradientDescentOptimizer(0.1), 'float8')
   opt = tf.train.GradientDescentOptimizer(0.1)
-  assert precision.mixed_precision_optimizer(opt, None) is opt
-  assert precision.mixed_precision_optimizer(opt, 'bfloat16') is opt
-  assert precision.mixed_precision_optimizer(opt, 'float16') is not opt
-  precision._WARNED.clear()  # pylint: disable=protected-access
+  assert precision_lib.mixed_precision_optimizer(opt, None) is opt
+  assert precision_lib.mixed_precision_optimizer(opt, 'bfloat16') is opt
+  assert precision_lib.mixed_precision_optimizer(opt, 'float16') is not opt
+  precision_lib._WARNED.clear()  # pylint: disable=protected-access
   caplog.set_level(logging.WARNING, logger='mnv2')
-  assert precision.effective_precision('float16', gpus=[]) is None
-  assert precision.effective_precision('float16', gpus=[]) is None
-  assert precision.effective_precision('float16', gpus=['/gpu:0']) == 'float16'
-  assert precision.effective_precision('bfloat16', flags={'avx2'}) is None
+  assert precision_lib.effective_precision('float16', gpus=[]) is None
+  assert precision_lib.effective_precision('float16', gpus=[]) is None
+  assert precision_lib.effective_precision('float16', gpus=['/gpu:0']) == 'float16'
+  assert precision_lib.effective_precision('bfloat16', flags={'avx2'}) is None
   expected = None if TF1 else 'bfloat16'
-  assert precision.effective_precision('bfloat16', flags={'avx512_bf16'}) == expected
+  assert precision_lib.effective_precision('bfloat16', flags={'avx512_bf16'}) == expected
   warnings = [r.getMessage() for r in caplog.records if r.name == 'mnv2']
   assert len(warnings) == 2, warnings  # one per fallback, not per call
   assert warnings[0].startswith('runtime.mixed_precision: float16 needs a GPU') and 'float32' in warnings[0]
   assert 'bfloat16' in warnings[1] and 'float32' in warnings[1]
-  rewrite = precision.mixed_precision_session_config('float16', gpus=['/gpu:0']).graph_options.rewrite_options
+  rewrite = precision_lib.mixed_precision_session_config('float16', gpus=['/gpu:0']).graph_options.rewrite_options
   assert rewrite.auto_mixed_precision == 1  # RewriterConfig.ON
-  rewrite = precision.mixed_precision_session_config('float16', gpus=[]).graph_options.rewrite_options
+  rewrite = precision_lib.mixed_precision_session_config('float16', gpus=[]).graph_options.rewrite_options
   assert rewrite.auto_mixed_precision == 0
 
 
@@ -362,10 +362,10 @@ def _mixed_precision_step(tmp_path, precision, emulate):
       net = slim.conv2d(images, 4, 3, normalizer_fn=sync_batch_norm.sync_batch_norm, scope='conv')
     net = slim.conv2d(net, 2, 1, activation_fn=None, scope='out')
     loss = tf.reduce_mean(tf.square(net))
-    opt = precision.mixed_precision_optimizer(tf.train.GradientDescentOptimizer(0.1), precision)
+    opt = precision_lib.mixed_precision_optimizer(tf.train.GradientDescentOptimizer(0.1), precision)
     with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
       train_op = opt.minimize(loss, global_step=tf.train.get_or_create_global_step())
-    config = precision.mixed_precision_session_config(precision, emulate_float16_on_cpu=emulate, gpus=[])
+    config = precision_lib.mixed_precision_session_config(precision, emulate_float16_on_cpu=emulate, gpus=[])
     saver = tf.train.Saver()
     with tf.Session(config=config) as sess:
       sess.run(tf.global_variables_initializer())
@@ -407,7 +407,7 @@ def test_float16_graph_and_checkpoint(tmp_path):
   np.testing.assert_allclose(_reload_float32(path), reader.get_tensor('conv/weights'))
 
 
-@pytest.mark.skipif(TF1 or not precision.cpu_supports_bfloat16(), reason='needs TF 2.x and an AVX512_BF16/AMX CPU')
+@pytest.mark.skipif(TF1 or not precision_lib.cpu_supports_bfloat16(), reason='needs TF 2.x and an AVX512_BF16/AMX CPU')
 def test_bfloat16_rewrite_on_cpu(tmp_path):
   casts, convs, path = _mixed_precision_step(tmp_path, 'bfloat16', emulate=False)
   assert 'bfloat16' in casts and 'bfloat16' in convs
@@ -421,9 +421,9 @@ def test_bfloat16_rewrite_on_cpu(tmp_path):
 
 
 def test_xla_session_config():
-  config = precision.xla_session_config(False, tf.ConfigProto(inter_op_parallelism_threads=2))
+  config = precision_lib.xla_session_config(False, tf.ConfigProto(inter_op_parallelism_threads=2))
   assert config.graph_options.optimizer_options.global_jit_level == tf.OptimizerOptions.DEFAULT
-  config = precision.xla_session_config(True, tf.ConfigProto(inter_op_parallelism_threads=2), gpus=['/gpu:0'])
+  config = precision_lib.xla_session_config(True, tf.ConfigProto(inter_op_parallelism_threads=2), gpus=['/gpu:0'])
   assert config.graph_options.optimizer_options.global_jit_level == tf.OptimizerOptions.ON_1
   assert config.inter_op_parallelism_threads == 2
   assert 'XLA OK' in _run_child('xla_compiles_on_cpu')
@@ -431,7 +431,7 @@ def test_xla_session_config():
 
 def xla_compiles_on_cpu():
   os.environ.pop('TF_XLA_FLAGS', None)
-  config = precision.xla_session_config(True, gpus=[])
+  config = precision_lib.xla_session_config(True, gpus=[])
   assert '--tf_xla_cpu_global_jit' in os.environ['TF_XLA_FLAGS']
   with tf.Graph().as_default():
     x = tf.constant(np.ones([4, 8], np.float32))
