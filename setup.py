@@ -51,5 +51,5 @@ setup(
         'test': ['pytest>=6,<8; ' + PY37, 'pytest-xdist>=3,<3.3; ' + PY37,  # xdist: `make test` JOBS
                  'pytest>=7; ' + PY3X, 'pytest-xdist>=3; ' + PY3X],
     },
-    entry_points={'console_scripts': ['mnv2 = pipelines.cli.main:main']},
+    entry_points={'console_scripts': ['mnv2 = pipelines.cli.main:run']},
 )

@@ -115,7 +115,7 @@ def _write_shard(task):
   return result
 
 
-class _Progress(object):
+class Progress(object):
   """`desc: done/total items (rate items/s)` on stderr; a line per 30 s instead of `\\r` when not a tty."""
 
   def __init__(self, total, desc, stream=None):
@@ -244,7 +244,7 @@ def write_sharded(items, encode_fn, output_dir, split, num_shards, num_workers=N
   tasks = [(path, shard_items, encode_fn, on_error) for path, shard_items in shards
            if not tf.io.gfile.exists(path)]
   stats = {'written': 0, 'skipped': 0, 'errors': [], 'shards_skipped': len(shards) - len(tasks)}
-  progress = _Progress(sum(len(t[1]) for t in tasks), desc)
+  progress = Progress(sum(len(t[1]) for t in tasks), desc)
   num_workers = min(num_workers or multiprocessing.cpu_count(), max(len(tasks), 1))
   results = _run_pool(tasks, num_workers, progress) if num_workers > 1 else _run_inline(tasks, progress)
   progress.draw(force=True, end='\n')

@@ -176,6 +176,50 @@ def list_files(file_pattern):
   return files
 
 
+def damaged_record(path):
+  """Why the TFRecord file `path` cannot be read to its end (e.g. 'corrupted record at byte 59459'), or None.
+
+  Reads every record's length and CRCs once (TensorFlow's reader), no parsing: what a training or
+  evaluation input pipeline meets when a shard has flipped bytes or was cut short. The byte is TensorFlow's
+  (the offset it was reading), the record the index of the first one that cannot be read.
+  """
+  index = 0
+  try:
+    for index, _ in enumerate(tf.io.tf_record_iterator(path), 1):
+      pass
+  except tf.errors.DataLossError as error:
+    text = (getattr(error, 'message', None) or str(error)).split('\n')[0]
+    found = re.search(r'(corrupted|truncated) record at (\d+)', text)
+    return '%s record at byte %s (record %d)' % (found.groups() + (index,)) if found else text
+  except tf.errors.OpError as error:  # unreadable (removed, permissions)
+    return (getattr(error, 'message', None) or str(error)).split('\n')[0]
+  return None
+
+
+def check_records(path):
+  """(records read, why the file is damaged or None): every record's CRCs, and each parses as a
+  tf.train.Example (`mnv2 check-records`)."""
+  count = 0
+  try:
+    for count, record in enumerate(tf.io.tf_record_iterator(path), 1):
+      try:
+        tf.train.Example.FromString(record)
+      except Exception:  # pylint: disable=broad-except  (protobuf's DecodeError differs between versions)
+        return count, 'record %d is not a tf.train.Example' % (count - 1)
+  except tf.errors.OpError:
+    return count, damaged_record(path)
+  return count, None
+
+
+def find_damaged(files):
+  """(path, why) of the first damaged file of `files` (see `damaged_record`), or None when all read."""
+  for path in files:
+    why = damaged_record(path)
+    if why:
+      return path, why
+  return None
+
+
 def _repeat_count(repeat, is_training):
   if repeat is None:
     repeat = is_training

@@ -4,4 +4,4 @@ import sys
 from pipelines.cli import main
 
 if __name__ == '__main__':
-  sys.exit(main.main())
+  sys.exit(main.run())

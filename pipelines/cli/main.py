@@ -215,6 +215,32 @@ def _run_convert(args):
   return _dataset_module(args.dataset).run(args)
 
 
+def _add_check_records(parser):
+  parser.add_argument('patterns', nargs='+', metavar='PATTERN', help='TFRecord files or globs (quote globs)')
+
+
+def _run_check_records(args):
+  """Reads every record of the matched files (CRCs, tf.train.Example parse); names each damaged file."""
+  from datasets import shard_writer  # pylint: disable=g-import-not-at-top
+  from datasets import tfrecord  # pylint: disable=g-import-not-at-top
+  _quiet_tf()
+  files = tfrecord.list_files(args.patterns)
+  progress = shard_writer.Progress(len(files), 'checking records (files)')
+  damaged, records = [], 0
+  for path in files:
+    count, why = tfrecord.check_records(path)
+    records += count
+    if why:
+      damaged.append(path)
+      sys.stderr.write('%sdamaged: %s: %s (re-create this shard)\n' % ('\r\033[K' if progress.tty else '', path,
+                                                                       why))
+    progress.handle(('done', 1))
+  progress.draw(force=True, end='\n')
+  print('%d files, %d records read, %d damaged%s' % (len(files), records, len(damaged),
+                                                     ': ' + ' '.join(damaged) if damaged else ''))
+  return 1 if damaged else 0
+
+
 def _add_demo_data(parser):
   from datasets import shapes  # pylint: disable=g-import-not-at-top
   shapes.add_arguments(parser)
@@ -243,6 +269,8 @@ _COMMANDS = {
     'predict': ('predict on image files from a SavedModel or a checkpoint', _add_predict, _run_predict),
     'profile': ('parameters and multiply-adds per layer type', _add_profile, _run_profile),
     'convert': ('convert a raw dataset to sharded TFRecords', _add_convert, _run_convert),
+    'check-records': ('read every record of TFRecord files (CRCs, Example parse) and name the damaged ones',
+                      _add_check_records, _run_check_records),
     'demo-data': ('write the embedded "shapes" dataset in ImageNet, COCO and VOC formats', _add_demo_data,
                   _run_demo_data),
     'demo': ('generate, convert, train, evaluate, export and predict all three tasks', _add_demo, _run_demo),
@@ -303,5 +331,18 @@ def main(argv=None):
     return 2
 
 
+def run(argv=None):
+  """The `mnv2` entry point: `main`, then exit with its status. After an error the process ends at once
+  (`os._exit`, output flushed): tearing down a failed TensorFlow 1.15 session at interpreter exit can
+  crash (SIGSEGV) after the error line, which must not turn status 2 into a signal."""
+  status = main(argv)
+  if status:
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)  # pylint: disable=protected-access
+  return status
+
+
 if __name__ == '__main__':
-  sys.exit(main())
+  sys.exit(run())

@@ -6,6 +6,7 @@ goes through `Estimator.predict` with the task's `predict_input_fn`.
 """
 import tensorflow.compat.v1 as tf
 
+from pipelines.training import checkpoints
 from pipelines.training import runner
 
 SERVING_TAG = 'serve'
@@ -61,13 +62,11 @@ def predict_saved_model(export_dir, image_paths):
 
 def predict_checkpoint(config, model_dir, image_paths, checkpoint_path=None):
   """One prediction dict per image from the latest (or given) checkpoint of `model_dir`."""
-  checkpoint_path = checkpoint_path or tf.train.latest_checkpoint(model_dir)
-  if not checkpoint_path:
-    raise ValueError('no checkpoint in %r to predict with (train first, or pass --checkpoint)' % model_dir)
   task = runner.make_task(config, model_dir)
-  estimator = runner.make_estimator(task, model_dir, checkpoint_path)
-  return list(estimator.predict(task.predict_input_fn(image_paths), checkpoint_path=checkpoint_path,
-                                yield_single_examples=True))
+  with checkpoints.held(model_dir, checkpoint_path, what='predict with') as path:
+    estimator = runner.make_estimator(task, model_dir, path)
+    return list(estimator.predict(task.predict_input_fn(image_paths), checkpoint_path=path,
+                                  yield_single_examples=True))
 
 
 _MAGIC = ((b'\xff\xd8\xff', 'JPEG'), (b'\x89PNG\r\n\x1a\n', 'PNG'), (b'GIF87a', 'GIF'), (b'GIF89a', 'GIF'),

@@ -34,6 +34,7 @@ from pipelines.export import freeze as freeze_lib
 from pipelines.export import tflite_export as te
 from pipelines.export import tflite_runtime
 from pipelines.tasks import registry
+from pipelines.training import checkpoints
 
 LOG = logging.getLogger('mnv2')
 CONFIG_NAME = 'config.yaml'
@@ -125,11 +126,10 @@ def export(config, model_dir, export_dir=None, checkpoint_path=None, quantize='n
   reason = unsupported(config, quantize)
   if reason:
     raise ValueError(reason)
-  checkpoint_path = checkpoint_path or tf.train.latest_checkpoint(model_dir)
-  if not checkpoint_path:
-    raise ValueError('no checkpoint in %r to export (train first, or pass --checkpoint)' % model_dir)
   output_dir = export_dir or os.path.join(model_dir, 'export', 'tflite_' + quantize)
-  frozen = frozen_graph(config, checkpoint_path)
+  with checkpoints.held(model_dir, checkpoint_path, what='export') as held_path:
+    frozen = frozen_graph(config, held_path)
+    checkpoint_path = held_path
   LOG.info('tflite export: %s, %d batch norms folded, quantize=%s', checkpoint_path, frozen.folded, quantize)
   representative = None
   if quantize == 'int8':

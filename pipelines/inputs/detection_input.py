@@ -38,7 +38,7 @@ SOURCE_ID = 'source_id'
 ORIGINAL_HEIGHT = 'original_height'
 ORIGINAL_WIDTH = 'original_width'
 LOG = logging.getLogger('mnv2')
-TRAIN_RECORDS_SCANNED = 1000  # training files: object counts are checked on this many records
+COUNT_BATCH = 4096  # records whose box counts one session call returns
 
 
 def _checked_box_labels(boxes, classes, source_id, pattern):
@@ -51,39 +51,47 @@ def _checked_box_labels(boxes, classes, source_id, pattern):
     return tf.identity(classes)
 
 
-def count_objects(files, limit=None):
-  """(records read, their largest object count, how many hold each count) over TFRecord files.
+def count_objects(files):
+  """(records read, their largest object count, how many hold each count) over every record of `files`.
 
-  Reads the box keys only through protobuf, no graph; `limit` caps the records read.
+  Parses only the boxes' `ymin` key, in TensorFlow's reader (a private graph and session): the files are
+  read once, the images are not decoded.
   """
   counts, records = {}, 0
-  for path in files:
-    for record in tf.io.tf_record_iterator(path):
-      feature = tf.train.Example.FromString(record).features.feature
-      number = len(feature[coco.YMIN].float_list.value) if coco.YMIN in feature else 0
-      counts[number] = counts.get(number, 0) + 1
-      records += 1
-      if limit and records >= limit:
-        return records, max(counts), counts
+  with tf.Graph().as_default():
+    data = tf.data.TFRecordDataset(list(files), num_parallel_reads=min(8, max(1, len(files))))
+    spec = {coco.YMIN: tf.io.VarLenFeature(tf.float32)}
+    data = data.map(lambda record: tf.size(tf.io.parse_single_example(record, spec)[coco.YMIN].values),
+                    num_parallel_calls=4).batch(COUNT_BATCH)
+    sizes = tf.data.make_one_shot_iterator(data).get_next()
+    with tf.Session() as session:
+      while True:
+        try:
+          batch = session.run(sizes)
+        except tf.errors.OutOfRangeError:
+          break
+        for number in batch.tolist():
+          counts[number] = counts.get(number, 0) + 1
+        records += len(batch)
   return records, max(counts) if counts else 0, counts
 
 
 def objects_check(config, files, is_training):
   """The config the pipeline uses after counting objects per record against detection.max_objects.
 
-  Images with more boxes than `max_objects` are counted and warned about. Training keeps the first
-  max_objects boxes of such an image (static shapes; checked on the first TRAIN_RECORDS_SCANNED records).
-  Evaluation never drops ground truth: it pads to the largest count of the split when that is larger.
+  Images with more boxes than `max_objects` are counted over every record of the split and warned about.
+  Training keeps the first max_objects boxes of such an image (static shapes). Evaluation never drops
+  ground truth: it pads to the largest count of the split when that is larger.
   """
   max_objects = config.detection.max_objects
-  records, largest, counts = count_objects(files, TRAIN_RECORDS_SCANNED if is_training else None)
+  records, largest, counts = count_objects(files)
   over = sum(n for count, n in counts.items() if count > max_objects)
   if not over:
     return config
   if is_training:
-    LOG.warning('warning: %d of the first %d training records hold more than detection.max_objects=%d boxes '
-                '(up to %d): training uses the first %d boxes of those images; raise detection.max_objects to '
-                'keep them all', over, records, max_objects, largest, max_objects)
+    LOG.warning('warning: %d of %d training records hold more than detection.max_objects=%d boxes (up to %d): '
+                'training uses the first %d boxes of those images; raise detection.max_objects to keep them all',
+                over, records, max_objects, largest, max_objects)
     return config
   LOG.warning('warning: %d of %d evaluation records hold more than detection.max_objects=%d boxes (up to %d): '
               'evaluation pads its ground truth to %d boxes so that none is dropped', over, records,

@@ -4,6 +4,7 @@ Resuming is the Estimator's: training restarts from the last checkpoint in `mode
 `model_dir/eval/metrics.json` next to the Estimator's TensorBoard events. Export writes a SavedModel under
 `model_dir/export/<timestamp>` (or a chosen directory).
 """
+import contextlib
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ from datasets import tfrecord
 from pipelines import config as config_schema
 from pipelines.inputs import files as input_files
 from pipelines.tasks import registry
+from pipelines.training import checkpoints
 from pipelines.training import distribution
 from pipelines.training import precision
 from pipelines.training import skeleton
@@ -122,9 +124,43 @@ def train(config, model_dir, evaluate=False, allow_config_change=False):
   save_config = lambda: None
   if _is_chief(placement):
     save_config = check_saved_config(config, model_dir, allow_config_change)
-  result = _train(config, model_dir, evaluate, placement)
+  with naming_damaged_records(config, ('train_files', 'eval_files') if evaluate else ('train_files',)):
+    result = _train(config, model_dir, evaluate, placement)
   save_config()
   return result
+
+
+class DamagedRecordsError(ValueError):
+  """A TFRecord file of the config's data is damaged: the message names the key, the file and the offset."""
+
+
+@contextlib.contextmanager
+def naming_damaged_records(config, keys):
+  """Turns a data-loss error of the input pipeline (TensorFlow names neither file nor key) into a
+  `DamagedRecordsError` naming the first damaged file matched by the data keys `keys` (e.g. 'train_files';
+  a multitask member's as `multitask.<task>.data.<key>`), found by reading only the matched files' records
+  after the failure. When no matched file is damaged, the original error is raised."""
+  try:
+    yield
+  except tf.errors.DataLossError as error:
+    found = find_damaged_records(config, keys)
+    if found is None:
+      raise
+    key, path, why = found
+    raise DamagedRecordsError('%s: %s: %s (re-create this shard)' % (key, path, why)) from error
+
+
+def find_damaged_records(config, keys):
+  """(config key, file, why) of the first damaged file matched by `keys` of the config's data sections."""
+  for key in keys:
+    for name, member in config.member_configs():
+      pattern = getattr(member.data, key)
+      files = tfrecord.list_files(pattern) if pattern and tf.io.gfile.glob(pattern) else []
+      found = tfrecord.find_damaged(files)
+      if found:
+        dotted = 'data.%s' % key
+        return (dotted if name is None else config.section().member_key(name, dotted),) + found
+  return None
 
 
 def _train(config, model_dir, with_eval, placement):
@@ -172,22 +208,28 @@ def evaluate(config, model_dir, checkpoint_path=None, continuous=False):
   Returns the last metrics dict (also written to model_dir/eval/metrics.json).
   """
   task = make_task(config, model_dir)
-  metrics_path = os.path.join(model_dir, 'eval', 'metrics.json')
   if not continuous:
-    path = checkpoint_path or tf.train.latest_checkpoint(model_dir)
-    if not path:
-      raise ValueError('no checkpoint in %r to evaluate (train first, or pass --checkpoint)' % model_dir)
-    return write_metrics(_evaluate_all(task, model_dir, config, path), metrics_path)
+    return _evaluate_held(task, model_dir, config, checkpoint_path)
   metrics = None
   LOG.info('waiting for checkpoints in %s (timeout %ds)', model_dir, config.eval.continuous_timeout_secs)
   for path in tf.train.checkpoints_iterator(model_dir, timeout=config.eval.continuous_timeout_secs,
                                             timeout_fn=lambda: _log_timeout(model_dir)):
-    metrics = write_metrics(_evaluate_all(task, model_dir, config, path), metrics_path)
-    LOG.info('evaluated %s: %s', path, metrics)
-    step = int(os.path.basename(path).split('-')[-1])
-    if step >= config.train.steps:
+    metrics = _evaluate_held(task, model_dir, config, path, latest_if_gone=True)
+    if metrics.get(tf.GraphKeys.GLOBAL_STEP, 0) >= config.train.steps:
       break
     LOG.info('waiting for a new checkpoint in %s', model_dir)
+  return metrics
+
+
+def _evaluate_held(task, model_dir, config, checkpoint_path=None, latest_if_gone=False):
+  """Metrics of one checkpoint (held against the trainer's rotation: `checkpoints.held`), written to
+  model_dir/eval/metrics.json. `latest_if_gone`: a named checkpoint the trainer already removed is replaced
+  by the latest (continuous evaluation); else a named checkpoint must exist."""
+  with checkpoints.held(model_dir, checkpoint_path, explicit=not latest_if_gone) as path, \
+      naming_damaged_records(config, ('eval_files',)):
+    metrics = write_metrics(_evaluate_all(task, model_dir, config, path),
+                            os.path.join(model_dir, 'eval', 'metrics.json'))
+  LOG.info('evaluated step %s (%s): %s', metrics.get(tf.GraphKeys.GLOBAL_STEP), os.path.basename(path), metrics)
   return metrics
 
 
@@ -221,12 +263,14 @@ def export(config, model_dir, export_dir=None, checkpoint_path=None, fold_batch_
   """
   task = make_task(config, model_dir)
   base = export_dir or os.path.join(model_dir, 'export')
-  checkpoint_path = checkpoint_path or tf.train.latest_checkpoint(model_dir)
-  if not checkpoint_path:
-    raise ValueError('no checkpoint in %r to export (train first, or pass --checkpoint)' % model_dir)
-  if fold_batch_norm:
-    from pipelines.export import saved_model_export  # pylint: disable=g-import-not-at-top
-    return saved_model_export.export(task, base, checkpoint_path)
+  with checkpoints.held(model_dir, checkpoint_path, what='export') as path:
+    if fold_batch_norm:
+      from pipelines.export import saved_model_export  # pylint: disable=g-import-not-at-top
+      return saved_model_export.export(task, base, path)
+    return _estimator_export(task, model_dir, base, path)
+
+
+def _estimator_export(task, model_dir, base, checkpoint_path):
   estimator = make_estimator(task, model_dir, checkpoint_path)
   before = set(tf.io.gfile.listdir(base)) if tf.io.gfile.isdir(base) else set()
   try:
