@@ -230,7 +230,7 @@ def _repeat_count(repeat, is_training):
 
 def read_dataset(file_pattern, decode_fn, map_fn, batch_size, is_training, shuffle_buffer=1024,
                  num_parallel_reads=8, num_parallel_calls=None, prefetch=2, seed=None, drop_remainder=True,
-                 repeat=None, cycle_length=None):
+                 repeat=None, cycle_length=None, shard=(0, 1)):
   """files -> interleaved records -> [shuffle -> repeat] -> map(map_fn(decode_fn(x))) -> batch -> prefetch.
 
   Tuning choices:
@@ -257,6 +257,9 @@ def read_dataset(file_pattern, decode_fn, map_fn, batch_size, is_training, shuff
     drop_remainder: bool, drop the last partial batch so the batch dimension is static.
     repeat: None (repeat forever iff training), True (forever), False/0 (once) or an epoch count.
     cycle_length: int, files interleaved at once; default min(num_parallel_reads, #files).
+    shard: (index, count): this input pipeline reads the index-th of `count` disjoint parts of the data (one
+      per worker of a cluster): every count-th file from the index-th when there are at least `count`
+      files, else every count-th record (`shard_plan`).
 
   Returns:
     A tf.data.Dataset of batched elements.
@@ -264,14 +267,16 @@ def read_dataset(file_pattern, decode_fn, map_fn, batch_size, is_training, shuff
   Raises:
     ValueError: naming the pattern, if no file matches.
   """
-  files = list_files(file_pattern)
+  files, by_record = shard_plan(list_files(file_pattern), *shard)
   autotune = tf.data.experimental.AUTOTUNE
   ds = tf.data.Dataset.from_tensor_slices(files)
-  if is_training:
+  if is_training and not by_record:  # (sharding by record needs the same file order in every pipeline)
     ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
   cycle_length = cycle_length or max(1, min(num_parallel_reads, len(files)))
   ds = ds.interleave(tf.data.TFRecordDataset, cycle_length=cycle_length, block_length=1,
                      num_parallel_calls=min(cycle_length, max(1, num_parallel_reads)))
+  if by_record:
+    ds = ds.shard(shard[1], shard[0])
   if is_training:
     ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
   count = _repeat_count(repeat, is_training)
@@ -281,6 +286,22 @@ def read_dataset(file_pattern, decode_fn, map_fn, batch_size, is_training, shuff
   ds = ds.map(parse, num_parallel_calls=num_parallel_calls or autotune)
   ds = ds.batch(batch_size, drop_remainder=drop_remainder)
   return ds.prefetch(prefetch)
+
+
+def shard_plan(files, index, count):
+  """(the files input pipeline `index` of `count` reads, whether it must also keep every count-th record).
+
+  By file when there are at least as many files as pipelines (each reads whole files, none twice), else by
+  record: every pipeline reads all files and keeps records index, index + count, ... (in a deterministic,
+  unshuffled file order, so the parts are disjoint).
+  """
+  if not 0 <= index < count:
+    raise ValueError('input shard %d of %d: the index must be in 0..%d' % (index, count, count - 1))
+  if count == 1:
+    return files, False
+  if len(files) >= count:
+    return files[index::count], False
+  return files, True
 
 
 def read_label_file(path):

@@ -54,7 +54,7 @@ def checked_label(config, decoded, pattern=''):
     return tf.identity(label)
 
 
-def dataset(config, mode, batch_size=None, repeat=None):
+def dataset(config, mode, batch_size=None, repeat=None, input_context=None):
   """The classification tf.data pipeline of a mode (TRAIN reads data.train_files, other modes eval_files).
 
   Training repeats forever (unless `repeat` says otherwise) with full batches (static batch size).
@@ -66,15 +66,18 @@ def dataset(config, mode, batch_size=None, repeat=None):
     mode: a `tf.estimator.ModeKeys` value.
     batch_size: int, overrides train.batch_size / eval.batch_size.
     repeat: see `input_common.read_records`.
+    input_context: the strategy's `tf.distribute.InputContext` (multi-worker training), or None; see
+      `input_common.for_pipeline`.
 
   Returns:
     tf.data.Dataset of (features, labels): features = {'image': float32 [B, S, S, 3] in [-1, 1]},
     labels = int32 [B] in 0..K.
   """
+  config, shard = input_common.for_pipeline(config, mode, input_context)
   is_training = input_common.split(config, mode)[2]
   return input_common.read_records(config, mode, decoders.decode_classification,
                                    lambda decoded: example(config, decoded, is_training),
-                                   batch_size=batch_size, repeat=repeat)
+                                   batch_size=batch_size, repeat=repeat, shard=shard)
 
 
 def features_from_bytes(config, encoded):

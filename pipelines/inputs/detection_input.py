@@ -161,7 +161,7 @@ def example(config, decoded, is_training, anchors, pattern=''):
   return features, labels
 
 
-def dataset(config, mode, anchors, batch_size=None, repeat=None):
+def dataset(config, mode, anchors, batch_size=None, repeat=None, input_context=None):
   """The detection tf.data pipeline of a mode: batched (features, labels) of `example`.
 
   Training batches are full (static batch size) and repeat; evaluation reads the split once and keeps the
@@ -173,13 +173,16 @@ def dataset(config, mode, anchors, batch_size=None, repeat=None):
     anchors: float32 [A, 4] normalized anchors (the model's: `pipelines.tasks.detection.ssd_anchors`).
     batch_size: int, overrides train.batch_size / eval.batch_size.
     repeat: see `input_common.read_records`.
+    input_context: the strategy's `tf.distribute.InputContext` (multi-worker training), or None; see
+      `input_common.for_pipeline`.
   """
+  config, shard = input_common.for_pipeline(config, mode, input_context)
   pattern, _, is_training = input_common.split(config, mode)
   input_common.check_format(pattern, mode, decoders.decode_detection)
   config = objects_check(config, tfrecord.list_files(pattern), is_training)
   return input_common.read_records(config, mode, decoders.decode_detection,
                                    lambda decoded: example(config, decoded, is_training, anchors, pattern),
-                                   batch_size=batch_size, repeat=repeat)
+                                   batch_size=batch_size, repeat=repeat, shard=shard)
 
 
 def features_from_bytes(config, encoded):

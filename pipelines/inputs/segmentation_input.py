@@ -59,7 +59,7 @@ def checked_label(config, decoded):
     return tf.identity(decoded['label'])
 
 
-def dataset(config, mode, batch_size=None, repeat=None):
+def dataset(config, mode, batch_size=None, repeat=None, input_context=None):
   """The segmentation tf.data pipeline of a mode (TRAIN reads data.train_files, other modes eval_files).
 
   Training repeats forever (unless `repeat` says otherwise) and drops the last partial batch; evaluation
@@ -70,15 +70,18 @@ def dataset(config, mode, batch_size=None, repeat=None):
     mode: a `tf.estimator.ModeKeys` value.
     batch_size: int, overrides train.batch_size / eval.batch_size.
     repeat: see `input_common.read_records`.
+    input_context: the strategy's `tf.distribute.InputContext` (multi-worker training), or None; see
+      `input_common.for_pipeline`.
 
   Returns:
     tf.data.Dataset of (features, labels): features 'image' float32 [B, C, C, 3] in [-1, 1],
     'height' / 'width' int32 [B] (the original image size); labels int32 [B, C, C, 1] (255 ignore).
   """
+  config, shard = input_common.for_pipeline(config, mode, input_context)
   is_training = input_common.split(config, mode)[2]
   return input_common.read_records(config, mode, decoders.decode_segmentation,
                                    lambda decoded: example(config, decoded, is_training),
-                                   batch_size=batch_size, repeat=repeat)
+                                   batch_size=batch_size, repeat=repeat, shard=shard)
 
 
 def _fit_and_pad(encoded, crop_size):

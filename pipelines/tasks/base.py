@@ -117,7 +117,9 @@ class Task(abc.ABC):
 
   @abc.abstractmethod
   def input_fn(self, mode):
-    """input_fn of the Estimator for `mode`: the task's one input pipeline (`pipelines/inputs/`)."""
+    """input_fn of the Estimator for `mode`: the task's one input pipeline (`pipelines/inputs/`). It takes
+    the optional arguments `params` and `input_context` (a cluster's worker reads its own part of the data:
+    `pipelines.inputs.input_common.for_pipeline`)."""
 
   def eval_input_fns(self):
     """(name, input_fn) pairs evaluated with `Estimator.evaluate(name=...)`; one unnamed for a single task."""

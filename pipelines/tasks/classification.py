@@ -87,7 +87,8 @@ class ClassificationTask(base.Task):
     }
 
   def input_fn(self, mode):
-    return lambda params=None: classification_input.dataset(self.config, mode)
+    return lambda params=None, input_context=None: classification_input.dataset(self.config, mode,
+                                                                                input_context=input_context)
 
   def features_from_bytes(self, encoded):
     return classification_input.features_from_bytes(self.config, encoded)

@@ -218,7 +218,8 @@ class DetectionTask(base.Task):
   # ------------------------------------------------------------------------------------------- input
 
   def input_fn(self, mode):
-    return lambda params=None: detection_input.dataset(self.config, mode, self.anchors)
+    return lambda params=None, input_context=None: detection_input.dataset(self.config, mode, self.anchors,
+                                                                           input_context=input_context)
 
   def features_from_bytes(self, encoded):
     return detection_input.features_from_bytes(self.config, encoded)

@@ -143,9 +143,9 @@ class MultitaskTask(base.Task):
 
   # ------------------------------------------------------------------------------------------- input
 
-  def _member_input(self, name, mode):
-    """The member's own input pipeline, its elements keyed by the member's name."""
-    dataset = self.members[name].input_fn(mode)()
+  def _member_input(self, name, mode, input_context=None):
+    """The member's own input pipeline (its part of the data in a cluster), its elements keyed by its name."""
+    dataset = self.members[name].input_fn(mode)(input_context=input_context)
     return dataset.map(lambda features, labels: ({name: features}, {name: labels}))
 
   def input_fn(self, mode):
@@ -153,8 +153,8 @@ class MultitaskTask(base.Task):
     if mode != ModeKeys.TRAIN:
       raise ValueError('a multitask model evaluates each member on its own split: use eval_input_fns()')
 
-    def fn(params=None):  # pylint: disable=unused-argument
-      datasets = tuple(self._member_input(name, mode) for name in self.members)
+    def fn(params=None, input_context=None):  # pylint: disable=unused-argument
+      datasets = tuple(self._member_input(name, mode, input_context) for name in self.members)
 
       def merge(*elements):
         features, labels = {}, {}

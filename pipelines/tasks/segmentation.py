@@ -254,7 +254,8 @@ class SegmentationTask(base.Task):
     return predictions
 
   def input_fn(self, mode):
-    return lambda params=None: segmentation_input.dataset(self.config, mode)
+    return lambda params=None, input_context=None: segmentation_input.dataset(self.config, mode,
+                                                                              input_context=input_context)
 
   def features_from_bytes(self, encoded):
     """Images padded to `eval_crop_size` (shrunk first only if larger), with their sizes to crop back."""

@@ -55,9 +55,38 @@ class ProgressHook(tf.train.SessionRunHook):
     self._last = (step, now)
 
 
-def _moving_average(config):
+def _moving_average(config, global_step=None):
+  """TF-Slim's weight average (`train_image_classifier`): decay `train.moving_average_decay`, and with the
+  global step as `num_updates` the decay used is min(decay, (1 + step) / (10 + step)), so the average
+  follows the weights from the first steps instead of staying near their initial values."""
   decay = config.train.moving_average_decay
-  return None if decay is None else tf.train.ExponentialMovingAverage(decay)
+  return None if decay is None else tf.train.ExponentialMovingAverage(decay, num_updates=global_step)
+
+
+EMA_SUFFIX = '/ExponentialMovingAverage'
+_BN_STATISTICS = ('/moving_mean', '/moving_variance')
+
+
+def averaged_variables(resume=None):
+  """What the weight average covers: the trainable variables and the batch-norm moving statistics
+  (`tf.moving_average_variables()`, and slim's `moving_mean` / `moving_variance`, which TF 2.15's layers
+  leave out of that collection), as TF-Slim averages every model variable. Replica copies excluded.
+
+  `resume`: the checkpoint training resumes from. One written before the statistics were averaged (it has
+  averages, but none of them) resumes as it was trained: without averaging them.
+  """
+  variables, seen = [], set()
+  statistics = [v for v in tf.global_variables() if v.op.name.endswith(_BN_STATISTICS)]
+  if resume and _has_moving_averages(resume):
+    stored = set(name for name, _ in tf.train.list_variables(resume))
+    if not any(name.endswith(_BN_STATISTICS[0] + EMA_SUFFIX) for name in stored):
+      statistics = []
+  for variable in tf.trainable_variables() + tf.moving_average_variables() + statistics:
+    name = variable.op.name
+    if name not in seen and not _REPLICA_COPY.search(name):
+      seen.add(name)
+      variables.append(variable)
+  return variables
 
 
 def _has_moving_averages(checkpoint):
@@ -68,7 +97,7 @@ def _has_moving_averages(checkpoint):
     names = [name for name, _ in tf.train.list_variables(checkpoint)]
   except (tf.errors.OpError, ValueError):
     return True  # unreadable: let the restore report it
-  return any(name.endswith('/ExponentialMovingAverage') for name in names)
+  return any(name.endswith(EMA_SUFFIX) for name in names)
 
 
 _REPLICA_COPY = re.compile(r'/replica_\d+$')
@@ -119,14 +148,31 @@ def _eval_scaffold(config, checkpoint=None):
   A checkpoint without moving averages (trained with train.moving_average_decay null, or elsewhere) is
   read as it is, with a warning, instead of failing on the missing averages.
   """
-  ema = _moving_average(config)
-  if ema is None:
+  if config.train.moving_average_decay is None:
     return None
   if not _has_moving_averages(checkpoint):
     LOG.warning('warning: checkpoint %s holds no moving averages of the weights; using its raw weights '
                 '(train.moving_average_decay is %s)', checkpoint, config.train.moving_average_decay)
     return None
-  return tf.train.Scaffold(saver=tf.train.Saver(ema.variables_to_restore(), sharded=True))
+  return tf.train.Scaffold(saver=tf.train.Saver(_averages_to_restore(checkpoint), sharded=True))
+
+
+def _averages_to_restore(checkpoint):
+  """dict checkpoint name -> variable: each variable's `<name>/ExponentialMovingAverage` where the checkpoint
+  holds one (weights, and batch-norm statistics since they are averaged too), else the variable itself
+  (e.g. the global step, or the statistics of a checkpoint from before they were averaged)."""
+  try:
+    stored = set(name for name, _ in tf.train.list_variables(checkpoint))
+  except (tf.errors.OpError, ValueError):
+    stored = None  # unreadable: ask for every trainable variable's average, the restore reports it
+  trainable = set(v.op.name for v in tf.trainable_variables())
+  var_list = {}
+  for variable in tf.global_variables():
+    name = variable.op.name
+    shadow = name + EMA_SUFFIX
+    use = shadow in stored if stored is not None else name in trainable
+    var_list[shadow if use else name] = variable
+  return var_list
 
 
 def _train_op(task, total_loss, model_dir):
@@ -148,19 +194,19 @@ def _train_op(task, total_loss, model_dir):
   # Batch-norm moving statistics only update if the train op depends on UPDATE_OPS.
   with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
     train_op = opt.apply_gradients(grads_and_vars, global_step=global_step)
-  ema = _moving_average(config)
+  ema = _moving_average(config, global_step)
   if ema is not None:
-    train_op = _apply_moving_average(ema, train_op)
+    resume = tf.train.latest_checkpoint(model_dir) if model_dir else None
+    train_op = _apply_moving_average(ema, train_op, averaged_variables(resume))
   return train_op, rate
 
 
-def _apply_moving_average(ema, train_op):
+def _apply_moving_average(ema, train_op, variables):
   """Updates the weights' moving averages after `train_op`.
 
   Under a distribution strategy the averages are created and updated once, in cross-replica context
   (`merge_call`): creating them per replica fails on TF 1.15 and would average each replica separately.
   """
-  variables = tf.trainable_variables()
 
   def apply(strategy, op):
     ops = strategy.experimental_local_results(op) if strategy is not None else [op]

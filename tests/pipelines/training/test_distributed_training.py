@@ -344,6 +344,10 @@ def test_parameter_server_cluster_runs_the_pipeline(tmp_path):
   assert step >= 4, run.summary()
   assert 'strategy parameter_server, 1 replica(s) x 4 per replica' in run.logs['chief:0'], run.summary()
   assert 'strategy parameter_server' in run.logs['worker:0'], run.summary()
+  # Issue #20: each worker reads its own shard (2 files, one each), the evaluator the whole eval set.
+  assert 'input: shard 1 of 2 (1 of 2 files)' in run.logs['chief:0'], run.summary()
+  assert 'input: shard 2 of 2 (1 of 2 files)' in run.logs['worker:0'], run.summary()
+  assert 'input: shard' not in run.logs['evaluator:0'], run.summary()
   metrics = _eval_step(model_dir)
   assert metrics['global_step'] >= 4 and 0 <= metrics['top1_accuracy'] <= 1, metrics
   assert os.path.exists(os.path.join(model_dir, 'config.yaml'))
@@ -358,8 +362,9 @@ def test_multi_worker_mirrored_cluster_runs_the_pipeline(tmp_path):
   run = cluster_util.run_cluster(_cluster_command(path, model_dir, 'multi_worker_mirrored'), cluster,
                                  str(tmp_path / 'logs'), timeout=420, cwd=ROOT)
   assert tf.train.latest_checkpoint(model_dir).endswith('-2'), run.summary()
-  for name in ('worker:0', 'worker:1'):
+  for index, name in enumerate(('worker:0', 'worker:1')):
     assert 'strategy multi_worker_mirrored, 2 replica(s) x 2 per replica = batch 4' in run.logs[name], run.summary()
+    assert 'input: shard %d of 2 (1 of 2 files)' % (index + 1) in run.logs[name], run.summary()
   assert os.path.exists(os.path.join(model_dir, 'config.yaml'))
   print('multi_worker_mirrored pipeline cluster: %.1fs' % run.seconds)
 

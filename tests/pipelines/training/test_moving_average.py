@@ -1,0 +1,48 @@
+"""Issue #20 item 2: the weight average is TF-Slim's `train_image_classifier`'s.
+
+`tf.train.ExponentialMovingAverage(decay, num_updates=global_step)` over the trainable variables and the
+batch-norm moving statistics: at decay 0.9999 the average follows the weights from the first steps (without
+`num_updates` it would stay near the initial weights for tens of thousands of steps), and the statistics get
+`<name>/ExponentialMovingAverage` shadows that eval and export restore.
+"""
+import os
+
+import numpy as np
+import tensorflow.compat.v1 as tf
+
+from pipelines.training import runner
+from tests.conftest import config_from_text
+from tests.conftest import tiny_imagenet_records
+
+WEIGHTS = 'MobilenetV2/Conv/weights'
+MEAN = 'MobilenetV2/Conv/BatchNorm/moving_mean'
+SHADOW = '/ExponentialMovingAverage'
+
+
+def test_average_follows_the_weights_and_covers_batch_norm_statistics(tmp_path):
+  records = tiny_imagenet_records(tmp_path, 3)
+  config = config_from_text(tmp_path, '''
+task: classification
+model: {depth_multiplier: 0.35}
+classification: {image_size: 32, num_classes: 4}
+data: {train_files: %s/train-*, eval_files: %s/train-*, shuffle_buffer: 4}
+train: {batch_size: 4, steps: 1, moving_average_decay: 0.9999, optimizer: sgd,
+        learning_rate: {schedule: constant, base: 0.05}}
+runtime: {seed: 1, save_checkpoints_steps: 100, log_every_n_steps: 10}
+''' % (records, records), mode='train')
+  model_dir = str(tmp_path / 'model')
+  runner.train(config, model_dir)
+  start = tf.train.load_variable(model_dir, WEIGHTS)
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  runner.train(dataclasses.replace(config, train=dataclasses.replace(config.train, steps=31)), model_dir)
+  assert tf.train.latest_checkpoint(model_dir).endswith('-31')
+  stored = dict(tf.train.list_variables(model_dir))
+  assert MEAN + SHADOW in stored and 'MobilenetV2/Conv/BatchNorm/moving_variance' + SHADOW in stored
+  current, average = tf.train.load_variable(model_dir, WEIGHTS), tf.train.load_variable(model_dir, WEIGHTS + SHADOW)
+  assert np.abs(current - start).max() > 1e-3  # the weights moved
+  assert np.linalg.norm(average - current) < np.linalg.norm(average - start)
+  # num_updates: at step 31 the decay used is (1 + 30) / (10 + 30), not 0.9999.
+  assert not np.allclose(tf.train.load_variable(model_dir, MEAN + SHADOW), tf.train.load_variable(model_dir, MEAN))
+  metrics = runner.evaluate(config, model_dir)  # restores the averaged weights and statistics
+  assert metrics['global_step'] == 31
+  assert os.path.isfile(os.path.join(model_dir, 'eval', 'metrics.json'))
