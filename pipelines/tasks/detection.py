@@ -68,10 +68,20 @@ def feature_map_info(config, backbone_config=None):
                                   min_depth=config.detection.min_depth)
 
 
+def anchor_specs(config):
+  """Per-layer (scale, aspect ratio) anchor shapes of `detection.anchors` (`heads.core.anchors`)."""
+  anchors = config.detection.anchors
+  return anchors_lib.ssd_anchor_specs(
+      num_layers=anchors.num_layers, min_scale=anchors.min_scale, max_scale=anchors.max_scale,
+      aspect_ratios=tuple(anchors.aspect_ratios), interpolated_scale_aspect_ratio=anchors.interpolated_scale_aspect_ratio,
+      reduce_boxes_in_lowest_layer=anchors.reduce_boxes_in_lowest_layer)
+
+
 def ssd_anchors(config, backbone_config=None):
   """float32 [A, 4] normalized SSDLite anchors for `detection.image_size` (A = 2034 at 320, 1917 at 300)."""
   strides = [info.stride for info in feature_map_info(config, backbone_config)]
-  return anchors_lib.generate_anchors(anchors_lib.feature_map_shapes(config.detection.image_size, strides))
+  return anchors_lib.generate_anchors(anchors_lib.feature_map_shapes(config.detection.image_size, strides),
+                                      anchor_specs(config))
 
 
 class DetectionTask(base.Task):
@@ -130,7 +140,7 @@ class DetectionTask(base.Task):
     with model_builder.in_scope(scope):
       maps = ssdlite.extra_feature_maps(end_points, depth_multiplier=cfg.model.depth_multiplier,
                                         min_depth=det.min_depth, use_explicit_padding=cfg.model.use_explicit_padding)
-    outputs = ssdlite.box_predictor(maps, det.num_classes, anchors_lib.num_anchors_per_location(),
+    outputs = ssdlite.box_predictor(maps, det.num_classes, anchors_lib.num_anchors_per_location(anchor_specs(cfg)),
                                     class_prediction_bias_init=det.class_prediction_bias_init)
     num = outputs[ssdlite.BOX_ENCODINGS].get_shape().as_list()[1]
     if num != len(self.anchors):

@@ -55,6 +55,35 @@ class ClassificationConfig:
     return self.output_stride or 32, 'classification.output_stride'
 
 
+# SSDLite's feature maps: layer_15/expansion_output, layer_19 and four extra layers (`heads.ssdlite`).
+SSD_FEATURE_MAPS = 6
+
+
+@dataclasses.dataclass(frozen=True)
+class AnchorsConfig:
+  """The OD API's `ssd_anchor_generator` fields (its SSDLite config's values; 2034 anchors at 320)."""
+  num_layers: int = SSD_FEATURE_MAPS
+  min_scale: float = 0.2
+  max_scale: float = 0.95
+  # 1/3 exactly (the OD API's config writes 0.3333): today's anchors, so trained models keep theirs.
+  aspect_ratios: List[float] = dataclasses.field(default_factory=lambda: [1.0, 2.0, 0.5, 3.0, 1.0 / 3])
+  reduce_boxes_in_lowest_layer: bool = True  # the lowest layer has (0.1, 1.0), (min_scale, 2.0), (min_scale, 0.5)
+  interpolated_scale_aspect_ratio: float = 1.0  # > 0: each layer also gets sqrt(s_i * s_i+1) at this ratio
+
+  def validate(self):
+    if self.num_layers != SSD_FEATURE_MAPS:
+      raise ValueError('num_layers: must be %d (one per SSDLite feature map), got %r'
+                       % (SSD_FEATURE_MAPS, self.num_layers))
+    if not 0 < self.min_scale <= self.max_scale <= 1:
+      raise ValueError('min_scale: and max_scale must satisfy 0 < min_scale <= max_scale <= 1, got %r and %r'
+                       % (self.min_scale, self.max_scale))
+    if not self.aspect_ratios or any(ratio <= 0 for ratio in self.aspect_ratios):
+      raise ValueError('aspect_ratios: must be a non-empty list of ratios > 0, got %r' % (self.aspect_ratios,))
+    if self.interpolated_scale_aspect_ratio < 0:
+      raise ValueError('interpolated_scale_aspect_ratio: must be >= 0 (0 = none), got %r'
+                       % (self.interpolated_scale_aspect_ratio,))
+
+
 @dataclasses.dataclass(frozen=True)
 class DetectionConfig:
   NUM_CLASSES_RULE = (0, 'object classes 1..largest id, the Object Detection API convention')
@@ -80,6 +109,7 @@ class DetectionConfig:
   # TFLite_Detection_PostProcess: per-class (regular) NMS, the SavedModel's; false = the OD API TFLite
   # exporter's default, one class-agnostic NMS over each box's best class (much cheaper with many classes).
   tflite_use_regular_nms: bool = True
+  anchors: AnchorsConfig = dataclasses.field(default_factory=AnchorsConfig)
 
   def validate(self):
     check_positive('num_classes', self.num_classes)

@@ -209,3 +209,32 @@ def test_paper_config_warm_start_maps_every_backbone_variable(graph):
   backbone = [n for n in names if n.startswith('FeatureExtractor/MobilenetV2/') and 'layer_19_' not in n]
   assert sorted(v.op.name for v in assignment.values()) == sorted(backbone)
   assert len(backbone) == 260  # 52 convolutions x (weights + 4 batch-norm variables)
+
+
+def test_anchors_section_sets_the_anchor_generator(tmp_path):
+  """Issue #20 item 6: `detection.anchors` holds the OD API's ssd_anchor_generator fields; the defaults
+  give today's 2034 anchors at 320, other values other anchors (and the predictor follows), bad ones fail."""
+  from tests.conftest import config_from_text  # pylint: disable=g-import-not-at-top
+  base = 'task: detection\ntrain: {steps: 1, learning_rate: {schedule: constant}}\n'
+  config = config_from_text(tmp_path, base)
+  assert len(detection.ssd_anchors(config)) == 2034
+  fewer = config_from_text(tmp_path, base + 'detection: {anchors: {aspect_ratios: [1.0, 2.0, 0.5], '
+                           'interpolated_scale_aspect_ratio: 0.0}}\n', name='fewer.yaml')
+  # 3 boxes per cell in every layer: 20x20 + 10x10 + 5x5 + 3x3 + 2x2 + 1x1 cells.
+  assert len(detection.ssd_anchors(fewer)) == 3 * (400 + 100 + 25 + 9 + 4 + 1)
+  for text, key in (('{num_layers: 5}', 'detection.anchors.num_layers'),
+                    ('{min_scale: 0.9, max_scale: 0.5}', 'detection.anchors.min_scale'),
+                    ('{aspect_ratios: []}', 'detection.anchors.aspect_ratios'),
+                    ('{interpolated_scale_aspect_ratio: -1}', 'detection.anchors.interpolated_scale_aspect_ratio')):
+    with pytest.raises(ValueError, match=key.replace('.', r'\.')):
+      config_from_text(tmp_path, base + 'detection: {anchors: %s}\n' % text, name='bad.yaml')
+
+
+def test_predictor_follows_the_anchors_section(tmp_path, graph):
+  from tests.conftest import config_from_text  # pylint: disable=g-import-not-at-top
+  config = config_from_text(tmp_path, 'task: detection\nmodel: {depth_multiplier: 0.35}\ndetection: {image_size: 64, '
+                            'anchors: {aspect_ratios: [1.0, 2.0, 0.5], interpolated_scale_aspect_ratio: 0.0}}\n'
+                            'train: {steps: 1, learning_rate: {schedule: constant}}\n')
+  task = detection.DetectionTask(config)
+  outputs = task.build_outputs({'image': tf.zeros([1, 64, 64, 3])}, False)
+  assert outputs[ssdlite.BOX_ENCODINGS].get_shape().as_list()[1] == len(task.anchors) == 3 * (16 + 4 + 1 + 1 + 1 + 1)
