@@ -2,9 +2,9 @@
 
 Each loss returns a per-element tensor already multiplied by its weights, so the caller reduces and
 normalizes (e.g. by the number of positives) exactly once.
-Not here: focal loss, loss normalization, summaries. Hard-negative mining keeps the top-k highest-loss
-negatives per image; the OD API's miner additionally runs NMS over the anchors' decoded boxes before
-choosing them, which this simpler version deliberately skips.
+`hard_example_miner` is the Object Detection API's HardExampleMiner: NMS over the anchors' decoded boxes
+with their loss as score, then a negatives-per-positive cap. Not here: focal loss, loss normalization
+(the task divides by the number of matches), summaries.
 """
 import tensorflow.compat.v1 as tf
 
@@ -62,53 +62,70 @@ def weighted_softmax_ce(logits, targets, weights):
   return losses * weights
 
 
-def _num_negatives_to_keep(num_pos, num_neg, neg_pos_ratio, min_negatives, max_negatives):
-  """int32 [B]: min(max(floor(ratio * num_pos), min_negatives), max_negatives, num_neg)."""
-  keep = tf.cast(tf.floor(neg_pos_ratio * tf.cast(num_pos, tf.float32)), tf.int32)
-  keep = tf.maximum(keep, min_negatives)
-  if max_negatives is not None:
-    keep = tf.minimum(keep, max_negatives)
-  return tf.minimum(keep, num_neg)
+LOSS_TYPES = ('classification', 'localization', 'both')
+# The OD API's HardExampleMiner weights of the two losses in its `both` score.
+BOTH_CLS_WEIGHT, BOTH_LOC_WEIGHT = 0.05, 0.06
 
 
-def hard_negative_mining(cls_losses, reg_losses, matches, neg_pos_ratio=3.0, min_negatives_per_image=0,
-                         max_negatives_per_image=None):
-  """Keeps, per image, all positives and the highest-loss negatives.
+def _mined_mask(cls_loss, reg_loss, boxes, matches, num_hard_examples, iou_threshold, loss_type,
+                max_negatives_per_positive, min_negatives_per_image):
+  """float32 [A] 1 on the anchors one image's miner selects (see `hard_example_miner`)."""
+  score = {'classification': cls_loss, 'localization': reg_loss,
+           'both': BOTH_CLS_WEIGHT * cls_loss + BOTH_LOC_WEIGHT * reg_loss}[loss_type]
+  num_anchors = tf.shape(score)[0]
+  count = num_anchors if num_hard_examples is None else tf.minimum(num_hard_examples, num_anchors)
+  selected = tf.image.non_max_suppression(boxes, score, count, iou_threshold=iou_threshold)  # by loss, desc
+  if max_negatives_per_positive is not None:
+    picked = tf.gather(matches, selected)
+    positive = picked >= 0
+    negative = tf.equal(picked, fields.UNMATCHED)
+    num_positives = tf.reduce_sum(tf.cast(positive, tf.int32))
+    max_negatives = tf.maximum(min_negatives_per_image, tf.cast(
+        max_negatives_per_positive * tf.cast(num_positives, tf.float32), tf.int32))
+    top_negatives = tf.logical_and(negative, tf.cumsum(tf.cast(negative, tf.int32)) <= max_negatives)
+    selected = tf.gather(selected, tf.reshape(tf.where_v2(tf.logical_or(positive, top_negatives)), [-1]))
+  return tf.scatter_nd(tf.cast(selected[:, None], tf.int32), tf.ones(tf.shape(selected), tf.float32),
+                       tf.reshape(num_anchors, [1]))
 
-  Per image, k = min(max(floor(neg_pos_ratio * num_positives), min_negatives_per_image),
-  max_negatives_per_image, num_negatives). Ignored anchors (match -2) are never kept nor counted.
+
+def hard_example_miner(cls_losses, reg_losses, boxes, matches, num_hard_examples=3000, iou_threshold=0.99,
+                       loss_type='classification', max_negatives_per_positive=3.0, min_negatives_per_image=3):
+  """The Object Detection API's `HardExampleMiner` (its SSD configs' values as defaults), per image.
+
+  The anchors' decoded boxes go through non-maximum suppression with the per-anchor loss as score
+  (`loss_type`: the classification loss, the localization loss, or 0.05 x cls + 0.06 x loc), keeping at most
+  `num_hard_examples` (None: every anchor) in loss order; of those, every positive and the first
+  max(min_negatives_per_image, floor(max_negatives_per_positive x positives)) negatives are kept (all of
+  them when `max_negatives_per_positive` is None). Ignored anchors (match -2) are never kept. With
+  num_hard_examples None and iou_threshold 1.0 (NMS suppresses nothing) this is plain top-k negative mining.
 
   Args:
-    cls_losses: float32 [B, A] per-anchor classification losses (e.g. `weighted_softmax_ce`).
-    reg_losses: float32 [B, A] per-anchor regression losses (e.g. `weighted_smooth_l1`).
+    cls_losses: float32 [B, A] per-anchor classification losses.
+    reg_losses: float32 [B, A] per-anchor localization losses (0 on non-positives).
+    boxes: float32 [B, A, 4] the predicted boxes, decoded ([ymin, xmin, ymax, xmax]).
     matches: int32 [B, A] match vectors (>= 0 positive, -1 negative, -2 ignored).
-    neg_pos_ratio: float >= 0, negatives kept per positive.
-    min_negatives_per_image: int >= 0, negatives kept even in images without positives.
-    max_negatives_per_image: optional int, cap on negatives per image.
+    num_hard_examples: int > 0 or None.
+    iou_threshold: float in (0, 1], NMS overlap above which a lower-loss box is suppressed.
+    loss_type: one of LOSS_TYPES.
+    max_negatives_per_positive: float >= 0 or None.
+    min_negatives_per_image: int >= 0.
 
   Returns:
-    Tuple of
-      cls_losses_kept: float32 [B, A], cls_losses on positives and kept negatives, 0 elsewhere.
-      reg_losses: float32 [B, A], reg_losses on positives, 0 elsewhere.
-      num_positives: float32 [B] positives per image.
-      num_negatives: float32 [B] kept negatives per image.
+    (cls_losses_kept float32 [B, A], reg_losses_kept float32 [B, A] -- the losses on the kept anchors, 0
+    elsewhere --, num_positives float32 [B] and num_negatives float32 [B] among the kept).
   """
-  if neg_pos_ratio < 0 or min_negatives_per_image < 0:
-    raise ValueError('hard_negative_mining: neg_pos_ratio (%r) and min_negatives_per_image (%r) must be >= 0'
-                     % (neg_pos_ratio, min_negatives_per_image))
+  if loss_type not in LOSS_TYPES:
+    raise ValueError('hard_example_miner: loss_type must be one of %s, got %r' % (', '.join(LOSS_TYPES), loss_type))
+  if (max_negatives_per_positive is not None and max_negatives_per_positive < 0) or min_negatives_per_image < 0:
+    raise ValueError('hard_example_miner: max_negatives_per_positive (%r) and min_negatives_per_image (%r) must '
+                     'be >= 0' % (max_negatives_per_positive, min_negatives_per_image))
   matches = tf.convert_to_tensor(matches, dtype=tf.int32)
-  positive = matches >= 0
-  negative = tf.equal(matches, fields.UNMATCHED)
-  num_pos = tf.reduce_sum(tf.cast(positive, tf.int32), axis=1)
-  num_neg = tf.reduce_sum(tf.cast(negative, tf.int32), axis=1)
-  keep = _num_negatives_to_keep(num_pos, num_neg, neg_pos_ratio, min_negatives_per_image, max_negatives_per_image)
 
-  # Rank negatives by loss (non-negatives sort last); rank < k selects the top-k, ties by anchor index.
-  sort_key = tf.where(negative, cls_losses, tf.fill(tf.shape(cls_losses), -float('inf')))
-  order = tf.argsort(sort_key, axis=1, direction='DESCENDING', stable=True)
-  ranks = tf.argsort(order, axis=1, stable=True)
-  kept_negative = tf.logical_and(negative, ranks < keep[:, None])
-
-  kept = tf.cast(tf.logical_or(positive, kept_negative), cls_losses.dtype)
-  return (cls_losses * kept, reg_losses * tf.cast(positive, reg_losses.dtype), tf.cast(num_pos, tf.float32),
-          tf.reduce_sum(tf.cast(kept_negative, tf.float32), axis=1))
+  def one(args):
+    return _mined_mask(*(tuple(args) + (num_hard_examples, iou_threshold, loss_type, max_negatives_per_positive,
+                                        min_negatives_per_image)))
+  mask = tf.map_fn(one, (cls_losses, reg_losses, boxes, matches), dtype=tf.float32, back_prop=False)
+  mask = tf.stop_gradient(mask * tf.cast(tf.not_equal(matches, fields.IGNORED), tf.float32))
+  positive = tf.cast(matches >= 0, tf.float32) * mask
+  negative = tf.cast(tf.equal(matches, fields.UNMATCHED), tf.float32) * mask
+  return (cls_losses * mask, reg_losses * mask, tf.reduce_sum(positive, axis=1), tf.reduce_sum(negative, axis=1))

@@ -12,8 +12,9 @@ and padding), so the model_fn
 gets dense, static-shaped labels: cls_targets [B, A, K+1], cls_weights/reg_weights/matches [B, A],
 reg_targets [B, A, 4], num_positives [B]; in eval also the padded ground truth (groundtruth_boxes
 normalized, groundtruth_classes, groundtruth_is_crowd, groundtruth_area, num_objects), source_id and
-original_height/original_width. Losses: smooth L1 on boxes + sigmoid (or softmax) classification with
-hard-negative mining, both divided by max(1, positives in the batch). Predictions (also `serving_default`,
+original_height/original_width. Losses: smooth L1 on boxes + sigmoid (or softmax) classification, the
+anchors chosen by the OD API's hard example miner (`detection.hard_example_miner`), both divided by
+max(1, matched anchors in the batch) (the OD API's normalize_loss_by_num_matches). Predictions (also `serving_default`,
 encoded image bytes in): detection_boxes float32 [B, D, 4] absolute pixels [ymin, xmin, ymax, xmax] of
 the original image, detection_scores [B, D], detection_classes int32 [B, D] label ids (0 on padding),
 detection_class_names string [B, D], num_detections int32 [B]. Eval metrics: `pipelines.evaluation.coco_metrics`,
@@ -22,8 +23,7 @@ decided once, by `class_scores` (sigmoid or softmax, `detection.classification_l
 SavedModel and TFLite exports all use it.
 
 Not here: the network (`heads.ssdlite`), box math (`heads.core`), augmentation
-(`datasets.detection_preprocessing`), the OD API's NMS-based hard-example miner (top-k per image instead),
-masks.
+(`datasets.detection_preprocessing`), the miner's maths (`heads.core.losses.hard_example_miner`), masks.
 """
 import os
 
@@ -158,10 +158,16 @@ class DetectionTask(base.Task):
     else:
       cls = tf.reduce_sum(losses_lib.weighted_sigmoid_ce(logits, labels[fields.CLS_TARGETS],
                                                          labels[fields.CLS_WEIGHTS]), axis=2)
-    cls, reg, num_pos, _ = losses_lib.hard_negative_mining(
-        cls, reg, labels[fields.MATCHES], neg_pos_ratio=det.neg_pos_ratio,
-        min_negatives_per_image=det.min_negatives_per_image)
-    normalizer = tf.maximum(tf.reduce_sum(num_pos), 1.0)
+    miner = det.hard_example_miner
+    if miner is not None:
+      boxes = tf.stop_gradient(box_coder.decode(outputs[ssdlite.BOX_ENCODINGS], tf.constant(self.anchors)))
+      cls, reg, _, _ = losses_lib.hard_example_miner(
+          cls, reg, boxes, labels[fields.MATCHES], num_hard_examples=miner.num_hard_examples,
+          iou_threshold=miner.iou_threshold, loss_type=miner.loss_type,
+          max_negatives_per_positive=miner.max_negatives_per_positive,
+          min_negatives_per_image=miner.min_negatives_per_image)
+    # The OD API's normalize_loss_by_num_matches: the matched anchors of the batch, mined or not.
+    normalizer = tf.maximum(tf.reduce_sum(labels[fields.REG_WEIGHTS]), 1.0)
     return {'localization': det.localization_weight * tf.reduce_sum(reg) / normalizer,
             'classification': det.classification_weight * tf.reduce_sum(cls) / normalizer}
 

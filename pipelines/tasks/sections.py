@@ -18,6 +18,7 @@ from pipelines.config_lib import check_one_of
 from pipelines.config_lib import check_positive
 
 CLASSIFICATION_LOSSES = ('sigmoid', 'softmax')
+MINER_LOSS_TYPES = ('classification', 'localization', 'both')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,6 +86,27 @@ class AnchorsConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class HardExampleMinerConfig:
+  """The OD API's `hard_example_miner` (its SSDLite config's values); `heads.core.losses.hard_example_miner`."""
+  num_hard_examples: Optional[int] = 3000  # NMS keeps at most this many anchors per image; null = all
+  iou_threshold: float = 0.99  # NMS over the decoded predicted boxes, the anchor's loss as score
+  loss_type: str = 'classification'  # classification | localization | both: the NMS score
+  max_negatives_per_positive: Optional[float] = 3.0  # null = keep every negative NMS selects
+  min_negatives_per_image: int = 3  # negatives kept even in images without positives
+
+  def validate(self):
+    if self.num_hard_examples is not None:
+      check_positive('num_hard_examples', self.num_hard_examples)
+    if not 0 < self.iou_threshold <= 1:
+      raise ValueError('iou_threshold: must be in (0, 1], got %r' % (self.iou_threshold,))
+    check_one_of('loss_type', self.loss_type, MINER_LOSS_TYPES)
+    if self.max_negatives_per_positive is not None and self.max_negatives_per_positive < 0:
+      raise ValueError('max_negatives_per_positive: must be >= 0 or null, got %r' % (self.max_negatives_per_positive,))
+    if self.min_negatives_per_image < 0:
+      raise ValueError('min_negatives_per_image: must be >= 0, got %r' % (self.min_negatives_per_image,))
+
+
+@dataclasses.dataclass(frozen=True)
 class DetectionConfig:
   NUM_CLASSES_RULE = (0, 'object classes 1..largest id, the Object Detection API convention')
   # Object classes WITHOUT the background, and a class index IS its label-map id (the Object Detection
@@ -96,8 +118,6 @@ class DetectionConfig:
   max_objects: int = 100  # ground-truth boxes per image after padding
   matched_threshold: float = 0.5
   unmatched_threshold: float = 0.5
-  neg_pos_ratio: float = 3.0
-  min_negatives_per_image: int = 3  # hard negatives kept even in images without positives (public SSD configs)
   classification_loss: str = 'sigmoid'  # sigmoid | softmax
   localization_weight: float = 1.0
   classification_weight: float = 1.0
@@ -110,6 +130,9 @@ class DetectionConfig:
   # exporter's default, one class-agnostic NMS over each box's best class (much cheaper with many classes).
   tflite_use_regular_nms: bool = True
   anchors: AnchorsConfig = dataclasses.field(default_factory=AnchorsConfig)
+  # null: no mining (every anchor's loss counts). Top-k mining by loss (this project before #20):
+  # {num_hard_examples: null, iou_threshold: 1.0} (NMS then suppresses nothing).
+  hard_example_miner: Optional[HardExampleMinerConfig] = dataclasses.field(default_factory=HardExampleMinerConfig)
 
   def validate(self):
     check_positive('num_classes', self.num_classes)
@@ -122,8 +145,6 @@ class DetectionConfig:
       raise ValueError('iou_threshold: must be in (0, 1], got %r' % (self.iou_threshold,))
     if self.unmatched_threshold > self.matched_threshold:
       raise ValueError('unmatched_threshold: must be <= matched_threshold')
-    if self.min_negatives_per_image < 0:
-      raise ValueError('min_negatives_per_image: must be >= 0, got %r' % (self.min_negatives_per_image,))
 
   def backbone_stride(self):
     """SSDLite's backbone always runs at output stride 32 (its maps are at strides 16 and 32)."""

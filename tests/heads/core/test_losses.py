@@ -45,20 +45,26 @@ MATCHES = np.array([[0, -1, -1, -1, -2, -1, 1, -1],
                     [-1, -1, -2, -1, -1, -1, -1, -1]], np.int32)
 CLS = np.array([[1.0, 5.0, 2.0, 7.0, 100.0, 3.0, 1.0, 0.5],
                 [0.1, 0.4, 9.0, 0.3, 0.2, 0.8, 0.0, 0.6]], np.float32)
-REG = np.array([[0.5, 9.0, 9.0, 9.0, 9.0, 9.0, 0.25, 9.0],
-                [9.0] * 8], np.float32)
+REG = np.array([[0.5, 0, 0, 0, 0, 0, 0.25, 0],
+                [0] * 8], np.float32)
+# Eight disjoint boxes along the diagonal: NMS suppresses none of them.
+BOXES = np.tile(np.array([[i / 8.0, i / 8.0, (i + 0.9) / 8.0, (i + 0.9) / 8.0] for i in range(8)], np.float32),
+                [2, 1, 1])
 
 
-def _mine(**kwargs):
-  return _run(losses.hard_negative_mining(tf.constant(CLS), tf.constant(REG), tf.constant(MATCHES), **kwargs))
+def _mine(boxes=BOXES, **kwargs):
+  args = dict(num_hard_examples=None, iou_threshold=1.0, max_negatives_per_positive=3.0, min_negatives_per_image=0)
+  args.update(kwargs)
+  return _run(losses.hard_example_miner(tf.constant(CLS), tf.constant(REG), tf.constant(boxes),
+                                        tf.constant(MATCHES), **args))
 
 
 def _kept(cls_kept):
   return [np.nonzero(row)[0].tolist() for row in cls_kept]
 
 
-def test_mining_keeps_top_negatives_per_positive(graph):
-  cls_kept, reg_kept, num_pos, num_neg = _mine(neg_pos_ratio=1.0)
+def test_miner_keeps_top_negatives_per_positive(graph):
+  cls_kept, reg_kept, num_pos, num_neg = _mine(max_negatives_per_positive=1.0)
   # Image 0: positives 0 and 6; the two highest negatives are 3 (7.0) and 1 (5.0); crowd 4 (100) never.
   assert _kept(cls_kept) == [[0, 1, 3, 6], []]
   np.testing.assert_allclose(cls_kept[0, [0, 1, 3, 6]], [1.0, 5.0, 7.0, 1.0])
@@ -67,19 +73,28 @@ def test_mining_keeps_top_negatives_per_positive(graph):
   np.testing.assert_array_equal(num_neg, [2, 0])
 
 
-def test_mining_is_capped_by_available_negatives(graph):
-  cls_kept, _, _, num_neg = _mine(neg_pos_ratio=3.0)
-  assert _kept(cls_kept)[0] == [0, 1, 2, 3, 5, 6, 7]
-  np.testing.assert_array_equal(num_neg, [5, 0])
+def test_miner_is_capped_by_available_negatives_and_keeps_a_minimum(graph):
+  cls_kept, _, _, num_neg = _mine(max_negatives_per_positive=3.0, min_negatives_per_image=2)
+  # Image 0: 6 wanted, 5 exist. Image 1: no positives, the minimum 2 (0.8, 0.6); crowd 2 (9.0) skipped.
+  assert _kept(cls_kept) == [[0, 1, 2, 3, 5, 6, 7], [5, 7]]
+  np.testing.assert_array_equal(num_neg, [5, 2])
 
 
-def test_mining_min_and_max_negatives(graph):
-  cls_kept, _, _, num_neg = _mine(neg_pos_ratio=3.0, min_negatives_per_image=2, max_negatives_per_image=3)
-  # Image 0: 6 wanted, capped at 3 (7.0, 5.0, 3.0). Image 1: no positives, 2 forced; crowd 2 (9.0) skipped.
-  assert _kept(cls_kept) == [[0, 1, 3, 5, 6], [5, 7]]
-  np.testing.assert_array_equal(num_neg, [3, 2])
+def test_miner_nms_suppresses_overlapping_lower_loss_boxes(graph):
+  boxes = BOXES.copy()
+  boxes[0, 1] = boxes[0, 3]  # anchor 1 (loss 5.0) decodes onto anchor 3 (7.0): suppressed at IoU 0.99
+  cls_kept, _, _, _ = _mine(boxes=boxes, iou_threshold=0.99, max_negatives_per_positive=1.0)
+  assert _kept(cls_kept)[0] == [0, 3, 5, 6]
+  # num_hard_examples: only the 3 highest-loss anchors of each image are candidates.
+  cls_kept, _, num_pos, _ = _mine(num_hard_examples=3, max_negatives_per_positive=None)
+  assert _kept(cls_kept) == [[1, 3], [5, 7]]  # the crowd anchors (100.0, 9.0) are candidates, never kept
+  np.testing.assert_array_equal(num_pos, [0, 0])
 
 
-def test_mining_bad_ratio(graph):
-  with pytest.raises(ValueError, match='neg_pos_ratio'):
-    losses.hard_negative_mining(tf.zeros([1, 2]), tf.zeros([1, 2]), tf.zeros([1, 2], tf.int32), neg_pos_ratio=-1)
+def test_miner_bad_arguments(graph):
+  with pytest.raises(ValueError, match='max_negatives_per_positive'):
+    losses.hard_example_miner(tf.zeros([1, 2]), tf.zeros([1, 2]), tf.zeros([1, 2, 4]), tf.zeros([1, 2], tf.int32),
+                              max_negatives_per_positive=-1)
+  with pytest.raises(ValueError, match='loss_type'):
+    losses.hard_example_miner(tf.zeros([1, 2]), tf.zeros([1, 2]), tf.zeros([1, 2, 4]), tf.zeros([1, 2], tf.int32),
+                              loss_type='focal')

@@ -17,6 +17,7 @@ from heads.core import fields
 from pipelines.cli import main as cli
 from pipelines.evaluation import coco_metrics
 from pipelines.tasks import detection
+from pipelines.tasks import sections
 from pipelines.inputs import detection_input
 from pipelines.cli import predict
 from pipelines.training import runner
@@ -84,7 +85,12 @@ def test_losses_hard_negatives_and_normalization(graph, tmp_path, dataset_dir):
   def sigmoid_ce(x, z):
     return max(x, 0) - x * z + math.log1p(math.exp(-abs(x)))
 
-  task = _task(tmp_path, dataset_dir, neg_pos_ratio=1.0, min_negatives_per_image=0, localization_weight=2.0)
+  # Top-k mining through the OD API's miner: NMS over 5 disjoint anchors suppresses nothing.
+  top_k = sections.HardExampleMinerConfig(num_hard_examples=None, iou_threshold=1.0, max_negatives_per_positive=1.0,
+                                          min_negatives_per_image=0)
+  anchors = np.array([[i / 5.0, 0.0, (i + 0.9) / 5.0, 1.0] for i in range(5)], np.float32)
+  task = _task(tmp_path, dataset_dir, hard_example_miner=top_k, localization_weight=2.0)
+  task.anchors = anchors
   with tf.Session() as sess:
     got = sess.run(task.build_losses(outputs, labels, {}))
   # Positive: 3 columns at logit 0. Kept negative: the hardest one (anchor 4, logit 3 everywhere, bg target).
@@ -93,8 +99,9 @@ def test_losses_hard_negatives_and_normalization(graph, tmp_path, dataset_dir):
   # Smooth L1 of (1, 0.5, 0, -3): 0.5 + 0.125 + 0 + 2.5 = 3.125, times the weight 2, over 1 positive.
   assert got['localization'] == pytest.approx(6.25, rel=1e-5)
 
-  softmax_task = _task(tmp_path, dataset_dir, classification_loss='softmax', neg_pos_ratio=3.0,
-                       min_negatives_per_image=0)
+  softmax_task = _task(tmp_path, dataset_dir, classification_loss='softmax',
+                       hard_example_miner=dataclasses.replace(top_k, max_negatives_per_positive=3.0))
+  softmax_task.anchors = anchors
   with tf.Session() as sess:
     got = sess.run(softmax_task.build_losses(outputs, labels, {}))
   # All 3 negatives kept (ratio 3); softmax CE with equal logits in a row is log(3).
