@@ -1,4 +1,7 @@
-"""Detection preprocessing: SSD's patch sampler and flip, resizing, class-id mapping, static padding.
+"""Detection preprocessing: SSD's patch samplers and flip, resizing, class-id mapping, static padding.
+
+`ssd_random_crop` is the Object Detection API's (its defaults); `iou_random_crop` the SSD paper's sampler with
+an IoU test, which this project used before (`detection.crop_sampler: iou`).
 
 Boxes are float32 [N, 4], normalized [ymin, xmin, ymax, xmax] in [0, 1], as the Object Detection API
 stores them. Per-box tensors (class labels, crowd flags) are filtered together with their boxes.
@@ -120,9 +123,9 @@ def _boxes_in_window(boxes, window):
   return keep, tf.clip_by_value(local, 0.0, 1.0)
 
 
-def ssd_random_crop(image, boxes, labels, is_crowd, min_iou_choices=SSD_MIN_IOU_CHOICES,
+def iou_random_crop(image, boxes, labels, is_crowd, min_iou_choices=SSD_MIN_IOU_CHOICES,
                     aspect_ratio_range=(0.5, 2.0), area_range=(0.1, 1.0), max_attempts=100, seed=None):
-  """The SSD paper's random patch sampler.
+  """The SSD paper's random patch sampler with an IoU test (this project's sampler before the OD API's).
 
   One choice is drawn uniformly from `min_iou_choices`: None (or a value >= 1.0) keeps the whole image;
   a threshold t samples a patch (area fraction in `area_range`, aspect ratio in `aspect_ratio_range`)
@@ -146,7 +149,7 @@ def ssd_random_crop(image, boxes, labels, is_crowd, min_iou_choices=SSD_MIN_IOU_
   Returns:
     (image [h, w, C] same dtype, boxes float32 [M, 4] in [0, 1], labels [M], is_crowd bool [M]), M <= N.
   """
-  with tf.name_scope('ssd_random_crop'):
+  with tf.name_scope('iou_random_crop'):
     boxes = tf.reshape(tf.cast(boxes, tf.float32), [-1, 4])
     is_crowd = tf.cast(is_crowd, tf.bool)
     image_shape = tf.shape(image)
@@ -156,6 +159,87 @@ def ssd_random_crop(image, boxes, labels, is_crowd, min_iou_choices=SSD_MIN_IOU_
     cropped = tf.slice(image, begin, size)
     actual_size = tf.shape(cropped)
     keep, local = _boxes_in_window(boxes, _window(begin, actual_size, image_shape[:2]))
+    return cropped, _select(local, keep), _select(labels, keep), _select(is_crowd, keep)
+
+
+# The Object Detection API's `ssd_random_crop` defaults (object_detection/core/preprocessor.py): seven
+# operations drawn uniformly, each a min_object_covered / overlap_thresh pair.
+OD_API_MIN_OBJECT_COVERED = (0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0)
+OD_API_RANDOM_COEF = 0.15
+CROP_SAMPLERS = ('od_api', 'iou')
+
+
+def _box_ioa(window, boxes):
+  """Intersection of each box with `window` over the box's own area: float32 [N] in [0, 1] (0 for a box
+  without area)."""
+  ymin, xmin, ymax, xmax = tf.unstack(boxes, num=4, axis=-1)
+  heights = tf.maximum(0.0, tf.minimum(window[2], ymax) - tf.maximum(window[0], ymin))
+  widths = tf.maximum(0.0, tf.minimum(window[3], xmax) - tf.maximum(window[1], xmin))
+  areas = (ymax - ymin) * (xmax - xmin)
+  return tf.where(areas > 0.0, heights * widths / tf.where(areas > 0.0, areas, tf.ones_like(areas)),
+                  tf.zeros_like(areas))
+
+
+def _outside(window, boxes):
+  """bool [N]: the box lies completely outside `window` (touching counts as outside, as the OD API's)."""
+  ymin, xmin, ymax, xmax = tf.unstack(boxes, num=4, axis=-1)
+  return tf.logical_or(tf.logical_or(ymin >= window[2], ymax <= window[0]),
+                       tf.logical_or(xmin >= window[3], xmax <= window[1]))
+
+
+def ssd_random_crop(image, boxes, labels, is_crowd, min_object_covered=OD_API_MIN_OBJECT_COVERED,
+                    aspect_ratio_range=(0.5, 2.0), area_range=(0.1, 1.0), overlap_thresh=None,
+                    random_coef=OD_API_RANDOM_COEF, max_attempts=100, seed=None):
+  """The Object Detection API's `ssd_random_crop`, with its defaults.
+
+  One of len(min_object_covered) operations is drawn uniformly. With probability `random_coef` the image
+  is kept as it is; otherwise `tf.image.sample_distorted_bounding_box` draws a patch (aspect ratio in
+  `aspect_ratio_range`, area fraction in `area_range`, `max_attempts` tries, the whole image when none
+  fits) covering at least the operation's `min_object_covered` of some box (of any box, crowd ones
+  included, as the OD API's; the whole image when there are none). Boxes completely outside the patch are
+  dropped, and so are those of which less than the operation's `overlap_thresh` (default: its
+  min_object_covered) lies inside the patch (intersection over the box's own area); the rest are clipped to
+  the patch and renormalized.
+
+  Args:
+    image: uint8 or float32 tensor [H, W, C].
+    boxes: float32 [N, 4], normalized [ymin, xmin, ymax, xmax] in [0, 1]; N may be 0.
+    labels: tensor [N] of any dtype (e.g. int32 class ids), filtered like the boxes.
+    is_crowd: bool [N], filtered like the boxes.
+    min_object_covered: sequence of floats in [0, 1], one per operation.
+    aspect_ratio_range, area_range: (min, max) of the patch, shared by the operations.
+    overlap_thresh: sequence like min_object_covered, or None (= min_object_covered).
+    random_coef: float in [0, 1], probability of keeping the image as it is.
+    max_attempts: tries of the patch sampler.
+    seed: optional int op seed.
+
+  Returns:
+    (image [h, w, C] same dtype, boxes float32 [M, 4] in [0, 1], labels [M], is_crowd bool [M]), M <= N.
+  """
+  overlap_thresh = min_object_covered if overlap_thresh is None else overlap_thresh
+  if len(overlap_thresh) != len(min_object_covered):
+    raise ValueError('ssd_random_crop: %d overlap thresholds for %d operations' % (len(overlap_thresh),
+                                                                                   len(min_object_covered)))
+  with tf.name_scope('ssd_random_crop'):
+    boxes = tf.reshape(tf.cast(boxes, tf.float32), [-1, 4])
+    is_crowd = tf.cast(is_crowd, tf.bool)
+    image_shape = tf.shape(image)
+    index = tf.random_uniform([], maxval=len(min_object_covered), dtype=tf.int32, seed=_op_seed(seed, 1))
+    covered = tf.gather(tf.constant(min_object_covered, tf.float32), index)
+    thresh = tf.gather(tf.constant(overlap_thresh, tf.float32), index)
+    seed1, seed2 = [s or 0 for s in tf.random.get_seed(_op_seed(seed, 2))]
+    begin, size, _ = tf.raw_ops.SampleDistortedBoundingBoxV2(
+        image_size=image_shape, bounding_boxes=tf.clip_by_value(boxes, 0.0, 1.0)[tf.newaxis], seed=seed1,
+        seed2=seed2, min_object_covered=covered, aspect_ratio_range=list(aspect_ratio_range),
+        area_range=list(area_range), max_attempts=max_attempts, use_image_if_no_bounding_boxes=True)
+    crop = tf.random_uniform([], seed=_op_seed(seed, 4)) >= random_coef
+    begin = tf.where_v2(crop, begin, tf.zeros_like(begin))
+    size = tf.where_v2(crop, size, tf.concat([image_shape[:2], [-1]], 0))
+    cropped = tf.slice(image, begin, size)
+    window = _window(begin, tf.shape(cropped), image_shape[:2])
+    keep = tf.logical_and(tf.logical_not(_outside(window, boxes)), _box_ioa(window, boxes) >= thresh)
+    keep = tf.logical_or(keep, tf.logical_not(crop))  # the image as it is keeps every box
+    _, local = _boxes_in_window(boxes, window)
     return cropped, _select(local, keep), _select(labels, keep), _select(is_crowd, keep)
 
 
@@ -245,7 +329,7 @@ def _resize_and_scale(image, image_size):
   return image / 127.5 - 1.0
 
 
-def preprocess_for_train(decoded, image_size, seed=None):
+def preprocess_for_train(decoded, image_size, seed=None, sampler='od_api'):
   """SSD training preprocessing: random patch, random flip, resize to a square, scale to [-1, 1].
 
   Args:
@@ -253,12 +337,16 @@ def preprocess_for_train(decoded, image_size, seed=None):
       is_crowd).
     image_size: int S, output side in pixels (the aspect ratio is not kept, as in SSD).
     seed: optional int op seed.
+    sampler: 'od_api' (`ssd_random_crop`) or 'iou' (`iou_random_crop`).
 
   Returns:
     dict: image float32 [S, S, 3] in [-1, 1]; boxes float32 [N', 4] normalized [ymin, xmin, ymax, xmax];
     classes int32 [N'] (unchanged ids); is_crowd bool [N'].
   """
-  image, boxes, classes, is_crowd = ssd_random_crop(
+  if sampler not in CROP_SAMPLERS:
+    raise ValueError('sampler must be one of %s, got %r' % (', '.join(CROP_SAMPLERS), sampler))
+  crop = ssd_random_crop if sampler == 'od_api' else iou_random_crop
+  image, boxes, classes, is_crowd = crop(
       decoded['image'], decoded['boxes'], tf.cast(decoded['classes'], tf.int32), decoded['is_crowd'], seed=seed)
   image, boxes = random_horizontal_flip(image, boxes, seed=seed)
   return {'image': _resize_and_scale(image, image_size), 'boxes': boxes, 'classes': classes,

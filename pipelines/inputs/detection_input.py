@@ -140,7 +140,7 @@ def example(config, decoded, is_training, anchors, pattern=''):
   decoded = dict(decoded, classes=_checked_box_labels(decoded['boxes'], decoded['classes'], decoded['source_id'],
                                                      pattern))
   if is_training and det.random_crop:
-    pre = preprocessing.preprocess_for_train(decoded, size, seed=seed)
+    pre = preprocessing.preprocess_for_train(decoded, size, seed=seed, sampler=det.crop_sampler)
   elif is_training:
     image, boxes = preprocessing.random_horizontal_flip(decoded['image'], decoded['boxes'], seed=seed)
     pre = preprocessing.preprocess_for_eval(dict(decoded, image=image, boxes=boxes), size)

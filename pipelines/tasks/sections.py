@@ -19,6 +19,7 @@ from pipelines.config_lib import check_positive
 
 CLASSIFICATION_LOSSES = ('sigmoid', 'softmax')
 MINER_LOSS_TYPES = ('classification', 'localization', 'both')
+CROP_SAMPLERS = ('od_api', 'iou')  # datasets.detection_preprocessing.CROP_SAMPLERS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,6 +127,9 @@ class DetectionConfig:
   max_detections: int = 100
   class_prediction_bias_init: float = 0.0
   random_crop: bool = True
+  # od_api: the OD API's ssd_random_crop and its defaults; iou: the SSD paper's sampler with an IoU test
+  # (this project's before #20).
+  crop_sampler: str = 'od_api'
   # TFLite_Detection_PostProcess: per-class (regular) NMS, the SavedModel's; false = the OD API TFLite
   # exporter's default, one class-agnostic NMS over each box's best class (much cheaper with many classes).
   tflite_use_regular_nms: bool = True
@@ -139,6 +143,7 @@ class DetectionConfig:
     check_positive('image_size', self.image_size)
     check_positive('min_depth', self.min_depth)
     check_one_of('classification_loss', self.classification_loss, CLASSIFICATION_LOSSES)
+    check_one_of('crop_sampler', self.crop_sampler, CROP_SAMPLERS)
     check_positive('max_objects', self.max_objects)
     check_positive('max_detections', self.max_detections)
     if not 0 < self.iou_threshold <= 1:

@@ -29,12 +29,12 @@ def test_ssd_random_crop_keeps_boxes_and_flags_consistent(graph):
   assert len(sizes) > 1, 'over 25 samples every crop was the whole image'
 
 
-def test_ssd_random_crop_golden_window(graph):
+def test_iou_random_crop_golden_window(graph):
   # A single choice with IoU >= 0.9 against a box covering the whole image forces the patch to be (almost)
   # the whole image; area_range (1, 1) makes it exact, so box values can be checked by hand.
   image = tf.zeros([40, 40, 3], tf.uint8)
   boxes = tf.constant([[0.0, 0.0, 1.0, 1.0], [0.1, 0.2, 0.3, 0.6]])
-  out = detection_preprocessing.ssd_random_crop(image, boxes, tf.constant([5, 7]), tf.constant([False, False]),
+  out = detection_preprocessing.iou_random_crop(image, boxes, tf.constant([5, 7]), tf.constant([False, False]),
                                                 min_iou_choices=(0.9,), area_range=(1.0, 1.0),
                                                 aspect_ratio_range=(1.0, 1.0))
   with tf.Session() as sess:
@@ -62,6 +62,63 @@ def test_sampled_patches_meet_the_iou_threshold(graph):
       union = (y1 - y0) * (x1 - x0) + (ref[:, 2] - ref[:, 0]) * (ref[:, 3] - ref[:, 1]) - inter
       assert np.max(inter / union) >= 0.7 - 1e-6
   assert whole < 100
+
+
+def _crop_statistics(size_tensor, full, draws=300):
+  """(whole-image rate, mean area fraction) of `draws` runs of a crop's output size [h, w, ...]."""
+  whole, areas = 0, []
+  with tf.Session() as sess:
+    for _ in range(draws):
+      size = sess.run(size_tensor)
+      whole += int(size[0] == full[0] and size[1] == full[1])
+      areas.append(size[0] * size[1] / float(full[0] * full[1]))
+  return whole / float(draws), float(np.mean(areas))
+
+
+def test_od_api_crop_matches_a_reference_sampler(graph):
+  """Issue #20 item 3: the OD API's defaults -- 7 operations drawn uniformly, min_object_covered in
+  (0, .1, .3, .5, .7, .9, 1), aspect (0.5, 2), area (0.1, 1), 100 attempts, the image as is 15% of the
+  time -- against the same recipe written here directly on tf.image.sample_distorted_bounding_box."""
+  full = (60, 80)
+  boxes = tf.constant([[0.1, 0.1, 0.6, 0.5], [0.5, 0.4, 1.0, 1.0], [0.2, 0.6, 0.4, 0.9]])
+  image = tf.zeros(full + (3,), tf.uint8)
+  ours = tf.shape(detection_preprocessing.ssd_random_crop(image, boxes, tf.constant([1, 2, 3]),
+                                                          tf.constant([False, False, False]))[0])
+  covered = tf.gather(tf.constant([0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0]), tf.random_uniform([], maxval=7, dtype=tf.int32))
+  _, size, _ = tf.image.sample_distorted_bounding_box(
+      tf.shape(image), boxes[None], min_object_covered=covered, aspect_ratio_range=(0.5, 2.0), area_range=(0.1, 1.0),
+      max_attempts=100, use_image_if_no_bounding_boxes=True)
+  reference = tf.where_v2(tf.random_uniform([]) < 0.15, tf.shape(image), size)
+  whole, area = _crop_statistics(ours, full)
+  ref_whole, ref_area = _crop_statistics(reference, full)
+  assert abs(whole - ref_whole) < 0.12 and abs(area - ref_area) < 0.08, (whole, ref_whole, area, ref_area)
+  # Not the former sampler's "whole image most of the time" (84% at IoU 0.7).
+  assert whole < 0.6, whole
+
+
+def test_od_api_crop_keeps_boxes_by_the_fraction_inside(graph):
+  window = tf.constant([0.0, 0.0, 0.5, 0.5])
+  boxes = tf.constant([[0.0, 0.0, 0.4, 0.4],    # inside: 1.0
+                       [0.25, 0.25, 0.75, 0.75],  # a quarter inside
+                       [0.5, 0.0, 1.0, 0.5],    # touching the window's edge only: outside
+                       [0.2, 0.2, 0.2, 0.3]])   # no area
+  ioa = detection_preprocessing._box_ioa(window, boxes)  # pylint: disable=protected-access
+  outside = detection_preprocessing._outside(window, boxes)  # pylint: disable=protected-access
+  with tf.Session() as sess:
+    ioa, outside = sess.run([ioa, outside])
+  np.testing.assert_allclose(ioa, [1.0, 0.25, 0.0, 0.0], atol=1e-6)
+  assert outside.tolist() == [False, False, True, False]
+  # Kept at overlap_thresh 0.3 from a patch forced to the image's top-left quarter, clipped and renormalized.
+  image = tf.zeros([40, 40, 3], tf.uint8)
+  out = detection_preprocessing.ssd_random_crop(
+      image, tf.constant([[0.05, 0.05, 0.2, 0.2], [0.4, 0.4, 0.6, 0.6], [0.45, 0.45, 0.9, 0.9]]),
+      tf.constant([1, 2, 3]), tf.constant([False, False, False]), min_object_covered=(0.0,), overlap_thresh=(0.3,),
+      area_range=(0.25, 0.25), aspect_ratio_range=(1.0, 1.0), random_coef=0.0)
+  with tf.Session() as sess:
+    for _ in range(20):
+      img, b, labels, _ = sess.run(out)
+      assert img.shape == (20, 20, 3)
+      assert np.all(b >= 0.0) and np.all(b <= 1.0)
 
 
 def test_boxes_in_window_golden(graph):
