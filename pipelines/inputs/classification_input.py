@@ -2,7 +2,7 @@
 
 The one pipeline that training, evaluation, tests and benchmarks read (`dataset`), and the serving
 preprocessing of encoded images (`features_from_bytes`, the same as evaluation's). Settings come from the
-config: `classification.image_size`, `classification.min_crop_area` (the training crop covers that
+config: `classification.image_size`, `classification.preprocessing` (the training crop covers that
 fraction of the image area up to all of it), `runtime.seed`, the batch sizes and the `data.*` reader
 settings (see `pipelines.inputs.input_common`).
 
@@ -19,16 +19,17 @@ from pipelines.inputs import input_common
 def example(config, decoded, is_training):
   """(features, label) of one decoded record: {'image': float32 [S, S, 3] in [-1, 1]}, int32 [] in 0..K.
 
-  Training: Inception-style crop (area in [classification.min_crop_area, 1]) + flip; evaluation: central
-  crop (87.5%) + resize. S = classification.image_size.
+  Training: TF-Slim's Inception crop, flip and colour distortion as `classification.preprocessing` says;
+  evaluation: central crop (`preprocessing.eval_central_fraction`) + resize. S = classification.image_size.
   """
-  size = config.classification.image_size
+  size, pre = config.classification.image_size, config.classification.preprocessing
   if is_training:
-    image = preprocessing.preprocess_for_train(decoded['image'], size,
-                                               area_range=(config.classification.min_crop_area, 1.0),
-                                               seed=config.runtime.seed)
+    image = preprocessing.preprocess_for_train(
+        decoded['image'], size, area_range=tuple(pre.area_range), aspect_ratio_range=tuple(pre.aspect_ratio_range),
+        seed=config.runtime.seed, color_distortion=pre.color_distortion, min_object_covered=pre.min_object_covered,
+        max_attempts=pre.max_attempts, random_flip=pre.random_flip)
   else:
-    image = preprocessing.preprocess_for_eval(decoded['image'], size)
+    image = preprocessing.preprocess_for_eval(decoded['image'], size, pre.eval_central_fraction)
   return {'image': image}, checked_label(config, decoded)
 
 
@@ -86,10 +87,10 @@ def features_from_bytes(config, encoded):
   Returns:
     {'image': float32 [B, S, S, 3] in [-1, 1]}, S = classification.image_size.
   """
-  size = config.classification.image_size
+  size, fraction = config.classification.image_size, config.classification.preprocessing.eval_central_fraction
 
   def one(data):
     image = tf.image.decode_image(data, channels=3, expand_animations=False)
     image.set_shape([None, None, 3])
-    return preprocessing.preprocess_for_eval(image, size)
+    return preprocessing.preprocess_for_eval(image, size, fraction)
   return {'image': tf.map_fn(one, encoded, dtype=tf.float32, back_prop=False)}

@@ -22,6 +22,35 @@ MINER_LOSS_TYPES = ('classification', 'localization', 'both')
 CROP_SAMPLERS = ('od_api', 'iou')  # datasets.detection_preprocessing.CROP_SAMPLERS
 
 
+COLOR_DISTORTIONS = ('fast', 'full', 'none')  # datasets.classification_preprocessing.COLOR_DISTORTIONS
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassificationPreprocessingConfig:
+  """TF-Slim's `inception_preprocessing` (what `train_image_classifier` runs for MobileNetV2), its defaults."""
+  min_object_covered: float = 0.1  # of the whole image, by the training crop
+  aspect_ratio_range: List[float] = dataclasses.field(default_factory=lambda: [0.75, 1.33])
+  area_range: List[float] = dataclasses.field(default_factory=lambda: [0.05, 1.0])
+  max_attempts: int = 100
+  random_flip: bool = True
+  color_distortion: str = 'fast'  # fast (brightness, saturation) | full (+ hue, contrast; 4 orderings) | none
+  eval_central_fraction: float = 0.875  # evaluation and serving: central crop of each side, then resize
+
+  def validate(self):
+    for name in ('aspect_ratio_range', 'area_range'):
+      low_high = getattr(self, name)
+      if len(low_high) != 2 or not 0 < low_high[0] <= low_high[1]:
+        raise ValueError('%s: must be [min, max] with 0 < min <= max, got %r' % (name, low_high))
+    if self.area_range[1] > 1:
+      raise ValueError('area_range: fractions of the image area, at most 1, got %r' % (self.area_range,))
+    if not 0 <= self.min_object_covered <= 1:
+      raise ValueError('min_object_covered: must be in [0, 1], got %r' % (self.min_object_covered,))
+    check_positive('max_attempts', self.max_attempts)
+    check_one_of('color_distortion', self.color_distortion, COLOR_DISTORTIONS)
+    if not 0 < self.eval_central_fraction <= 1:
+      raise ValueError('eval_central_fraction: must be in (0, 1], got %r' % (self.eval_central_fraction,))
+
+
 @dataclasses.dataclass(frozen=True)
 class ClassificationConfig:
   NUM_CLASSES_RULE = (1, 'ids 0..largest, background 0 included')  # (not a field: no annotation)
@@ -33,7 +62,8 @@ class ClassificationConfig:
   finegrain_classification_mode: bool = False  # keep the last layer at 1280 channels below multiplier 1.0
   dropout_keep_prob: float = 0.8  # before the logits
   top_k: int = 5  # classes returned by predict/export
-  min_crop_area: float = 0.08  # Inception-style training crop covers this to 100% of the image area
+  preprocessing: ClassificationPreprocessingConfig = dataclasses.field(
+      default_factory=ClassificationPreprocessingConfig)
   # Added to every record's label: the label used is record label + label_offset, and it must be a class
   # 1..num_classes - 1 (logit 0 is always the background). 0 for TF-Slim ImageNet records (labels 1..1000);
   # 1 for records whose labels start at 0 without a background (TF-Slim's CIFAR-10, tf_cnn_benchmarks).
@@ -49,8 +79,6 @@ class ClassificationConfig:
       raise ValueError('output_stride: must be null, 8, 16 or 32, got %r' % (self.output_stride,))
     check_keep_prob('dropout_keep_prob', self.dropout_keep_prob)
     check_positive('top_k', self.top_k)
-    if not 0 < self.min_crop_area <= 1:
-      raise ValueError('min_crop_area: must be in (0, 1], got %r' % (self.min_crop_area,))
 
   def backbone_stride(self):
     """(output stride of the classifier's backbone, the key that sets it)."""

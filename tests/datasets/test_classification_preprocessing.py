@@ -33,7 +33,7 @@ def test_preprocess_for_eval_matches_numpy(graph):
 def test_preprocess_for_train_whole_image_crop_is_image_or_its_flip(graph):
   image = np.random.RandomState(1).randint(0, 256, (32, 32, 3)).astype(np.uint8)
   out = classification_preprocessing.preprocess_for_train(tf.constant(image), 32, area_range=(1.0, 1.0),
-                                      aspect_ratio_range=(1.0, 1.0), seed=3)
+                                                          aspect_ratio_range=(1.0, 1.0), seed=3, color_distortion='none')
   random_out = classification_preprocessing.preprocess_for_train(tf.constant(image), 16, seed=4)
   assert out.shape.as_list() == [32, 32, 3] and random_out.shape.as_list() == [16, 16, 3]
   scaled = image * (2.0 / 255.0) - 1.0
@@ -42,3 +42,25 @@ def test_preprocess_for_train_whole_image_crop_is_image_or_its_flip(graph):
       value, other = sess.run([out, random_out])
       assert (np.abs(value - scaled).max() < 1e-5) or (np.abs(value - scaled[:, ::-1]).max() < 1e-5)
       assert other.dtype == np.float32 and other.min() >= -1.0 and other.max() <= 1.0
+
+
+def test_slim_colour_distortion(graph):
+  """TF-Slim's fast mode: brightness (+-32/255) then saturation (0.5-1.5), clipped; full: one of 4 orderings
+  of brightness, saturation, hue and contrast; none: the image as it is."""
+  grey = np.full([8, 8, 3], 0.5, np.float32)  # no saturation to change: only the brightness moves it
+  fast = classification_preprocessing.distort_color(tf.constant(grey), 'fast', seed=1)
+  full = classification_preprocessing.distort_color(tf.constant(np.random.RandomState(0).uniform(
+      size=[8, 8, 3]).astype(np.float32)), 'full', seed=2)
+  assert classification_preprocessing.distort_color(tf.constant(grey), 'none') is not None
+  with tf.Session() as sess:
+    shifts = [float(sess.run(fast).mean() - 0.5) for _ in range(30)]
+    outs = [sess.run(full) for _ in range(10)]
+  assert max(abs(d) for d in shifts) <= 32.0 / 255.0 + 1e-5 and len(set(round(d, 5) for d in shifts)) > 10
+  assert all(o.min() >= 0.0 and o.max() <= 1.0 for o in outs)
+  train = classification_preprocessing.preprocess_for_train(tf.constant(np.zeros([20, 20, 3], np.uint8) + 128), 16)
+  with tf.Session() as sess:
+    value = sess.run(train)
+  assert value.min() >= -1.0 and value.max() <= 1.0
+  import pytest  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match='color distortion'):
+    classification_preprocessing.distort_color(tf.constant(grey), 'strong')
