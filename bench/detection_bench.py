@@ -23,13 +23,15 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+from pipelines.cli import environment  # noqa: E402  pylint: disable=g-import-not-at-top
+
+environment.configure()  # oneDNN and TensorFlow's log level, as the `mnv2` command (before TensorFlow)
 
 import numpy as np  # noqa: E402
 import tensorflow.compat.v1 as tf  # noqa: E402
 import tf_slim as slim  # noqa: E402
 
-from pipelines.tasks import detection  # noqa: E402  (imports `pipelines` first: oneDNN default, slim shim)
+from pipelines.tasks import detection  # noqa: E402
 from datasets import coco  # noqa: E402
 from datasets import shapes  # noqa: E402
 from heads import ssdlite  # noqa: E402

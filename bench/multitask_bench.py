@@ -28,10 +28,12 @@ import sys
 import tempfile
 import time
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
+from pipelines.cli import environment  # noqa: E402  pylint: disable=g-import-not-at-top
+
+environment.configure()  # oneDNN and TensorFlow's log level, as the `mnv2` command (before TensorFlow)
 
 from pipelines import config as config_schema  # noqa: E402  pylint: disable=g-import-not-at-top (after sys.path)
 from pipelines.cli import profile_models  # noqa: E402

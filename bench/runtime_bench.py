@@ -106,6 +106,7 @@ def _run(args, setting):
           '--depth-multiplier', str(args.depth_multiplier), '--iterations', str(args.iterations),
           '--warmup', str(args.warmup), '--min-seconds', str(args.min_seconds)]
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
+  env.setdefault('TF_ENABLE_ONEDNN_OPTS', '1')  # as `mnv2` runs (pipelines.cli.environment)
   result = subprocess.run(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           universal_newlines=True)
   for line in result.stdout.splitlines():

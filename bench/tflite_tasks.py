@@ -27,7 +27,9 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+from pipelines.cli import environment  # noqa: E402  pylint: disable=g-import-not-at-top
+
+environment.configure()  # oneDNN and TensorFlow's log level, as the `mnv2` command (before TensorFlow)
 
 import numpy as np  # noqa: E402
 import tensorflow.compat.v1 as tf  # noqa: E402

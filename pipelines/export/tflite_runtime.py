@@ -66,7 +66,10 @@ class TFLiteModel(object):
       metadata_path = os.path.join(os.path.dirname(model_path), METADATA_NAME)
     with tf.io.gfile.GFile(metadata_path, 'r') as f:
       self.metadata = json.load(f)
-    self.interpreter = make_interpreter(model_path=model_path, num_threads=num_threads)
+    # Read through tf.io.gfile (gs:// and other file systems), handed to the interpreter as content.
+    with tf.io.gfile.GFile(model_path, 'rb') as f:
+      self.content = f.read()
+    self.interpreter = make_interpreter(model_content=self.content, num_threads=num_threads)
     self._input = self.interpreter.get_input_details()[0]['index']
     by_name = dict((d['name'], d['index']) for d in self.interpreter.get_output_details())
     self._outputs = [(o['key'], by_name[o['name']], o.get('quantization')) for o in self.metadata['outputs']]

@@ -154,7 +154,7 @@ class TFLitePredictor(object):
   def __init__(self, model_path, num_threads=None):
     self.model = tflite_runtime.TFLiteModel(model_path, num_threads=num_threads)
     self.metadata = self.model.metadata
-    directory = os.path.dirname(os.path.abspath(model_path))
+    directory = os.path.dirname(model_path if '://' in model_path else os.path.abspath(model_path))
     config = config_schema.load(os.path.join(directory, self.metadata.get('config', CONFIG_NAME)))
     self.task = registry.make_task(config)
     self._graph = tf.Graph()

@@ -11,6 +11,7 @@ import json
 import os
 
 import numpy as np
+import tensorflow.compat.v1 as tf
 import pytest
 
 from datasets import shapes
@@ -107,6 +108,15 @@ def test_classification(tmp_path, records):
     assert json.load(f)['input']['dtype'] == 'uint8'
   for s, t in zip(saved, tflite_task.predict(int8, images)):
     assert np.abs(s['probabilities'] - t['probabilities']).max() < 0.05
+
+  # Issue #22 item 4: export to and predict from a remote file system (TensorFlow's in-memory ram://,
+  # TF >= 2.x), every file through tf.io.gfile, the interpreter fed the model's content.
+  if tf.__version__.startswith('1.'):
+    return
+  remote = _export(path, model_dir, 'ram://mnv2_%d/f32' % os.getpid())
+  assert sorted(tf.io.gfile.listdir(os.path.dirname(remote))) == files
+  for s, t in zip(lite, tflite_task.predict(remote, images)):
+    np.testing.assert_array_equal(s['probabilities'], t['probabilities'])
 
 
 def _iou(a, b):
