@@ -73,15 +73,21 @@ def averaged_variables(resume=None):
   leave out of that collection), as TF-Slim averages every model variable. Replica copies excluded.
 
   `resume`: the checkpoint training resumes from. One written before the statistics were averaged (it has
-  averages, but none of them) resumes as it was trained: without averaging them.
+  averages, but none of them) resumes as it was trained: without averaging them. Under a distribution
+  strategy the statistics are synchronized on read (each replica keeps its own), which the average cannot
+  update in cross-replica context on TF 1.15: there only the weights are averaged (eval and export then
+  read the statistics as they are).
   """
   variables, seen = [], set()
   statistics = [v for v in tf.global_variables() if v.op.name.endswith(_BN_STATISTICS)]
+  statistics += tf.moving_average_variables()
+  if tf.distribute.has_strategy():
+    statistics = []
   if resume and _has_moving_averages(resume):
     stored = set(name for name, _ in tf.train.list_variables(resume))
     if not any(name.endswith(_BN_STATISTICS[0] + EMA_SUFFIX) for name in stored):
       statistics = []
-  for variable in tf.trainable_variables() + tf.moving_average_variables() + statistics:
+  for variable in tf.trainable_variables() + statistics:
     name = variable.op.name
     if name not in seen and not _REPLICA_COPY.search(name):
       seen.add(name)
