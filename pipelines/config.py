@@ -352,13 +352,13 @@ def unread_sections(data):
   if own is not None:
     return own(data)
   unread = {name: 'not read by task %r (only the %r section applies to it)' % (task, task)
-            for name in registry.names() if name != task and not _composes(name)}
+            for name in registry.names() if name != task and not composes(name)}
   unread.update((name, 'not read by task %r (only %s configs have it)' % (task, name))
-                for name in registry.names() if name != task and _composes(name))
+                for name in registry.names() if name != task and composes(name))
   return unread
 
 
-def _composes(name):
+def composes(name):
   """Whether task `name`'s section combines other tasks (its members)."""
   return hasattr(registry.section_type(name), 'member_config')
 

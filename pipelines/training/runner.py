@@ -298,7 +298,7 @@ def graph_keys():
   """Dotted keys (or prefixes) of the saved config whose change makes a different graph or variables: the
   shared ones and every registered task's section."""
   return _GRAPH_KEYS + tuple('%s.' % name for name in registry.names() if registry.section_type(name) is not None
-                             and not hasattr(registry.section_type(name), 'member_config'))
+                             and not config_schema.composes(name))
 
 
 def _flatten(data, prefix=''):
