@@ -159,6 +159,23 @@ def _input_name(name):
   return name, 0
 
 
+def rename_node(graph_def, old, new):
+  """Renames node `old` of `graph_def` to `new` in place, with every reference to it (data and control)."""
+  names = set(n.name for n in graph_def.node)
+  if old not in names:
+    raise ValueError('no node %s in the graph' % old)
+  if new in names:
+    raise ValueError('the graph has a node %s already' % new)
+  for node in graph_def.node:
+    if node.name == old:
+      node.name = new
+    for i, ref in enumerate(node.input):
+      control = ref.startswith('^')
+      base, sep, port = ref.lstrip('^').partition(':')
+      if base == old:
+        node.input[i] = ('^' if control else '') + new + sep + port
+
+
 def const_node(name, value, dtype=None):
   """A Const NodeDef holding numpy `value` (cast to `dtype` if given)."""
   node = tf.NodeDef()

@@ -22,6 +22,11 @@ The network is frozen with the moving-average weights and its batch norms folded
     ImageTensor              ImageTensor uint8 [1, H, W, 3] -> SemanticPredictions int32 [1, H, W] (DeepLab's
                              exporter; tensor names ImageTensor:0 and SemanticPredictions:0)
 
+Beside saved_model.pb, `frozen_inference_graph.pb` holds the same model as one GraphDef in the tensor names of
+the anchor's published frozen graph (`Task.frozen_graph`): classification `input:0` (float, preprocessed) ->
+`MobilenetV2/Predictions/Reshape_1:0`; detection `image_tensor:0` -> `detection_boxes:0`, `detection_scores:0`,
+`detection_classes:0`, `num_detections:0`; segmentation `ImageTensor:0` -> `SemanticPredictions:0`.
+
 A uint8 image goes through PNG encoding (lossless) so it is preprocessed by exactly the serving code the
 encoded-bytes signature uses. Each task names its own signatures (`Task.client_signatures`) and its uint8
 input (`Task.UINT8_INPUT_NAME`). Not here: TFLite (`pipelines.export.tflite_task`).
@@ -32,10 +37,13 @@ import time
 
 import tensorflow.compat.v1 as tf
 
+from pipelines import config as config_schema
 from pipelines.export import freeze as freeze_lib
 
 LOG = logging.getLogger('mnv2')
 SEP = '/'
+CONFIG_NAME = 'config.yaml'  # the training config, where the OD API's exporter writes pipeline.config
+FROZEN_GRAPH = 'frozen_inference_graph.pb'  # beside saved_model.pb, as the OD API's and DeepLab's exporters
 
 
 def _escape(key):
@@ -106,15 +114,48 @@ def build_and_save(task, checkpoint_path, export_dir):
     predictions = task.build_predictions(outputs, features)
     signatures = {tf.saved_model.signature_constants.DEFAULT_SERVING_SIGNATURE_DEF_KEY:
                   _signature({'encoded_image': encoded}, predictions)}
-    for name, (inputs, tensors) in task.client_signatures(uint8, images, outputs, features, predictions).items():
+    clients = task.client_signatures(uint8, images, outputs, features, predictions)
+    for name, (inputs, tensors) in clients.items():
       signatures[name] = _signature(inputs, tensors)
+    frozen_spec = task.frozen_graph(clients, images, predictions)
+    frozen_outputs = _named_outputs(frozen_spec['outputs']) if frozen_spec else None
     with tf.Session(graph=graph) as session:
       builder = tf.saved_model.builder.SavedModelBuilder(export_dir)
       builder.add_meta_graph_and_variables(session, [tf.saved_model.tag_constants.SERVING],
                                            signature_def_map=signatures, strip_default_attrs=True,
                                            main_op=tf.tables_initializer())
       builder.save()
+  config_schema.save(task.config, os.path.join(export_dir, CONFIG_NAME))
+  if frozen_spec:
+    graph_def = frozen_inference_graph(graph.as_graph_def(), frozen_spec['inputs'], frozen_outputs)
+    with tf.io.gfile.GFile(os.path.join(export_dir, FROZEN_GRAPH), 'wb') as f:
+      f.write(graph_def.SerializeToString())
   return export_dir
+
+
+def _named_outputs(outputs):
+  """The frozen graph's outputs: each tensor aliased (tf.identity) to its client name where its op differs."""
+  named = {}
+  for name, tensor in outputs.items():
+    if tensor.op.name != name or tensor.value_index != 0:
+      tensor = tf.identity(tensor, name=name)
+      if tensor.op.name != name:
+        raise ValueError('frozen graph: the tensor name %s:0 is taken in the serving graph' % name)
+    named[name] = tensor
+  return named
+
+
+def frozen_inference_graph(graph_def, inputs, outputs):
+  """The serving GraphDef cut to `outputs` (name -> tensor named so), its `inputs` nodes renamed to their keys.
+
+  The weights are constants already (the network was frozen before it was imported), so this is the whole
+  model: a client imports it with `name=''` and feeds `<input>:0`, as the anchors' demos do.
+  """
+  graph_def = tf.graph_util.extract_sub_graph(graph_def, sorted(outputs))
+  for name, tensor in inputs.items():
+    if tensor.op.name != name:
+      freeze_lib.rename_node(graph_def, tensor.op.name, name)
+  return graph_def
 
 
 def export(task, base_dir, checkpoint_path):

@@ -184,6 +184,16 @@ class Task(abc.ABC):
     del images, outputs, features
     return {'image_tensor': ({'inputs': uint8}, predictions)}
 
+  def frozen_graph(self, signatures, images, predictions):
+    """`frozen_inference_graph.pb`'s tensors, named as the anchor's published frozen graph, or None for none.
+
+    Returns dict(inputs={name: tensor}, outputs={name: tensor}): a client feeds `<input name>:0` and fetches
+    `<output name>:0` (`pipelines.export.saved_model_export` renames or aliases the tensors to those names).
+    `signatures` is `client_signatures`' result; `images` and `predictions` as there.
+    """
+    del signatures, images, predictions
+    return None
+
   @abc.abstractmethod
   def tflite_outputs(self, outputs):
     """The tensors a TFLite model of this task returns (dict key -> tensor), from `build_outputs`."""

@@ -86,6 +86,12 @@ class ClassificationTask(base.Task):
         'top_k_probabilities': top_probs,
     }
 
+  def frozen_graph(self, signatures, images, predictions):
+    """TF-Slim's published frozen graphs: float `input:0` [B, S, S, 3] in [-1, 1] ->
+    `MobilenetV2/Predictions/Reshape_1:0` (softmax probabilities)."""
+    del signatures
+    return dict(inputs={'input': images}, outputs={'MobilenetV2/Predictions/Reshape_1': predictions['probabilities']})
+
   def input_fn(self, mode):
     return lambda params=None, input_context=None: classification_input.dataset(self.config, mode,
                                                                                 input_context=input_context)

@@ -265,6 +265,12 @@ class DetectionTask(base.Task):
     }
     return {'image_tensor': ({'inputs': uint8}, od_outputs)}
 
+  def frozen_graph(self, signatures, images, predictions):
+    """The OD API's `frozen_inference_graph.pb`: uint8 `image_tensor:0` -> `detection_boxes:0`, ..."""
+    del images, predictions
+    inputs, outputs = signatures['image_tensor']
+    return dict(inputs={'image_tensor': inputs['inputs']}, outputs=outputs)
+
   def tflite_outputs(self, outputs):
     return {BOX_ENCODINGS: outputs[ssdlite.BOX_ENCODINGS], CLASS_SCORES: self.class_scores(outputs)}
 

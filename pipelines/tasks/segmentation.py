@@ -287,6 +287,12 @@ class SegmentationTask(base.Task):
     semantic = tf.identity(predictions[MASK], name='SemanticPredictions')
     return {'ImageTensor': ({'ImageTensor': uint8}, {'SemanticPredictions': semantic})}
 
+  def frozen_graph(self, signatures, images, predictions):
+    """DeepLab's `frozen_inference_graph.pb`: uint8 `ImageTensor:0` [1, H, W, 3] -> `SemanticPredictions:0`."""
+    del images, predictions
+    inputs, outputs = signatures['ImageTensor']
+    return dict(inputs=inputs, outputs=outputs)
+
   def tflite_outputs(self, outputs):
     """The class map at the input size (logits resized bilinearly, corners aligned, then argmax)."""
     size = self.serving_size()

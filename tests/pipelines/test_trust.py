@@ -345,7 +345,8 @@ def test_sigkill_between_checkpoints_then_resume(tmp_path, records):
   process.wait()
   killed_at = int(tf.train.latest_checkpoint(model_dir).split('-')[-1])
   assert 4 <= killed_at < 60
-  rerun = subprocess.run(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  rerun = subprocess.run(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         timeout=900)
   assert rerun.returncode == 0, rerun.stderr[-2000:]
   logged = [int(n) for n in re.findall(r' step (\d+) ', rerun.stderr.decode('utf-8', 'replace'))]
   assert logged and logged[0] > killed_at, logged[:3]  # resumed from the last checkpoint, not from step 0
