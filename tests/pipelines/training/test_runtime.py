@@ -217,8 +217,14 @@ def test_sync_path_tensor_is_training_and_in_place_updates():
         sess.run(updates, {training: False})  # eval mode: the moving statistics stay
         values += sess.run(moving)
     results.append(values)
-  for a, b in zip(results[0], results[1]):
+  # The first four values (training output, moving mean and variance after the training update, eval output)
+  # are slim's. After the eval-mode update the reference is the statistics themselves, not slim's values: TF
+  # 1.15's slim (a Keras layer) multiplies the inference FusedBatchNorm's undefined batch-mean output by a
+  # zero momentum there, which is NaN now and then (seen in a suite run, on uninitialized memory).
+  for a, b in zip(results[0][:4], results[1][:4]):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+  for a, b in zip(results[1][1:3], results[1][4:]):
+    np.testing.assert_array_equal(a, b)
   with tf.Graph().as_default():
     out = sync(tf.constant(x), decay=0.5, scale=True, is_training=True, updates_collections=None)
     assert not tf.get_collection(tf.GraphKeys.UPDATE_OPS)
