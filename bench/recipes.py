@@ -3,10 +3,11 @@
 Trains, on the embedded "shapes" data of `mnv2 demo` (generated and converted by the demo's own code, in
 `--output-dir`), with the demo configs and the same steps and seeds:
 
-- detection with this project's previous recipe (`detection.crop_sampler: iou`, the SSD paper's sampler
-  with an IoU test, and top-k negative mining: `hard_example_miner: {num_hard_examples: null,
-  iou_threshold: 1.0}`) against the Object Detection API's (`ssd_random_crop` with its defaults and its
-  NMS-based `HardExampleMiner`), both warm-started from the same demo classifier;
+- detection with each pair of crop sampler (`detection.crop_sampler: iou`, the SSD paper's sampler with an
+  IoU test, this project's before; `od_api`, the Object Detection API's `ssd_random_crop` with its
+  defaults) and negative mining (top-k by loss, this project's before: `hard_example_miner:
+  {num_hard_examples: null, iou_threshold: 1.0}`; the OD API's NMS-based `HardExampleMiner`), all
+  warm-started from the same demo classifier;
 - classification without colour distortion (`classification.preprocessing.color_distortion: none`)
   against TF-Slim's fast distortion (`fast`).
 
@@ -33,26 +34,32 @@ from datasets import shapes  # noqa: E402
 from pipelines.cli import demo  # noqa: E402
 from pipelines.training import runner  # noqa: E402
 
-OLD_DETECTION = ['detection.crop_sampler=iou', 'detection.hard_example_miner.num_hard_examples=null',
-                 'detection.hard_example_miner.iou_threshold=1.0']
-# (task, row name, overrides): the first of each task is the old behaviour.
+TOP_K = ['detection.hard_example_miner.num_hard_examples=null', 'detection.hard_example_miner.iou_threshold=1.0']
+# (task, model dir suffix, row name, overrides): the first of each task is the old behaviour. Detection runs
+# every pair of crop sampler and miner (the demo config uses the IoU sampler with the OD API's miner).
 RUNS = (
-    ('classification', 'no colour distortion (before)', ['classification.preprocessing.color_distortion=none']),
-    ('classification', "TF-Slim's fast colour distortion", ['classification.preprocessing.color_distortion=fast']),
-    ('detection', 'IoU crop + top-k mining (before)', OLD_DETECTION),
-    ('detection', "OD API's ssd_random_crop + HardExampleMiner", []),
+    ('classification', 'before', 'no colour distortion (before)',
+     ['classification.preprocessing.color_distortion=none']),
+    ('classification', 'now', "TF-Slim's fast colour distortion",
+     ['classification.preprocessing.color_distortion=fast']),
+    ('detection', 'before', 'IoU crop + top-k mining (before)', ['detection.crop_sampler=iou'] + TOP_K),
+    ('detection', 'iou-miner', 'IoU crop + `HardExampleMiner` (demo config)', ['detection.crop_sampler=iou']),
+    ('detection', 'odapi-topk', "OD API's `ssd_random_crop` + top-k mining",
+     ['detection.crop_sampler=od_api'] + TOP_K),
+    ('detection', 'now', "OD API's `ssd_random_crop` + `HardExampleMiner` (paper config)",
+     ['detection.crop_sampler=od_api']),
 )
 METRICS = {'classification': ('top1_accuracy',), 'detection': ('AP50', 'AP')}
 
 
-def _train_and_evaluate(task, name, overrides, raw, out, steps):
+def _train_and_evaluate(task, suffix, name, overrides, raw, out, steps):
   base = demo._data_overrides(task, raw, out)  # pylint: disable=protected-access  (the demo's own conversion)
   if task != 'classification':  # the demo's recipe: the backbone from the demo classifier of this run
     base.append('train.warm_start.checkpoint=%s' % os.path.join(out, 'models', 'classification-before'))
   if steps:
     base.append('train.steps=%d' % steps)
   config = runner.load_config(os.path.join(demo.CONFIG_DIR, 'demo_%s.yaml' % task), base + overrides, 'train')
-  model_dir = os.path.join(out, 'models', '%s-%s' % (task, 'before' if '(before)' in name else 'now'))
+  model_dir = os.path.join(out, 'models', '%s-%s' % (task, suffix))
   start = time.time()
   runner.train(config, model_dir)
   metrics = runner.evaluate(config, model_dir)
@@ -71,7 +78,8 @@ def main(argv=None):
   logging.basicConfig(level=logging.INFO, format='%(asctime)s %(message)s', datefmt='%H:%M:%S')
   out = os.path.abspath(args.output_dir)
   raw = demo.generate_data(out, ['classification', 'detection'], args.scale, shapes.DEFAULT_IMAGE_SIZE, 0)
-  results = [_train_and_evaluate(task, name, overrides, raw, out, args.steps) for task, name, overrides in RUNS]
+  results = [_train_and_evaluate(task, suffix, name, overrides, raw, out, args.steps)
+             for task, suffix, name, overrides in RUNS]
   lines = ['| task | recipe | metrics | training + eval |', '|---|---|---|---|']
   for r in results:
     lines.append('| %s | %s | %s | %.0f s |' % (r['task'], r['recipe'], ', '.join(
