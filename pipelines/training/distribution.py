@@ -16,8 +16,9 @@ Strategies (`make_distribution`):
                          asynchronous updates, no strategy object. Each worker steps on its own batch.
 
 Measured with `tf.estimator.train_and_evaluate` on TensorFlow 1.15.5 and 2.15.1 (docs/distribution.md,
-tests/pipelines/test_runtime.py, cluster_util.py): all four run on both stacks, so `UNSUPPORTED` is empty; a
-stack that cannot run a strategy goes there and `make_distribution` raises a one-line ValueError for it.
+tests/pipelines/training/test_distributed_training.py, cluster_util.py): all four run on both stacks, so
+`UNSUPPORTED` is empty; a stack that cannot run a strategy goes there and `make_distribution` raises a one-line
+ValueError for it.
 
 Not here: the batch norm whose moments span the replicas (`pipelines.training.sync_batch_norm`), mixed
 precision and XLA (`pipelines.training.precision`).
