@@ -26,10 +26,12 @@ task: classification
 model: {depth_multiplier: 0.35}
 classification: {image_size: 32, num_classes: 4}
 data: {train_files: %s/train-*, eval_files: %s/train-*, shuffle_buffer: 4}
-train: {batch_size: 4, steps: 1, moving_average_decay: 0.9999, optimizer: sgd,
-        learning_rate: {schedule: constant, base: 0.05}}
+train: {batch_size: 4, steps: 1, moving_average_decay: 0.9999, optimizer: sgd, clip_gradient_norm: 1.0,
+        learning_rate: {schedule: constant, base: 0.02}}
 runtime: {seed: 1, save_checkpoints_steps: 100, log_every_n_steps: 10}
 ''' % (records, records), mode='train')
+  # Plain SGD at 0.05 on 12 images diverged (NaN loss) in one suite run: a smaller, clipped step stays finite
+  # and still moves the weights well beyond the test's 1e-3.
   model_dir = str(tmp_path / 'model')
   runner.train(config, model_dir)
   start = tf.train.load_variable(model_dir, WEIGHTS)
