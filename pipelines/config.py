@@ -376,6 +376,9 @@ def to_dict(config):
   return data
 
 
+FILE_NAME = 'config.yaml'  # the resolved config, saved in model dirs and beside every export
+
+
 def save(config, path):
   """Writes the resolved config to `path` (YAML, atomically); it loads back to an equal config."""
   config_lib.save_dict(to_dict(config), path)

@@ -370,8 +370,8 @@ def write_report(out, results, total_seconds):
     lines += ['## Exported models', '',
               'Every export scored on the held-out split with the evaluation\'s metric code, from the encoded '
               'image through the export\'s own serving path (`pipelines/evaluation/exported_eval.py`). Size on '
-              'disk; latency is the median of %d single-image runs on one held-out image on this machine: "JPEG -> result" '
-              'includes decoding, preprocessing and post-processing, "model only" is the TFLite interpreter (%s '
+              'disk; latency is the median of %d single-image runs on one held-out image on this machine: '
+              '"JPEG -> result" includes decoding, preprocessing and post-processing, "model only" is the TFLite interpreter (%s '
               'threads). int8 is calibrated on %d training images.' % (
                   LATENCY_RUNS, _tflite_threads() or 'default', CALIBRATION_IMAGES), '', exports_table(results), '']
     comparison = multitask_latency(results)

@@ -170,10 +170,8 @@ def rename_node(graph_def, old, new):
     if node.name == old:
       node.name = new
     for i, ref in enumerate(node.input):
-      control = ref.startswith('^')
-      base, sep, port = ref.lstrip('^').partition(':')
-      if base == old:
-        node.input[i] = ('^' if control else '') + new + sep + port
+      if _input_name(ref)[0] == old:  # 'old', 'old:1' or '^old': keep the port or control mark
+        node.input[i] = ref.replace(old, new, 1)
 
 
 def const_node(name, value, dtype=None):

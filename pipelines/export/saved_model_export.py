@@ -37,12 +37,12 @@ import time
 
 import tensorflow.compat.v1 as tf
 
+from datasets import tfrecord
 from pipelines import config as config_schema
 from pipelines.export import freeze as freeze_lib
 
 LOG = logging.getLogger('mnv2')
 SEP = '/'
-CONFIG_NAME = 'config.yaml'  # the training config, where the OD API's exporter writes pipeline.config
 FROZEN_GRAPH = 'frozen_inference_graph.pb'  # beside saved_model.pb, as the OD API's and DeepLab's exporters
 
 
@@ -125,11 +125,11 @@ def build_and_save(task, checkpoint_path, export_dir):
                                            signature_def_map=signatures, strip_default_attrs=True,
                                            main_op=tf.tables_initializer())
       builder.save()
-  config_schema.save(task.config, os.path.join(export_dir, CONFIG_NAME))
+  # The training config, where the OD API's exporter writes pipeline.config.
+  config_schema.save(task.config, os.path.join(export_dir, config_schema.FILE_NAME))
   if frozen_spec:
     graph_def = frozen_inference_graph(graph.as_graph_def(), frozen_spec['inputs'], frozen_outputs)
-    with tf.io.gfile.GFile(os.path.join(export_dir, FROZEN_GRAPH), 'wb') as f:
-      f.write(graph_def.SerializeToString())
+    tfrecord.atomic_write(os.path.join(export_dir, FROZEN_GRAPH), graph_def.SerializeToString())
   return export_dir
 
 

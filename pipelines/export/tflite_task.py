@@ -37,7 +37,7 @@ from pipelines.tasks import registry
 from pipelines.training import checkpoints
 
 LOG = logging.getLogger('mnv2')
-CONFIG_NAME = 'config.yaml'
+CONFIG_NAME = config_schema.FILE_NAME
 DEFAULT_CALIBRATION_IMAGES = 100
 
 

@@ -339,7 +339,7 @@ def check_saved_config(config, model_dir, allow_change=False):
   overwrites the original.
   """
   import yaml  # pylint: disable=g-import-not-at-top
-  path = os.path.join(model_dir, 'config.yaml')
+  path = os.path.join(model_dir, config_schema.FILE_NAME)
   current = config_schema.to_dict(config)
   save = lambda: config_schema.save(config, path)
   if not tf.io.gfile.exists(path):
