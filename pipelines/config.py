@@ -107,6 +107,31 @@ class WarmStartConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class QuantizationConfig:
+  """Quantization-aware training (`pipelines.training.quantization`), as contrib.quantize's training rewrite."""
+  delay: Optional[int] = None  # steps of float training before fake quantization starts; null = off
+  weight_bits: int = 8
+  activation_bits: int = 8
+  symmetric: bool = False  # weight ranges symmetric around 0 (narrow range), else learned min / max
+  per_channel: bool = False  # one weight range per output channel
+  # step after which batch norm uses (and stops updating) its moving statistics, folded as at inference; null = never
+  freeze_bn_delay: Optional[int] = None
+  ema_decay: float = 0.999  # activation ranges: moving average of the batch min / max (contrib's decay)
+
+  def validate(self):
+    for name in ('delay', 'freeze_bn_delay'):
+      value = getattr(self, name)
+      if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise ValueError('%s: must be an integer >= 0 or null, got %r' % (name, value))
+    for name in ('weight_bits', 'activation_bits'):
+      value = getattr(self, name)
+      if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= 16:
+        raise ValueError('%s: must be an integer in [2, 16] (TFLite integer models take 8), got %r' % (name, value))
+    if not 0 < self.ema_decay < 1:
+      raise ValueError('ema_decay: must be in (0, 1), got %r' % (self.ema_decay,))
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig:
   batch_size: int = 96
   steps: int = 0
@@ -127,6 +152,8 @@ class TrainConfig:
   # Batch-norm moments all-reduced over the replicas of a synchronous strategy (global-batch statistics,
   # DeepLab's recipe); checkpoint variables unchanged. No effect with one replica.
   sync_batch_norm: bool = False
+  # Quantization-aware training (README "Quantization-aware training"); delay null = float training.
+  quantization: QuantizationConfig = dataclasses.field(default_factory=QuantizationConfig)
 
   def validate(self):
     _positive('batch_size', self.batch_size)

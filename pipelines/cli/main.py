@@ -75,9 +75,14 @@ def _add_export(parser):
   parser.add_argument('--format', choices=('saved_model', 'tflite'), default='saved_model',
                       help='saved_model (default) or tflite (model.tflite + model.json + labels)')
   parser.add_argument('--quantize', choices=('none', 'float16', 'int8'), default='none',
-                      help='tflite: none (float32), float16 weights, or int8 full-integer (calibrated)')
+                      help='tflite: none (float32), float16 weights, or int8 full-integer (calibrated; a '
+                           'quantization-aware checkpoint uses its learned ranges)')
   parser.add_argument('--calibration-images', type=int, default=100, metavar='N',
-                      help='tflite int8: eval images to calibrate on (default 100)')
+                      help='tflite int8 from a float checkpoint: eval images to calibrate on (default 100)')
+  parser.add_argument('--input-type', choices=('uint8', 'int8', 'float32'),
+                      help='tflite int8: the model input\'s dtype (default uint8)')
+  parser.add_argument('--output-type', choices=('uint8', 'int8', 'float32'),
+                      help='tflite int8: the outputs\' dtype (default uint8 probabilities, float32 otherwise)')
 
 
 def _run_export(args):
@@ -87,8 +92,10 @@ def _run_export(args):
   if args.format == 'tflite':
     from pipelines.export import tflite_task  # pylint: disable=g-import-not-at-top
     print(tflite_task.export(config, args.model_dir, args.export_dir, args.checkpoint, args.quantize,
-                             args.calibration_images))
+                             args.calibration_images, input_type=args.input_type, output_type=args.output_type))
     return 0
+  if args.input_type or args.output_type:
+    raise ValueError('--input-type / --output-type apply to --format tflite --quantize int8')
   print(runner.export(config, args.model_dir, args.export_dir, args.checkpoint))
   return 0
 

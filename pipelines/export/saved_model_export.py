@@ -95,7 +95,7 @@ def build_and_save(task, checkpoint_path, export_dir):
     size = probe.get_shape().as_list()[1:3]
 
   def build(images):
-    return _flat_outputs(task.build_outputs({'image': images}, False))
+    return _flat_outputs(task.model({'image': images}, False))
 
   frozen = freeze_lib.freeze(build, checkpoint_path, [None] + size + [3])
   LOG.info('saved model: %d batch norms folded', frozen.folded)

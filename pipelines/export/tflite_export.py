@@ -23,8 +23,10 @@ Input: float32 in [-1, 1] (the training preprocessing) for quantize `none` and `
 quantizes the [-1, 1] image with them (`tflite_runtime.TFLiteModel` does). Quantize modes: `none` (float32), `float16`
 (weights stored as float16, computation in float32), `int8` (full-integer post-training quantization
 calibrated on representative images; uint8 input, uint8 classification probabilities, while the
-detection post-processing outputs and the segmentation class map stay float32 / int32). Not available:
-int8 detection on TF 1.15 (`convert` raises ValueError, see TF1_INT8_DETECTION_UNSUPPORTED).
+detection post-processing outputs and the segmentation class map stay float32 / int32). A graph trained
+quantization-aware (fake quantization, `pipelines.training.quantization`) converts int8 with its learned ranges,
+no calibration, on both stacks (TOCO's uint8 path). Not available: int8 of a float detection graph on TF 1.15
+(`convert` raises ValueError, see TF1_INT8_DETECTION_UNSUPPORTED).
 
 The detection post-processing op is inserted as a NodeDef of op `TFLite_Detection_PostProcess` into the
 frozen GraphDef (TensorFlow does not know the op, so the converter gets array names instead of tensors)
@@ -51,12 +53,13 @@ METADATA_VERSION = 1
 INPUT_RANGE = (-1.0, 1.0)
 DETECTION_POSTPROCESS_OP = 'TFLite_Detection_PostProcess'
 DEFAULT_SCALE_FACTORS = (10.0, 10.0, 5.0, 5.0)
-# TF 1.15's post-training quantizer refuses the custom op with TFLITE_BUILTINS_INT8 only ("Quantization not
+# TF 1.15's post-training quantizer (a float checkpoint, calibrated) refuses the custom op with TFLITE_BUILTINS_INT8 only ("Quantization not
 # yet supported for op: CUSTOM"); with float fallback (+ TFLITE_BUILTINS) it converts, the op gets correct
 # dequantized inputs, but its outputs are never written (num_detections 0, garbage boxes), in TF 1.15's
 # and in TF 2.15's interpreter alike.
-TF1_INT8_DETECTION_UNSUPPORTED = ('quantize=int8 is not supported for detection (TFLite_Detection_PostProcess) '
-                                  'on TensorFlow 1.15; use TensorFlow 2.15, or quantize=float16 / none')
+TF1_INT8_DETECTION_UNSUPPORTED = ('quantize=int8 of a float detection checkpoint (TFLite_Detection_PostProcess) is '
+                                  'not supported on TensorFlow 1.15; train quantization-aware (train.quantization), '
+                                  'use TensorFlow 2.15, or quantize=float16 / none')
 
 PROBABILITIES = 'probabilities'
 BOX_ENCODINGS = 'box_encodings'
@@ -213,7 +216,42 @@ def representative_dataset(images):
   return generate
 
 
-def convert(frozen, quantize='none', representative_images=None):
+IO_TYPES = ('uint8', 'int8', 'float32')
+
+
+def is_quantization_aware(frozen):
+  """Whether the frozen graph carries fake quantization (a quantization-aware checkpoint's ranges)."""
+  return any(node.op.startswith('FakeQuant') for node in frozen.graph_def.node)
+
+
+def _tf_type(name):
+  return {'uint8': tf.uint8, 'int8': tf.int8, 'float32': tf.float32}[name]
+
+
+def default_output_type(frozen):
+  """uint8 probabilities (scale 1/256) for a classifier; float32 otherwise (boxes, scores and class maps are not
+  quantized by their ops)."""
+  return 'uint8' if PROBABILITIES in frozen.outputs else 'float32'
+
+
+def _learned_ranges(converter, frozen, input_type, output_type):
+  """The converter set to use the fake quantization's learned ranges (no calibration): the uint8 path of the
+  TF1 converter (TOCO's QUANTIZED_UINT8, which TF 2.15's converter keeps), with the input's range as the graph's
+  input fake quantization has it (`pipelines.training.quantization.input_quantization`)."""
+  from pipelines.training import quantization  # pylint: disable=g-import-not-at-top
+  scale, zero_point = quantization.input_quantization()
+  integer = tf.int8 if 'int8' in (input_type, output_type) and not is_tf1() else tf.uint8
+  converter.inference_type = integer
+  converter.quantized_input_stats = {_array_name(frozen.input_name + ':0'): (float(zero_point), 1.0 / scale)}
+  if input_type == 'int8':  # the same real values, zero point shifted by 128
+    converter.quantized_input_stats = {_array_name(frozen.input_name + ':0'): (float(zero_point) - 128, 1.0 / scale)}
+  converter.inference_input_type = _tf_type(input_type)
+  if not is_tf1():  # TOCO's outputs follow the inference type (float where the op's output is float)
+    converter.inference_output_type = _tf_type(output_type)
+  return converter
+
+
+def convert(frozen, quantize='none', representative_images=None, input_type=None, output_type=None):
   """Converts a FrozenGraph to a .tflite flatbuffer.
 
   Args:
@@ -221,6 +259,13 @@ def convert(frozen, quantize='none', representative_images=None):
     quantize: 'none', 'float16' or 'int8'.
     representative_images: for 'int8': sequence of float32 [S, S, 3] images in [-1, 1] (a few dozen to a
       few hundred real images; the input range calibrated from them sets the uint8 input's scale).
+
+    input_type, output_type: 'int8' only: the model's input / output dtype, 'uint8', 'int8' or 'float32'
+      (default uint8 input; uint8 probabilities, float32 otherwise). Detection outputs stay float32 (the
+      post-process op's), segmentation's class map int32.
+
+  A graph with fake quantization (trained with `train.quantization`) converts with its learned ranges and needs
+  no images; on TF 1.15 that is TOCO's uint8 path, detection included (the OD API's quantized SSD route).
 
   Returns:
     bytes, the flatbuffer.
@@ -230,6 +275,20 @@ def convert(frozen, quantize='none', representative_images=None):
   """
   if quantize not in QUANTIZE_MODES:
     raise ValueError('quantize must be one of %s, got %r' % (', '.join(QUANTIZE_MODES), quantize))
+  for name, value in (('input_type', input_type), ('output_type', output_type)):
+    if value is not None and value not in IO_TYPES:
+      raise ValueError('%s must be one of %s, got %r' % (name, ', '.join(IO_TYPES), value))
+    if value is not None and quantize != 'int8':
+      raise ValueError('%s applies to quantize=int8 only (quantize is %r)' % (name, quantize))
+  input_type, output_type = input_type or 'uint8', output_type or default_output_type(frozen)
+  aware = is_quantization_aware(frozen)
+  if quantize == 'int8' and aware:
+    if is_tf1() and (input_type == 'int8' or output_type != default_output_type(frozen)):
+      raise ValueError('TensorFlow 1.15 converts quantization-aware models with uint8 or float32 input and the '
+                       'default outputs only (got input %s, output %s); use TensorFlow 2.15' % (input_type, output_type))
+    converter = _learned_ranges(_make_converter(frozen), frozen, input_type, output_type)
+    with _toco_on_path():
+      return converter.convert()
   if quantize == 'int8' and is_tf1() and _has_postprocess(frozen):
     raise ValueError(TF1_INT8_DETECTION_UNSUPPORTED)
   converter = _make_converter(frozen)
@@ -242,9 +301,9 @@ def convert(frozen, quantize='none', representative_images=None):
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = tf.lite.RepresentativeDataset(representative_dataset(representative_images))
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.uint8
-    # Probabilities become uint8 (scale 1/256); box / score / class-map outputs are not quantized anyway.
-    converter.inference_output_type = tf.uint8 if PROBABILITIES in frozen.outputs else tf.float32
+    converter.inference_input_type = _tf_type(input_type)
+    # Probabilities become uint8 (scale 1/256) by default; box / score / class-map outputs are not quantized.
+    converter.inference_output_type = _tf_type(output_type)
   with _toco_on_path():
     return converter.convert()
 
@@ -318,20 +377,21 @@ def describe(model_content, frozen, task, quantize, extra=None):
   return meta
 
 
-def export(frozen, output_dir, task, quantize='none', representative_images=None, extra_metadata=None):
+def export(frozen, output_dir, task, quantize='none', representative_images=None, extra_metadata=None,
+           input_type=None, output_type=None):
   """Converts and writes `<output_dir>/model.tflite` and `<output_dir>/model.json` (each atomically).
 
   Args:
     frozen: FrozenGraph of a task's inference model (`pipelines.export.tflite_task.frozen_graph`).
     output_dir: created if missing.
     task: the task's name (recorded in the JSON).
-    quantize, representative_images: see `convert`.
+    quantize, representative_images, input_type, output_type: see `convert`.
     extra_metadata: dict merged into the JSON (e.g. class names, num_classes).
 
   Returns:
     (model path, metadata path).
   """
-  content = convert(frozen, quantize, representative_images)
+  content = convert(frozen, quantize, representative_images, input_type, output_type)
   meta = describe(content, frozen, task, quantize, extra_metadata)
   if not tf.gfile.IsDirectory(output_dir):
     tf.gfile.MakeDirs(output_dir)

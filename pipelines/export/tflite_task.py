@@ -56,7 +56,7 @@ def frozen_graph(config, checkpoint_path, use_moving_averages=True):
   size = task.serving_size()
 
   def build(images):
-    return task.tflite_outputs(task.build_outputs({'image': images}, False))
+    return task.tflite_outputs(task.model({'image': images}, False))
 
   frozen = freeze_lib.freeze(build, checkpoint_path, [1, size, size, 3], use_moving_averages=use_moving_averages)
   return task.tflite_postprocess(frozen)
@@ -114,7 +114,8 @@ def _metadata(task, output_dir):
 
 
 def export(config, model_dir, export_dir=None, checkpoint_path=None, quantize='none',
-           num_calibration_images=DEFAULT_CALIBRATION_IMAGES, calibration_config=None):
+           num_calibration_images=DEFAULT_CALIBRATION_IMAGES, calibration_config=None, input_type=None,
+           output_type=None):
   """Writes model.tflite, model.json, config.yaml and the class names file; returns the model path.
 
   Default directory: `<model_dir>/export/tflite_<quantize>`. int8 calibrates on the eval input pipeline of
@@ -132,16 +133,19 @@ def export(config, model_dir, export_dir=None, checkpoint_path=None, quantize='n
     checkpoint_path = held_path
   LOG.info('tflite export: %s, %d batch norms folded, quantize=%s', checkpoint_path, frozen.folded, quantize)
   representative = None
-  if quantize == 'int8':
+  aware = te.is_quantization_aware(frozen)
+  if quantize == 'int8' and aware:
+    LOG.info('tflite export: quantization-aware checkpoint: the learned ranges quantize the model (no calibration)')
+  elif quantize == 'int8':
     representative = calibration_images(calibration_config or config, num_calibration_images)
     LOG.info('tflite export: calibrating on %d eval images', len(representative))
   if not tf.gfile.IsDirectory(output_dir):
     tf.gfile.MakeDirs(output_dir)
   extra = {'checkpoint': os.path.basename(checkpoint_path), 'config': CONFIG_NAME,
-           'batch_norms_folded': frozen.folded}
+           'batch_norms_folded': frozen.folded, 'quantization_aware': aware}
   extra.update(_metadata(registry.make_task(config), output_dir))
   config_schema.save(config, os.path.join(output_dir, CONFIG_NAME))
-  model_path, _ = te.export(frozen, output_dir, config.task, quantize, representative, extra)
+  model_path, _ = te.export(frozen, output_dir, config.task, quantize, representative, extra, input_type, output_type)
   return model_path
 
 

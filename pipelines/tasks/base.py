@@ -25,10 +25,20 @@ import tf_slim as slim
 
 from pipelines.tasks import labels as labels_lib
 from pipelines.tasks import model_builder
+from pipelines.training import quantization
 
 ModeKeys = tf.estimator.ModeKeys
 # The demo's target for a task: the metrics.json key, the value to reach on the held-out split, its name.
 DemoMetric = collections.namedtuple('DemoMetric', ['key', 'target', 'display'])
+
+
+def _quantized_images(features, bits):
+  """`features` with every `image` (a member's too, in a multi-task batch) fake-quantized as the integer model's
+  input (`quantization.quantize_input`)."""
+  if not isinstance(features, dict):
+    return features
+  return dict((k, quantization.quantize_input(v, bits) if k == 'image' else _quantized_images(v, bits))
+              for k, v in features.items())
 
 
 class Task(abc.ABC):
@@ -83,6 +93,17 @@ class Task(abc.ABC):
     with slim.arg_scope(model_builder.arg_scope(self.config, is_training)):
       end_points, scope = model_builder.backbone(self.config, features['image'], self.endpoints())
       return self.build_head(end_points, scope, is_training)
+
+  def model(self, features, is_training):
+    """`build_outputs`, rewritten for quantization-aware training when `train.quantization.delay` is set
+    (`pipelines.training.quantization`): what training, evaluation and every export build. Not overridden."""
+    if not quantization.enabled(self.config):
+      return self.build_outputs(features, is_training)
+    graph = tf.get_default_graph()
+    features = _quantized_images(features, self.config.train.quantization.activation_bits)
+    start = len(graph.get_operations())
+    outputs = self.build_outputs(features, is_training)
+    return quantization.rewrite(graph.get_operations()[start:], outputs, self.config.train.quantization, is_training)
 
   def build_shared_head(self, end_points, scope, images, is_training):
     """The head as a member of a multi-task model, on the shared backbone's `end_points` of `images`."""

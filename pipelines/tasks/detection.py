@@ -288,7 +288,9 @@ class DetectionTask(base.Task):
 
   def tflite_unsupported(self, quantize):
     from pipelines.export import tflite_export  # pylint: disable=g-import-not-at-top
-    if quantize == 'int8' and tflite_export.is_tf1():
+    from pipelines.training import quantization  # pylint: disable=g-import-not-at-top
+    # TF 1.15 quantizes detection from a quantization-aware checkpoint only (TOCO's uint8 path, the OD API's).
+    if quantize == 'int8' and tflite_export.is_tf1() and not quantization.enabled(self.config):
       return tflite_export.TF1_INT8_DETECTION_UNSUPPORTED
     return None
 

@@ -233,7 +233,7 @@ def make_model_fn(task, model_dir=None, checkpoint=None):
 
   def model_fn(features, labels, mode, params=None, config=None):  # pylint: disable=unused-argument
     is_training = mode == ModeKeys.TRAIN
-    outputs = task.build_outputs(features, is_training)
+    outputs = task.model(features, is_training)
     if mode == ModeKeys.PREDICT:
       predictions = task.build_predictions(outputs, features)
       scaffold = _checked_eval_scaffold(task, restore_path(checkpoint, model_dir))

@@ -284,7 +284,7 @@ def test_detection_float16_and_int8(detector):
 
   calibration = _images(DET_SIZE, range(100, 116))
   if tf.__version__.startswith('1.'):
-    with pytest.raises(ValueError, match='not supported for detection'):
+    with pytest.raises(ValueError, match='not supported on TensorFlow 1.15'):
       te.convert(frozen, 'int8', calibration)
     return
   int8 = te.convert(frozen, 'int8', calibration)
