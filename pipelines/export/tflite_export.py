@@ -35,6 +35,7 @@ and converted with `allow_custom_ops`, on both stacks.
 import collections
 import contextlib
 import json
+import logging
 import os
 import shutil
 import sys
@@ -43,6 +44,7 @@ import numpy as np
 import tensorflow.compat.v1 as tf
 
 from datasets import tfrecord
+from pipelines.export import edgetpu
 from pipelines.export import freeze as freeze_lib
 from pipelines.export import tflite_runtime
 
@@ -393,6 +395,9 @@ def export(frozen, output_dir, task, quantize='none', representative_images=None
   """
   content = convert(frozen, quantize, representative_images, input_type, output_type)
   meta = describe(content, frozen, task, quantize, extra_metadata)
+  if quantize == 'int8':  # what Coral's boards need: checked against their documented requirements
+    meta['edgetpu'] = edgetpu.check(content)
+    logging.getLogger('mnv2').info('tflite export: %s', edgetpu.summary(meta['edgetpu']))
   if not tf.gfile.IsDirectory(output_dir):
     tf.gfile.MakeDirs(output_dir)
   model_path = os.path.join(output_dir, MODEL_NAME)
