@@ -32,13 +32,14 @@ ModeKeys = tf.estimator.ModeKeys
 DemoMetric = collections.namedtuple('DemoMetric', ['key', 'target', 'display'])
 
 
-def _quantized_images(features, bits):
-  """`features` with every `image` (a member's too, in a multi-task batch) fake-quantized as the integer model's
-  input (`quantization.quantize_input`)."""
+def _images(features):
+  """Every `image` tensor of `features` (a member's too, in a multi-task batch)."""
   if not isinstance(features, dict):
-    return features
-  return dict((k, quantization.quantize_input(v, bits) if k == 'image' else _quantized_images(v, bits))
-              for k, v in features.items())
+    return []
+  found = []
+  for key, value in features.items():
+    found += [value] if key == 'image' and isinstance(value, tf.Tensor) else _images(value)
+  return found
 
 
 class Task(abc.ABC):
@@ -100,10 +101,10 @@ class Task(abc.ABC):
     if not quantization.enabled(self.config):
       return self.build_outputs(features, is_training)
     graph = tf.get_default_graph()
-    features = _quantized_images(features, self.config.train.quantization.activation_bits)
     start = len(graph.get_operations())
     outputs = self.build_outputs(features, is_training)
-    return quantization.rewrite(graph.get_operations()[start:], outputs, self.config.train.quantization, is_training)
+    return quantization.rewrite(graph.get_operations()[start:], outputs, self.config.train.quantization, is_training,
+                                inputs=_images(features))
 
   def build_shared_head(self, end_points, scope, images, is_training):
     """The head as a member of a multi-task model, on the shared backbone's `end_points` of `images`."""

@@ -373,14 +373,21 @@ def input_quantization(bits=8):
   return scale, zero_point
 
 
-def quantize_input(images, bits=8):
-  """The model input as the integer model sees it: fake-quantized over `INPUT_RANGE` (no variables), so the
-  simulated-quantized graph and the exported model round the input alike."""
-  return tf.quantization.fake_quant_with_min_max_args(images, INPUT_RANGE[0], INPUT_RANGE[1], num_bits=bits,
-                                                      name=INPUT_QUANT)
+def _quantize_input(context, images, ops):
+  """The model reads its input as the integer model does: fake-quantized over `INPUT_RANGE` (no variables), so
+  the simulated-quantized graph and the exported model round the input alike."""
+  quantized = tf.quantization.fake_quant_with_min_max_args(images, INPUT_RANGE[0], INPUT_RANGE[1],
+                                                           num_bits=context.options.activation_bits, name=INPUT_QUANT)
+  quantized = _delayed(context, quantized, images)
+  model_ops = set(ops)
+  for op in _consumers(images):
+    if op in model_ops:
+      for index, tensor in enumerate(op.inputs):
+        if tensor is images:
+          op._update_input(index, quantized)  # pylint: disable=protected-access
 
 
-def rewrite(ops, outputs, options, is_training):
+def rewrite(ops, outputs, options, is_training, inputs=()):
   """Rewrites the model built by `ops` (the ops it created, in order) for quantization-aware training.
 
   Args:
@@ -388,6 +395,7 @@ def rewrite(ops, outputs, options, is_training):
     outputs: the model's outputs (a dict, possibly nested, of tensors).
     options: `pipelines.config.QuantizationConfig`.
     is_training: training graph (ranges updated, delay honoured) or eval / export graph.
+    inputs: the model's float input images; the model's ops read them fake-quantized as the integer model does.
 
   Returns:
     `outputs` with each rewritten tensor replaced by its quantized version.
@@ -402,6 +410,8 @@ def rewrite(ops, outputs, options, is_training):
       raise ValueError('train.quantization: the model has no conv layer to quantize')
     for layer in layers:
       _learn_prefix(context, layer.conv.name, layer.scope)
+    for images in inputs:
+      _quantize_input(context, images, ops)
     adds = [op for op in ops if op.type in _ADD_TYPES and _is_residual(op)]
     # A spatial mean (DeepLab's image pooling) rescales: TFLite's integer MEAN takes its own output range.
     means = [op for op in ops if op.type == 'Mean' and op.outputs[0].get_shape().ndims == 4]

@@ -1,0 +1,283 @@
+"""Quantization-aware training (issue #21), on both stacks: where the rewrite puts fake quantization, that the
+folded batch norm computes what batch norm computes, range variables trained, saved and resumed, and the
+fake-quant graph against the int8 TFLite model made from its learned ranges (with the Edge TPU report)."""
+import glob
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow.compat.v1 as tf
+
+from pipelines.cli import main as cli
+from pipelines.cli import predict
+from pipelines.export import edgetpu
+from pipelines.export import tflite_model
+from pipelines.export import tflite_task
+from pipelines.tasks import registry
+from pipelines.training import quantization
+from pipelines.training import runner
+from tests.conftest import config_from_text
+from tests.conftest import tiny_shapes_records
+
+COMMON = """
+model: {depth_multiplier: 0.35}
+train: {batch_size: 4, steps: %(steps)d, optimizer: adam, learning_rate: {schedule: constant, base: %(lr)s},
+        quantization: {delay: 0}}
+eval: {batch_size: 2}
+runtime: {save_checkpoints_steps: %(save)d, keep_checkpoint_max: 10, log_every_n_steps: 10, seed: 1}
+"""
+CONFIGS = {
+    'classification': """
+task: classification
+classification: {image_size: 32, num_classes: 5, dropout_keep_prob: 1.0}
+data: {train_files: '%(r)s/classification/train-*', eval_files: '%(r)s/classification/train-*',
+       labels_file: '%(r)s/classification/labels.txt', shuffle_buffer: 8, num_parallel_reads: 1}
+""",
+    'detection': """
+task: detection
+detection: {image_size: 64, num_classes: 7, max_detections: 20}
+data: {train_files: '%(r)s/detection/train-*', eval_files: '%(r)s/detection/val-*',
+       labels_file: '%(r)s/detection/label_map.pbtxt', shuffle_buffer: 8, num_parallel_reads: 1}
+""",
+    'segmentation': """
+task: segmentation
+segmentation: {num_classes: 5, crop_size: 49, eval_crop_size: 64, output_stride: 16}
+data: {train_files: '%(r)s/segmentation/train-*', eval_files: '%(r)s/segmentation/val-*',
+       labels_file: '%(r)s/segmentation/labels.txt', shuffle_buffer: 8, num_parallel_reads: 1}
+""",
+}
+
+
+def _config(tmp_path, records_dir, task, steps=2, lr=0.001, save=None, overrides=()):
+  text = (COMMON % {'steps': steps, 'lr': lr, 'save': save or steps}) + CONFIGS[task] % {'r': records_dir}
+  return config_from_text(tmp_path, text, overrides, name=task + '.yaml')
+
+
+@pytest.fixture(scope='module')
+def records(tmp_path_factory):
+  out, raw = tiny_shapes_records(tmp_path_factory.mktemp('quantization'))
+  return out, raw
+
+
+# ------------------------------------------------------------------------------------------ config
+
+
+@pytest.mark.parametrize('key,value', [('delay', -1), ('delay', 1.5), ('weight_bits', 1), ('activation_bits', 17),
+                                       ('freeze_bn_delay', -3), ('ema_decay', 1.0)])
+def test_bad_values_name_their_key(tmp_path, records, key, value):
+  with pytest.raises(Exception, match=r'train\.quantization\.%s' % key):
+    _config(tmp_path, records[0], 'classification', overrides=['train.quantization.%s=%s' % (key, value)])
+
+
+# ------------------------------------------------------------------------------------------ the rewrite
+
+
+def _producer(tensor, skip=('Identity',)):
+  op = tensor.op
+  while op.type in skip:
+    op = op.inputs[0].op
+  return op
+
+
+def _inference_graph(config):
+  """The task's eval graph as exported: (graph, outputs), the graph holding only what the outputs need."""
+  graph = tf.Graph()
+  with graph.as_default():
+    task = registry.make_task(config)
+    size = task.serving_size()
+    images = tf.placeholder(tf.float32, [1, size, size, 3], name='images')
+    outputs = task.tflite_outputs(task.model({'image': images}, False))
+  return graph, outputs
+
+
+def _reachable_ops(outputs):
+  seen, stack = set(), [t.op for t in outputs.values()]
+  while stack:
+    op = stack.pop()
+    if op in seen:
+      continue
+    seen.add(op)
+    stack.extend(t.op for t in op.inputs)
+  return seen
+
+
+@pytest.mark.parametrize('task', ['classification', 'detection', 'segmentation'])
+def test_fake_quantization_where_tflite_quantizes(tmp_path, records, task):
+  graph, outputs = _inference_graph(_config(tmp_path, records[0], task))
+  ops = _reachable_ops(outputs)
+  types = [op.type for op in ops]
+  # Batch norm is folded: none is left on the inference path.
+  assert not [t for t in types if t.startswith('FusedBatchNorm')]
+  convs = [op for op in ops if op.type in ('Conv2D', 'DepthwiseConv2dNative')]
+  assert len(convs) > 20
+  for conv in convs:  # every conv's (folded) weights are fake-quantized
+    assert _producer(conv.inputs[1]).type == 'FakeQuantWithMinMaxVars', conv.name
+  for op in ops:
+    if op.type == 'Relu6' or (op.type in ('Add', 'AddV2') and op.inputs[0].get_shape().ndims == 4 and
+                              'add_fold' not in op.name):
+      consumers = [c for c in op.outputs[0].consumers() if c in ops]
+      assert consumers and all(c.type == 'FakeQuantWithMinMaxVars' for c in consumers), (op.name, consumers)
+  # The model input is quantized as the integer model's input, and the heads' outputs are fake-quantized.
+  assert [op for op in ops if op.type == 'FakeQuantWithMinMaxArgs' and op.name.endswith(quantization.INPUT_QUANT)]
+  names = set(v.op.name for v in quantization.range_variables(graph))
+  scope = {'classification': 'MobilenetV2', 'detection': 'FeatureExtractor/MobilenetV2',
+           'segmentation': 'MobilenetV2'}[task]
+  # tf.contrib.quantize's names, so a contrib-trained checkpoint's ranges warm-start.
+  for name in ('Conv/weights_quant/min', 'Conv/act_quant/max', 'expanded_conv/depthwise/weights_quant/max',
+               'expanded_conv/project/act_quant/min', 'expanded_conv_2/add_quant/min'):
+    assert '%s/%s' % (scope, name) in names, sorted(names)[:10]
+  head = {'classification': 'MobilenetV2/Logits/Conv2d_1c_1x1', 'detection': 'BoxPredictor_0/ClassPredictor',
+          'segmentation': 'logits/semantic'}[task]
+  assert head + '/weights_quant/min' in names and head + '/act_quant/max' in names, sorted(names)[-10:]
+
+
+def _initialized_copy(config, build_quantized, is_training, images_value, seed=3):
+  """Outputs of the float model and of the rewritten model (`build_quantized`), same random weights and
+  non-trivial batch-norm statistics."""
+  values = {}
+  results = []
+  for quantized in (False, True):
+    with tf.Graph().as_default():
+      task = registry.make_task(config)
+      images = tf.constant(images_value)
+      if quantized:
+        outputs = build_quantized(task, images)
+      else:
+        outputs = task.build_outputs({'image': images}, is_training)
+      with tf.Session() as session:
+        session.run(tf.global_variables_initializer())
+        if not values:
+          rng = np.random.RandomState(seed)
+          for v in tf.global_variables():
+            shape = v.shape.as_list()
+            if v.op.name.endswith('moving_mean'):
+              values[v.op.name] = rng.normal(0, 0.5, shape).astype(np.float32)
+            elif v.op.name.endswith('moving_variance'):
+              values[v.op.name] = rng.uniform(0.5, 2.0, shape).astype(np.float32)
+            elif v.op.name.endswith(('gamma', 'beta')):
+              values[v.op.name] = rng.uniform(0.5, 1.5, shape).astype(np.float32)
+            else:
+              values[v.op.name] = session.run(v)
+        for v in tf.global_variables():
+          if v.op.name in values:
+            v.load(values[v.op.name], session)
+        key = sorted(k for k in outputs if 'logits' in k.lower() or 'class' in k.lower())[0]
+        results.append(session.run(outputs[key]))
+  return results
+
+
+@pytest.mark.parametrize('freeze_bn_delay', [None, 0])
+def test_folded_batch_norm_computes_batch_norm(tmp_path, records, freeze_bn_delay):
+  """Quantization delayed (bypassed), training graph: the folded layers give batch norm's output -- with batch
+  statistics before freeze_bn_delay, with the moving ones after it (the eval-mode float model)."""
+  overrides = ['train.quantization.delay=1000000']
+  if freeze_bn_delay is not None:
+    overrides.append('train.quantization.freeze_bn_delay=%d' % freeze_bn_delay)
+  config = _config(tmp_path, records[0], 'classification', overrides=overrides)
+  images = np.random.RandomState(0).uniform(-1, 1, [4, 32, 32, 3]).astype(np.float32)
+
+  def build(task, images):
+    tf.train.get_or_create_global_step()
+    return task.model({'image': images}, True)
+
+  float_is_training = freeze_bn_delay is None
+  reference, folded = _initialized_copy(config, build, float_is_training, images)
+  assert np.abs(reference).max() > 0.1
+  np.testing.assert_allclose(folded, reference, rtol=1e-3, atol=2e-3 * np.abs(reference).max())
+
+
+# ------------------------------------------------------------------------------------------ end to end
+
+
+def _ranges(checkpoint):
+  return dict((name, tf.train.load_variable(checkpoint, name)) for name, _ in tf.train.list_variables(checkpoint)
+              if name.endswith(('_quant/min', '_quant/max')))
+
+
+def _iou(a, b):
+  ymin, xmin, ymax, xmax = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
+  inter = max(0.0, ymax - ymin) * max(0.0, xmax - xmin)
+  union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+  return inter / union if union > 0 else 0.0
+
+
+STEPS = {'classification': 40, 'detection': 20, 'segmentation': 20}
+LEARNING_RATES = {'classification': 0.005, 'detection': 0.003, 'segmentation': 0.003}
+
+
+def test_ranges_train_save_and_resume(tmp_path, records):
+  records_dir = records[0]
+  config = _config(tmp_path, records_dir, 'classification', 6, save=3)
+  model_dir = str(tmp_path / 'model')
+  runner.train(config, model_dir)
+  first = _ranges(tf.train.latest_checkpoint(model_dir))
+  middle = _ranges(os.path.join(model_dir, 'model.ckpt-3'))
+  assert first and all(np.all(np.isfinite(v)) for v in first.values())
+  # Ranges are trained: the weights' follow their updates, the activations' left their initial zeros.
+  weights = [n for n in first if 'weights_quant' in n]
+  assert sum(not np.allclose(first[n], middle[n]) for n in weights) > len(weights) // 2
+  assert all(first[n] > 0 for n in first if n.endswith('act_quant/max'))
+  # Resumed from its own checkpoint: one more step moves the activation ranges by at most (1 - ema_decay) of
+  # the way to the batch's, instead of restarting them at the first batch.
+  runner.train(_config(tmp_path, records_dir, 'classification', 7, save=3), model_dir)
+  resumed = _ranges(tf.train.latest_checkpoint(model_dir))
+  assert sorted(resumed) == sorted(first)
+  for name in first:
+    if 'act_quant' in name or 'add_quant' in name:
+      assert abs(resumed[name] - first[name]) <= 0.01 * max(abs(first[name]), 1.0) + 1e-6, name
+  # Eval reads the ranges as trained (the simulated-quantized metric).
+  assert runner.evaluate(config, model_dir)['global_step'] == 7
+
+
+@pytest.mark.parametrize('task', ['classification', 'detection', 'segmentation'])
+def test_int8_export_agrees_with_the_fake_quant_graph(tmp_path, records, task):
+  records_dir, raw = records
+  config = _config(tmp_path, records_dir, task, STEPS[task], LEARNING_RATES[task])
+  model_dir = str(tmp_path / 'model')
+  runner.train(config, model_dir)
+  export_dir = str(tmp_path / 'int8')
+  path = os.path.join(str(tmp_path), task + '.yaml')
+  assert cli.main(['export', '--config', path, '--model-dir', model_dir, '--format', 'tflite', '--quantize', 'int8',
+                   '--export-dir', export_dir]) == 0
+  model_path = os.path.join(export_dir, 'model.tflite')
+  with open(os.path.join(export_dir, 'model.json')) as f:
+    meta = json.load(f)
+  assert meta['quantization_aware'] and meta['input']['dtype'] == 'uint8'
+  assert meta['edgetpu']['problems'] == [], meta['edgetpu']
+  with open(model_path, 'rb') as f:
+    model = tflite_model.read(f.read())
+  assert model.tensor(model.inputs[0]).dtype == 'uint8'
+  for op in model.operators:  # full-integer: only the post-processing op (and what feeds it) reads floats
+    if op.name in edgetpu.CPU_TAIL_OPS - {'ARG_MAX'}:
+      continue
+    floats = [model.tensor(i).name for i in op.inputs if i >= 0 and model.tensor(i).dtype == 'float32']
+    assert not floats, (op.name, floats)
+
+  # The fake-quant graph (what `mnv2 eval` and predict from the checkpoint run) and the int8 model agree.
+  images = _images(raw, task)
+  fake_quant = predict.predict_checkpoint(config, model_dir, images)
+  lite = tflite_task.predict(model_path, images)
+  if task == 'classification':
+    for s, t in zip(fake_quant, lite):
+      assert s['top_k_classes'][0] == t['top_k_classes'][0], (s['probabilities'], t['probabilities'])
+  elif task == 'segmentation':
+    agreement = np.mean([(s['mask'] == t['mask']).mean() for s, t in zip(fake_quant, lite)])
+    assert agreement >= 0.99, agreement
+  else:
+    matched = total = 0
+    for s, t in zip(fake_quant, lite):
+      for i in range(min(5, int(t['num_detections']))):
+        total += 1
+        matched += any(s['detection_classes'][j] == t['detection_classes'][i] and
+                       _iou(s['detection_boxes'][j], t['detection_boxes'][i]) >= 0.9
+                       for j in range(int(s['num_detections'])))
+    assert total and matched >= 0.8 * total, (matched, total)
+
+
+def _images(raw, task):
+  if task == 'classification':
+    return sorted(glob.glob(os.path.join(raw['imagenet']['train_dir'], '*', '*')))[:6]
+  if task == 'detection':
+    return sorted(glob.glob(os.path.join(raw['coco']['val_images'], '*')))[:3]
+  return sorted(glob.glob(os.path.join(raw['voc']['devkit_dir'], '*', 'JPEGImages', '*')))[:3]
