@@ -362,6 +362,14 @@ class Config:
         except ValueError as e:
           key, _, message = str(e).partition(': ')
           raise ValueError('%s: %s' % (name if key == '<root>' else '%s.%s' % (name, key), message))
+    if self.train.quantization.delay is not None:
+      # The rewrite folds slim's fused batch norm and fake-quantizes float32 tensors.
+      if self.runtime.mixed_precision is not None:
+        raise ValueError('train.quantization.delay: quantization-aware training runs in float32; set '
+                         'runtime.mixed_precision to null (got %r)' % (self.runtime.mixed_precision,))
+      if self.train.sync_batch_norm:
+        raise ValueError('train.quantization.delay: quantization-aware training folds the fused batch norm, not '
+                         'train.sync_batch_norm\'s; set one of them off')
     data, key = self.epoch_data()
     if self.train.learning_rate.schedule == 'exponential' and data.num_train_examples <= 0:
       raise ValueError('%s.num_train_examples: must be > 0 for the per-epoch exponential schedule' % key)

@@ -183,6 +183,10 @@ def run_task(task, raw, out, steps, extra_sets):
       pictures.append(item)
   with Timer('exporting %s to TFLite and measuring every export on the held-out split' % task):
     exports = measure_exports(config, model_dir, export_dir, images[0])
+  if cls.demo_members() is None:
+    with Timer('fine-tuning %s quantization-aware, exporting it to TFLite int8 and measuring it' % task):
+      exports.append(measure_quantization_aware(config, model_dir, os.path.join(out, 'models', task + '_qat'),
+                                                images[0]))
   seconds = time.time() - start
   return [Result(row, base, config.task, key, demo.display, metrics.get(key), demo.target, seconds, metrics,
                  pictures, exports)
@@ -241,6 +245,51 @@ def measure_exports(config, model_dir, saved_model_dir, sample_image):
         '%s %s' % (key, _value(metrics.get(key))) for key in _headline_keys(config)), latency,
              _megabytes(rows[-1].size_bytes))
   return rows
+
+
+QAT_NAME = 'TFLite int8 (quantization-aware)'
+# The quantization-aware fine-tune of a demo model: this fraction of its float steps, at this fraction of its
+# base learning rate, constant (the anchors fine-tune their float models the same way, at a lower rate).
+QAT_STEP_FRACTION = 0.1
+QAT_LEARNING_RATE_FRACTION = 0.1
+
+
+def quantization_aware_config(config, float_model_dir):
+  """The demo's quantization-aware fine-tune of the float model in `float_model_dir` (README "Quantization-aware
+  training"): warm-started from all of its variables, fake quantization from the first step."""
+  train = config.train
+  steps = max(1, int(round(train.steps * QAT_STEP_FRACTION)))
+  rate = dataclasses.replace(train.learning_rate, schedule='constant', base=train.learning_rate.base *
+                             QAT_LEARNING_RATE_FRACTION, warmup_steps=0)
+  warm = dataclasses.replace(train.warm_start, checkpoint=float_model_dir, include=['.*'], exclude=[], scope_map={})
+  quantization = dataclasses.replace(train.quantization, delay=0)
+  runtime = dataclasses.replace(config.runtime, save_checkpoints_steps=steps)
+  return dataclasses.replace(config, train=dataclasses.replace(train, steps=steps, learning_rate=rate,
+                                                               warm_start=warm, quantization=quantization),
+                             runtime=runtime)
+
+
+def measure_quantization_aware(config, float_model_dir, model_dir, sample_image):
+  """Fine-tunes the float model quantization-aware, exports it to TFLite int8 with its learned ranges and
+  measures that export as `measure_exports` does its rows: an `Export` named QAT_NAME."""
+  from pipelines.export import tflite_task  # pylint: disable=g-import-not-at-top
+  qat = quantization_aware_config(config, float_model_dir)
+  runner.train(qat, model_dir)
+  path = tflite_task.export(qat, model_dir, quantize='int8')
+  with open(sample_image, 'rb') as f:
+    encoded = f.read()
+  loaded = tflite_task.TFLitePredictor(path, num_threads=_tflite_threads())
+  try:
+    metrics = exported_eval.evaluate(qat, loaded)
+    latency = exported_eval.latency_ms(lambda: loaded(encoded), LATENCY_RUNS)
+    model_ms = exported_eval.latency_ms(loaded.interpreter_call(encoded), LATENCY_RUNS)
+  finally:
+    loaded.close()
+  row = Export(QAT_NAME, path, metrics, exported_eval.size_bytes(path), latency, model_ms, None)
+  LOG.info('  %s: %s, %.1f ms per image, %s', QAT_NAME, ', '.join(
+      '%s %s' % (key, _value(metrics.get(key))) for key in _headline_keys(config)), latency,
+           _megabytes(row.size_bytes))
+  return row
 
 
 def _headlines(config):

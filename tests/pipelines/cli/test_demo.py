@@ -53,7 +53,7 @@ def test_tiny_demo_runs_every_phase(tmp_path, capsys):
   rows = {}
   for line in report.splitlines():
     cells = [c.strip() for c in line.strip('|').split('|')]
-    if len(cells) == 8 and cells[0] in SINGLE_TASKS and cells[1] in [e[0] for e in demo.EXPORTS]:
+    if len(cells) == 8 and cells[0] in SINGLE_TASKS and cells[1] in [e[0] for e in demo.EXPORTS] + [demo.QAT_NAME]:
       rows[cells[0], cells[1]] = cells
   for task in SINGLE_TASKS:
     with open(os.path.join(out, 'models', task, 'eval', 'metrics.json')) as f:
@@ -69,6 +69,12 @@ def test_tiny_demo_runs_every_phase(tmp_path, capsys):
     else:
       assert float(int8[5].split()[0]) < float(rows[task, 'TFLite float32'][5].split()[0])  # smaller on disk
     assert os.path.isfile(os.path.join(out, 'models', task, 'export', 'tflite_none', 'model.tflite'))
+    # The quantization-aware fine-tune (issue #21): an int8 model from its learned ranges, scored like the others.
+    qat = rows[task, demo.QAT_NAME]
+    assert float(qat[5].split()[0]) < float(rows[task, 'TFLite float32'][5].split()[0]), qat
+    with open(os.path.join(out, 'models', task + '_qat', 'export', 'tflite_int8', 'model.json')) as f:
+      meta = json.load(f)
+    assert meta['quantization_aware'] and meta['edgetpu']['problems'] == [], meta['edgetpu']
 
   # The multitask model: one row per member with its difference to the single-task model of this run,
   # and the combined TFLite model's latency against the single-task TFLite models one after another.

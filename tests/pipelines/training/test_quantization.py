@@ -70,6 +70,12 @@ def test_bad_values_name_their_key(tmp_path, records, key, value):
     _config(tmp_path, records[0], 'classification', overrides=['train.quantization.%s=%s' % (key, value)])
 
 
+@pytest.mark.parametrize('other', ['runtime.mixed_precision=float16', 'train.sync_batch_norm=true'])
+def test_settings_it_cannot_combine_with_are_refused(tmp_path, records, other):
+  with pytest.raises(Exception, match=r'train\.quantization\.delay'):
+    _config(tmp_path, records[0], 'classification', overrides=[other])
+
+
 # ------------------------------------------------------------------------------------------ the rewrite
 
 
@@ -130,6 +136,49 @@ def test_fake_quantization_where_tflite_quantizes(tmp_path, records, task):
   head = {'classification': 'MobilenetV2/Logits/Conv2d_1c_1x1', 'detection': 'BoxPredictor_0/ClassPredictor',
           'segmentation': 'logits/semantic'}[task]
   assert head + '/weights_quant/min' in names and head + '/act_quant/max' in names, sorted(names)[-10:]
+
+
+MULTITASK = """
+task: multitask
+model: {depth_multiplier: 0.35}
+train: {batch_size: 2, steps: 1, learning_rate: {schedule: constant}, quantization: {delay: 0}}
+classification: {image_size: 32, num_classes: 5}
+detection: {image_size: 64, num_classes: 7}
+segmentation: {num_classes: 5, crop_size: 49, eval_crop_size: 64}
+multitask:
+  classification: {data: {train_files: '%(r)s/classification/train-*', eval_files: '%(r)s/classification/val-*'}}
+  detection: {data: {train_files: '%(r)s/detection/train-*', eval_files: '%(r)s/detection/val-*'}}
+  segmentation: {data: {train_files: '%(r)s/segmentation/train-*', eval_files: '%(r)s/segmentation/val-*'}}
+"""
+
+
+@pytest.mark.parametrize('is_training', [False, True])
+def test_multitask_model_is_rewritten_once_per_layer(tmp_path, records, is_training):
+  """The multi-task model: one backbone pass for inference, one per member's batch (re-used variables) when
+  training; either way every conv is fake-quantized and each layer has one set of ranges."""
+  config = config_from_text(tmp_path, MULTITASK % {'r': records[0]})
+  with tf.Graph().as_default() as graph:
+    task = registry.make_task(config)
+    if is_training:
+      tf.train.get_or_create_global_step()
+      features = dict((name, {'image': tf.zeros([2, size, size, 3])})
+                      for name, size in (('classification', 32), ('detection', 64), ('segmentation', 49)))
+    else:
+      features = {'image': tf.zeros([1, 64, 64, 3])}
+    outputs = task.model(features, is_training)
+    flat = dict(('%s/%s' % (m, k), v) for m, out in outputs.items() for k, v in out.items() if isinstance(v, tf.Tensor))
+    ops = _reachable_ops(flat)
+    convs = [op for op in ops if op.type in ('Conv2D', 'DepthwiseConv2dNative')]
+    assert len(convs) > 60
+    for conv in convs:
+      if is_training and any(_producer(t).type.startswith('FusedBatchNorm') for t in conv.outputs[0].consumers()
+                             for t in t.outputs):
+        continue  # the float conv whose batch statistics the folded layer reads
+      assert _producer(conv.inputs[1]).type == 'FakeQuantWithMinMaxVars', conv.name
+    names = [v.op.name for v in quantization.range_variables(graph)]
+    assert len(names) == len(set(names)) and not [n for n in names if 'MobilenetV2_1' in n], names[:5]
+    for head in ('MobilenetV2/Logits/Conv2d_1c_1x1', 'BoxPredictor_0/ClassPredictor', 'logits/semantic'):
+      assert head + '/act_quant/min' in names, head
 
 
 def _initialized_copy(config, build_quantized, is_training, images_value, seed=3):
