@@ -7,7 +7,6 @@ metrics -> export a SavedModel -> reload it and predict on held-out images -> `r
 (read back from each `eval/metrics.json`) and pictures. Nothing here has its own training or metric code.
 """
 import collections
-import dataclasses
 import glob
 import json
 import logging
@@ -18,6 +17,9 @@ import time
 from datasets import shapes
 from datasets import tfrecord
 from pipelines.cli import predict
+from pipelines.cli.demo_exports import CALIBRATION_IMAGES, EXPORTS, LATENCY_RUNS, QAT_NAME  # noqa: F401  (public)
+from pipelines.cli.demo_exports import Export, measure_exports, measure_quantization_aware  # noqa: F401
+from pipelines.cli.demo_exports import _headline_keys, _headlines, _megabytes, _tflite_threads, _value
 from pipelines.cli import render
 from pipelines.evaluation import exported_eval
 from pipelines.tasks import registry
@@ -26,19 +28,10 @@ from pipelines.training import runner
 LOG = logging.getLogger('mnv2')
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), 'configs')
 NUM_PICTURES = 6
-CALIBRATION_IMAGES = 32  # int8 calibration, drawn from the training split (the held-out split stays unseen)
-LATENCY_RUNS = 30
-# (row name, `mnv2 export` format, --quantize)
-EXPORTS = (('SavedModel', 'saved_model', None), ('TFLite float32', 'tflite', 'none'), ('TFLite int8', 'tflite', 'int8'))
 # One model's headline metric: `task` the row's name, `base` the single task it measures (a multitask
 # model's member), `model` the config's task, `metric` its metrics.json key, `display` its name for a person.
 Result = collections.namedtuple('Result', ['task', 'base', 'model', 'metric', 'display', 'value', 'target',
                                            'seconds', 'metrics', 'pictures', 'exports'])
-# One exported model measured on the held-out split: metrics (dict, the Estimator's keys) or `error` (why
-# this export does not exist on this stack); latency_ms from encoded image to prediction dict; model_ms the
-# TFLite interpreter alone.
-Export = collections.namedtuple('Export', ['name', 'path', 'metrics', 'size_bytes', 'latency_ms', 'model_ms',
-                                           'error'])
 
 
 def demo_tasks():
@@ -192,135 +185,6 @@ def run_task(task, raw, out, steps, extra_sets):
                  pictures, exports)
           for row, base, key, demo in _headlines(config)]
 
-
-def _train_split_config(config):
-  """`config` with each eval split replaced by its training split: int8 calibrates on training images."""
-  members = config.member_configs()
-  if members[0][0] is None:
-    return dataclasses.replace(config, data=dataclasses.replace(config.data, eval_files=config.data.train_files))
-  section = config.section()
-  swapped = dict((name, dataclasses.replace(getattr(section, name), data=dataclasses.replace(
-      member.data, eval_files=member.data.train_files))) for name, member in members)
-  return dataclasses.replace(config, **{config.task: dataclasses.replace(section, **swapped)})
-
-
-def _tflite_threads():
-  from pipelines.export import tflite_runtime  # pylint: disable=g-import-not-at-top
-  return os.cpu_count() if tflite_runtime.interpreter_supports_num_threads() else None
-
-
-def measure_exports(config, model_dir, saved_model_dir, sample_image):
-  """The SavedModel and the TFLite float32 / int8 exports of one trained model: each scored on the
-  held-out split by `exported_eval` (the task's metric code), timed on one held-out image, and weighed.
-
-  Returns a list of `Export`, in EXPORTS order; an export this stack cannot make has `error` set.
-  """
-  from pipelines.export import tflite_task  # pylint: disable=g-import-not-at-top
-  with open(sample_image, 'rb') as f:
-    encoded = f.read()
-  rows = []
-  for name, fmt, quantize in EXPORTS:
-    model_only = None
-    if fmt == 'saved_model':
-      path, loaded = saved_model_dir, predict.Predictor(saved_model_dir)
-      predict_one = loaded.one
-    else:
-      reason = tflite_task.unsupported(config, quantize)
-      if reason:
-        LOG.warning('%s not made: %s', name, reason)
-        rows.append(Export(name, None, None, None, None, None, reason))
-        continue
-      path = tflite_task.export(config, model_dir, quantize=quantize, num_calibration_images=CALIBRATION_IMAGES,
-                                calibration_config=_train_split_config(config))
-      loaded = predict_one = tflite_task.TFLitePredictor(path, num_threads=_tflite_threads())
-      model_only = loaded.interpreter_call(encoded)
-    try:
-      metrics = exported_eval.evaluate(config, predict_one)
-      latency = exported_eval.latency_ms(lambda predict_one=predict_one: predict_one(encoded), LATENCY_RUNS)
-      model_ms = exported_eval.latency_ms(model_only, LATENCY_RUNS) if model_only else None
-    finally:
-      loaded.close()
-    rows.append(Export(name, path, metrics, exported_eval.size_bytes(path), latency, model_ms, None))
-    LOG.info('  %s: %s, %.1f ms per image, %s', name, ', '.join(
-        '%s %s' % (key, _value(metrics.get(key))) for key in _headline_keys(config)), latency,
-             _megabytes(rows[-1].size_bytes))
-  return rows
-
-
-QAT_NAME = 'TFLite int8 (quantization-aware)'
-# The quantization-aware fine-tune of a demo model: this fraction of its float steps, at this fraction of its
-# base learning rate, constant (the anchors fine-tune their float models the same way, at a lower rate).
-QAT_STEP_FRACTION = 0.1
-QAT_LEARNING_RATE_FRACTION = 0.1
-
-
-def quantization_aware_config(config, float_model_dir):
-  """The demo's quantization-aware fine-tune of the float model in `float_model_dir` (README "Quantization-aware
-  training"): warm-started from all of its variables, fake quantization from the first step."""
-  train = config.train
-  steps = max(1, int(round(train.steps * QAT_STEP_FRACTION)))
-  rate = dataclasses.replace(train.learning_rate, schedule='constant', base=train.learning_rate.base *
-                             QAT_LEARNING_RATE_FRACTION, warmup_steps=0)
-  warm = dataclasses.replace(train.warm_start, checkpoint=float_model_dir, include=['.*'], exclude=[], scope_map={})
-  quantization = dataclasses.replace(train.quantization, delay=0)
-  runtime = dataclasses.replace(config.runtime, save_checkpoints_steps=steps)
-  return dataclasses.replace(config, train=dataclasses.replace(train, steps=steps, learning_rate=rate,
-                                                               warm_start=warm, quantization=quantization),
-                             runtime=runtime)
-
-
-def measure_quantization_aware(config, float_model_dir, model_dir, sample_image):
-  """Fine-tunes the float model quantization-aware, exports it to TFLite int8 with its learned ranges and
-  measures that export as `measure_exports` does its rows: an `Export` named QAT_NAME."""
-  from pipelines.export import tflite_task  # pylint: disable=g-import-not-at-top
-  qat = quantization_aware_config(config, float_model_dir)
-  runner.train(qat, model_dir)
-  path = tflite_task.export(qat, model_dir, quantize='int8')
-  with open(sample_image, 'rb') as f:
-    encoded = f.read()
-  loaded = tflite_task.TFLitePredictor(path, num_threads=_tflite_threads())
-  try:
-    metrics = exported_eval.evaluate(qat, loaded)
-    latency = exported_eval.latency_ms(lambda: loaded(encoded), LATENCY_RUNS)
-    model_ms = exported_eval.latency_ms(loaded.interpreter_call(encoded), LATENCY_RUNS)
-  finally:
-    loaded.close()
-  row = Export(QAT_NAME, path, metrics, exported_eval.size_bytes(path), latency, model_ms, None)
-  LOG.info('  %s: %s, %.1f ms per image, %s', QAT_NAME, ', '.join(
-      '%s %s' % (key, _value(metrics.get(key))) for key in _headline_keys(config)), latency,
-           _megabytes(row.size_bytes))
-  return row
-
-
-def _headlines(config):
-  """(row name, single task, metrics.json key, DemoMetric) of the demo's targets for this config: one per
-  member for a config that combines tasks (`<task> (<member>)`, keys `<member>/<key>`)."""
-  rows = []
-  for name, member in config.member_configs():
-    demo = registry.task_class(member.task).DEMO
-    if name is None:
-      rows.append((config.task, config.task, demo.key, demo))
-    else:
-      rows.append(('%s (%s)' % (config.task, name), name, '%s/%s' % (name, demo.key), demo))
-  return rows
-
-
-def _headline_keys(config):
-  """The metrics.json keys of the demo's targets for this config (one per member for multitask)."""
-  return [key for _, _, key, _ in _headlines(config)]
-
-
-def _value(value):
-  """A metric for a person: COCO's -1 (no such objects in the split) is n/a."""
-  if value is None or (isinstance(value, float) and value != value):
-    return 'n/a'
-  if isinstance(value, (int, float)) and value == -1:
-    return 'n/a'
-  return '%.3f' % value if isinstance(value, float) else str(value)
-
-
-def _megabytes(size):
-  return 'n/a' if size is None else '%.2f MB' % (size / 1e6)
 
 
 def summary_table(results):

@@ -29,11 +29,13 @@ rewritten tensor with `Operation._update_input` (what contrib's graph editor did
 built and before gradients (`pipelines.tasks.base.Task.model` does).
 """
 import collections
+import dataclasses
 import re
 
 import tensorflow.compat.v1 as tf
 
-RANGES_COLLECTION = 'quantization_ranges'
+from pipelines.training import fake_quant
+
 _CONV_TYPES = ('Conv2D', 'DepthwiseConv2dNative')
 _BATCH_NORM_TYPES = ('FusedBatchNorm', 'FusedBatchNormV2', 'FusedBatchNormV3')
 _ACTIVATION_TYPES = ('Relu6', 'Relu')
@@ -121,101 +123,6 @@ def _variable_scope_of(context, op_name):
     if prefix and (scope == prefix or scope.startswith(prefix + '/')):
       return (context.prefixes[prefix] + scope[len(prefix):]).lstrip('/')
   return scope
-
-
-def _range_variables(scope):
-  """`<scope>/min` and `<scope>/max` (float32 scalars, 0 until first set), shared by every pass of a layer."""
-  aggregation = tf.VariableAggregation.MEAN  # a mirrored strategy assigns them in each replica
-  made = []
-  with tf.variable_scope(tf.VariableScope(tf.AUTO_REUSE, name=''), auxiliary_name_scope=False):
-    with tf.variable_scope(scope, reuse=tf.AUTO_REUSE, auxiliary_name_scope=False):
-      for name in ('min', 'max'):
-        made.append(tf.get_variable(
-            name, [], tf.float32, initializer=tf.zeros_initializer(), trainable=False, aggregation=aggregation,
-            collections=[tf.GraphKeys.GLOBAL_VARIABLES, tf.GraphKeys.MODEL_VARIABLES, RANGES_COLLECTION]))
-  return made
-
-
-def _fake_quant(x, lo, hi, bits, narrow_range, per_channel):
-  if per_channel:
-    return tf.quantization.fake_quant_with_min_max_vars_per_channel(x, lo, hi, num_bits=bits,
-                                                                    narrow_range=narrow_range)
-  return tf.quantization.fake_quant_with_min_max_vars(x, lo, hi, num_bits=bits, narrow_range=narrow_range)
-
-
-def _quantize_weights(context, weights, layer_scope, op_scope, depthwise):
-  """FQ of (folded) weights, range = their last value (`<layer>/weights_quant/min|max`)."""
-  opts = context.options
-  per_channel = opts.per_channel
-  with tf.name_scope(op_scope + '/weights_quant/'):
-    shape = weights.get_shape().as_list()
-    flat = weights
-    if per_channel and depthwise:  # [h, w, C, m] -> [h, w, C * m]: one range per output channel
-      flat = tf.reshape(weights, shape[:2] + [shape[2] * shape[3]])
-    channels = flat.get_shape().as_list()[-1] if per_channel else None
-    lo_var, hi_var = _range_variables_shaped(layer_scope + '/weights_quant', channels)
-    axes = list(range(len(flat.get_shape()) - 1)) if per_channel else None
-    if opts.symmetric:
-      bound = tf.reduce_max(tf.abs(flat), axis=axes)
-      lo_now, hi_now = -bound, bound
-    else:
-      lo_now = tf.minimum(tf.reduce_min(flat, axis=axes), 0.0)
-      hi_now = tf.maximum(tf.reduce_max(flat, axis=axes), 0.0)
-    if context.is_training:
-      updates = [tf.assign(lo_var, lo_now), tf.assign(hi_var, hi_now)]
-      with tf.control_dependencies(updates):
-        lo, hi = tf.identity(lo_now), tf.identity(hi_now)
-      lo, hi = tf.stop_gradient(lo), tf.stop_gradient(hi)
-    else:
-      lo, hi = lo_var, hi_var
-    # Narrow range [1, 2^bits - 1] for weights, as contrib: TFLite's uint8 kernels need it (TOCO refuses weights
-    # that use 0 too often), and it makes a symmetric range's zero exact.
-    quantized = _fake_quant(flat, lo, hi, opts.weight_bits, True, per_channel)
-    if quantized is not flat and per_channel and depthwise:
-      quantized = tf.reshape(quantized, shape)
-    return _delayed(context, quantized, weights)
-
-
-def _range_variables_shaped(scope, channels):
-  if channels is None:
-    return _range_variables(scope)
-  made = []
-  with tf.variable_scope(tf.VariableScope(tf.AUTO_REUSE, name=''), auxiliary_name_scope=False):
-    with tf.variable_scope(scope, reuse=tf.AUTO_REUSE, auxiliary_name_scope=False):
-      for name in ('min', 'max'):
-        made.append(tf.get_variable(
-            name, [channels], tf.float32, initializer=tf.zeros_initializer(), trainable=False,
-            aggregation=tf.VariableAggregation.MEAN,
-            collections=[tf.GraphKeys.GLOBAL_VARIABLES, tf.GraphKeys.MODEL_VARIABLES, RANGES_COLLECTION]))
-  return made
-
-
-def _quantize_activation(context, x, var_scope, op_scope):
-  """FQ of an activation; range = moving average of the batch min / max (`<var_scope>/min|max`)."""
-  opts = context.options
-  with tf.name_scope(op_scope + '/'):
-    lo_var, hi_var = _range_variables(var_scope)
-    if context.is_training:
-      lo_now = tf.minimum(tf.reduce_min(x), 0.0)
-      hi_now = tf.maximum(tf.reduce_max(x), 0.0)
-      fresh = tf.logical_and(tf.equal(lo_var, 0.0), tf.equal(hi_var, 0.0))
-      decay = opts.ema_decay
-      lo_new = tf.where(fresh, lo_now, lo_var * decay + lo_now * (1.0 - decay))
-      hi_new = tf.where(fresh, hi_now, hi_var * decay + hi_now * (1.0 - decay))
-      with tf.control_dependencies([tf.assign(lo_var, lo_new), tf.assign(hi_var, hi_new)]):
-        lo, hi = tf.identity(lo_new), tf.identity(hi_new)
-      lo, hi = tf.stop_gradient(lo), tf.stop_gradient(hi)
-    else:
-      lo, hi = lo_var, hi_var
-    quantized = _fake_quant(x, lo, hi, opts.activation_bits, False, False)
-    return _delayed(context, quantized, x)
-
-
-def _delayed(context, quantized, original):
-  on = context.quantize_now()
-  if on is None:
-    return quantized
-  return tf.where(on, quantized, original)  # a scalar condition selects the whole tensor
 
 
 def _consumers(tensor):
@@ -322,7 +229,7 @@ def _fold(context, layer):
       folded = tf.multiply(weights, tf.reshape(scale, [1, 1, shape[2], shape[3]]), name='mul_fold')
     else:
       folded = tf.multiply(weights, scale, name='mul_fold')
-  quantized = _quantize_weights(context, folded, layer.scope, op_scope, depthwise)
+  quantized = fake_quant.quantize_weights(context, folded, layer.scope, op_scope, depthwise)
   with tf.name_scope(op_scope + '/'):
     net = _conv_like(conv, x, quantized)
     if layer.batch_to_space is not None:
@@ -332,7 +239,7 @@ def _fold(context, layer):
     if not bn.get_attr('is_training'):
       return tf.add(net, moving_bias, name='add_fold')
     # Batch statistics of the float layer (what the batch norm normalizes with).
-    batch_mean, batch_variance = tf.nn.moments(layer_input_of_bn(bn), [0, 1, 2], name='batch_moments')
+    batch_mean, batch_variance = tf.nn.moments(bn.inputs[0], [0, 1, 2], name='batch_moments')
     batch_inv = tf.rsqrt(batch_variance + epsilon)
     correction = tf.divide(batch_inv, moving_inv, name='correction_mult')
     batch_bias = beta - batch_mean * gamma * batch_inv
@@ -342,10 +249,6 @@ def _fold(context, layer):
       batch_bias = tf.where(frozen, moving_bias, batch_bias)
       _freeze_statistics_updates(bn, frozen, mean, variance)
     return tf.add(net * correction, batch_bias, name='add_fold')
-
-
-def layer_input_of_bn(batch_norm):
-  return batch_norm.inputs[0]
 
 
 def _freeze_statistics_updates(batch_norm, frozen, moving_mean, moving_variance):
@@ -359,26 +262,12 @@ def _freeze_statistics_updates(batch_norm, frozen, moving_mean, moving_variance)
     _reroute(batch_value, held, exclude=_new_ops_since(batch_norm.graph, start))
 
 
-INPUT_RANGE = (-1.0, 1.0)  # the models' float input (pixel / 127.5 - 1)
-INPUT_QUANT = 'input_quant'
-
-
-def input_quantization(bits=8):
-  """(scale, zero point) of the quantized model input: [-1, 1] over 2^bits - 1 steps, zero point nudged to an
-  integer as FakeQuant nudges it (8 bits: 2/255, 128). The TFLite converter's input stats are (zp, 1 / scale)."""
-  lo, hi = INPUT_RANGE
-  steps = 2 ** bits - 1
-  scale = (hi - lo) / steps
-  zero_point = int(min(max(round(-lo / scale), 0), steps))
-  return scale, zero_point
-
-
 def _quantize_input(context, images, ops):
   """The model reads its input as the integer model does: fake-quantized over `INPUT_RANGE` (no variables), so
   the simulated-quantized graph and the exported model round the input alike."""
-  quantized = tf.quantization.fake_quant_with_min_max_args(images, INPUT_RANGE[0], INPUT_RANGE[1],
-                                                           num_bits=context.options.activation_bits, name=INPUT_QUANT)
-  quantized = _delayed(context, quantized, images)
+  quantized = tf.quantization.fake_quant_with_min_max_args(images, fake_quant.INPUT_RANGE[0], fake_quant.INPUT_RANGE[1],
+                                                           num_bits=context.options.activation_bits, name=fake_quant.INPUT_QUANT)
+  quantized = fake_quant.delayed(context, quantized, images)
   model_ops = set(ops)
   for op in _consumers(images):
     if op in model_ops:
@@ -423,7 +312,7 @@ def rewrite(ops, outputs, options, is_training, inputs=()):
         _replace(context, out, _fold(context, layer), start)
         out = context.replaced[out.name]
       else:
-        quantized = _quantize_weights(context, layer.conv.inputs[1], layer.scope, op_scope,
+        quantized = fake_quant.quantize_weights(context, layer.conv.inputs[1], layer.scope, op_scope,
                                       layer.conv.type == 'DepthwiseConv2dNative')
         layer.conv._update_input(1, quantized)  # pylint: disable=protected-access
         out = (layer.bias_add or layer.batch_to_space or layer.conv).outputs[0]
@@ -431,20 +320,20 @@ def rewrite(ops, outputs, options, is_training, inputs=()):
       if activation is not None:
         out = activation.outputs[0]
       start = len(graph.get_operations())
-      _replace(context, out, _quantize_activation(context, out, layer.scope + '/act_quant', op_scope + '/act_quant'),
+      _replace(context, out, fake_quant.quantize_activation(context, out, layer.scope + '/act_quant', op_scope + '/act_quant'),
                start)
     for add in adds:
       out = add.outputs[0]
       start = len(graph.get_operations())
       var_scope = _variable_scope_of(context, add.name)
-      _replace(context, out, _quantize_activation(context, out, var_scope + '/add_quant',
+      _replace(context, out, fake_quant.quantize_activation(context, out, var_scope + '/add_quant',
                                                   _scope_of(add.name) + '/add_quant'), start)
     for mean in means:
       out = mean.outputs[0]
       start = len(graph.get_operations())
       var_scope = _variable_scope_of(context, mean.name)
       leaf = mean.name.rsplit('/', 1)[-1]
-      _replace(context, out, _quantize_activation(context, out, '/'.join(filter(None, [var_scope, leaf, 'act_quant'])),
+      _replace(context, out, fake_quant.quantize_activation(context, out, '/'.join(filter(None, [var_scope, leaf, 'act_quant'])),
                                                   mean.name + '/act_quant'), start)
   return _remap(outputs, context.replaced)
 
@@ -467,6 +356,21 @@ def _remap(outputs, replaced):
   return replaced.get(outputs.name, outputs) if isinstance(outputs, tf.Tensor) else outputs
 
 
-def range_variables(graph=None):
-  """The quantization range variables of a graph."""
-  return (graph or tf.get_default_graph()).get_collection(RANGES_COLLECTION)
+def fine_tune_config(config, float_model_dir, step_fraction=0.1, rate_fraction=0.1):
+  """The recipe's fine-tune of a trained float model as a config: warm-started from every variable of the
+  model in `float_model_dir`, fake quantization from the first step, `step_fraction` of its steps at a constant
+  `rate_fraction` of its base learning rate (one checkpoint, at the end)."""
+  train = config.train
+  steps = max(1, int(round(train.steps * step_fraction)))
+  rate = dataclasses.replace(train.learning_rate, schedule='constant', base=train.learning_rate.base * rate_fraction,
+                             warmup_steps=0)
+  warm = dataclasses.replace(train.warm_start, checkpoint=float_model_dir, include=['.*'], exclude=[], scope_map={})
+  train = dataclasses.replace(train, steps=steps, learning_rate=rate, warm_start=warm,
+                              quantization=dataclasses.replace(train.quantization, delay=0))
+  return dataclasses.replace(config, train=train, runtime=dataclasses.replace(config.runtime,
+                                                                              save_checkpoints_steps=steps))
+
+
+INPUT_RANGE, INPUT_QUANT = fake_quant.INPUT_RANGE, fake_quant.INPUT_QUANT
+input_quantization = fake_quant.input_quantization
+range_variables = fake_quant.range_variables

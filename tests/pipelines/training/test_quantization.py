@@ -251,8 +251,10 @@ def _iou(a, b):
   return inter / union if union > 0 else 0.0
 
 
-STEPS = {'classification': 40, 'detection': 20, 'segmentation': 20}
-LEARNING_RATES = {'classification': 0.005, 'detection': 0.003, 'segmentation': 0.003}
+# Enough steps on the tiny training split for confident outputs (a near-random model's outputs are near-ties,
+# which any rounding reorders); the time is graph building, not steps.
+STEPS = {'classification': 40, 'detection': 80, 'segmentation': 20}
+LEARNING_RATES = {'classification': 0.005, 'detection': 0.005, 'segmentation': 0.003}
 
 
 def test_ranges_train_save_and_resume(tmp_path, records):
@@ -313,20 +315,23 @@ def test_int8_export_agrees_with_the_fake_quant_graph(tmp_path, records, task):
   elif task == 'segmentation':
     agreement = np.mean([(s['mask'] == t['mask']).mean() for s, t in zip(fake_quant, lite)])
     assert agreement >= 0.99, agreement
-  else:
+  else:  # the int8 model's confident detections, each found by the fake-quant graph (same class, IoU >= 0.9)
     matched = total = 0
     for s, t in zip(fake_quant, lite):
-      for i in range(min(5, int(t['num_detections']))):
+      for i in range(int(t['num_detections'])):
+        if t['detection_scores'][i] < 0.3:
+          continue
         total += 1
         matched += any(s['detection_classes'][j] == t['detection_classes'][i] and
                        _iou(s['detection_boxes'][j], t['detection_boxes'][i]) >= 0.9
                        for j in range(int(s['num_detections'])))
-    assert total and matched >= 0.8 * total, (matched, total)
+    print('detection: %d of %d confident int8 detections matched' % (matched, total))
+    assert total and matched >= 0.9 * total, (matched, total)
 
 
 def _images(raw, task):
   if task == 'classification':
     return sorted(glob.glob(os.path.join(raw['imagenet']['train_dir'], '*', '*')))[:6]
-  if task == 'detection':
-    return sorted(glob.glob(os.path.join(raw['coco']['val_images'], '*')))[:3]
+  if task == 'detection':  # the training images: the 80-step model is confident there
+    return sorted(glob.glob(os.path.join(raw['coco']['train_images'], '*')))[:4]
   return sorted(glob.glob(os.path.join(raw['voc']['devkit_dir'], '*', 'JPEGImages', '*')))[:3]
