@@ -12,6 +12,8 @@ import tensorflow.compat.v1 as tf
 from pipelines.cli import main as cli
 from pipelines.cli import predict
 from pipelines.export import edgetpu
+from pipelines.export import freeze as freeze_lib
+from pipelines.export import tflite_export as te
 from pipelines.export import tflite_model
 from pipelines.export import tflite_task
 from pipelines.tasks import registry
@@ -315,7 +317,11 @@ def test_int8_export_agrees_with_the_fake_quant_graph(tmp_path, records, task):
   elif task == 'segmentation':
     agreement = np.mean([(s['mask'] == t['mask']).mean() for s, t in zip(fake_quant, lite)])
     assert agreement >= 0.99, agreement
-  else:  # the int8 model's confident detections, each found by the fake-quant graph (same class, IoU >= 0.9)
+  else:
+    _raw_detection_outputs_agree(config, model_dir, raw)
+    # End to end: the int8 model's confident detections, each found by the fake-quant graph (same class, IoU >=
+    # 0.9). Not all: NMS picks among overlapping boxes whose scores tie at uint8's 1/256 steps (TF 1.15's
+    # post-processing op reads the uint8 scores themselves), so the two may keep different ones of a cluster.
     matched = total = 0
     for s, t in zip(fake_quant, lite):
       for i in range(int(t['num_detections'])):
@@ -326,7 +332,34 @@ def test_int8_export_agrees_with_the_fake_quant_graph(tmp_path, records, task):
                        _iou(s['detection_boxes'][j], t['detection_boxes'][i]) >= 0.9
                        for j in range(int(s['num_detections'])))
     print('detection: %d of %d confident int8 detections matched' % (matched, total))
-    assert total and matched >= 0.9 * total, (matched, total)
+    assert total and matched >= 0.75 * total, (matched, total)
+
+
+def _raw_detection_outputs_agree(config, model_dir, raw):
+  """Before NMS, exactly comparable: the fake-quant graph's box encodings and class scores per anchor and the
+  int8 model's (the same network converted without the post-processing op), on the same quantized input."""
+  task = registry.make_task(config)
+  size = task.serving_size()
+  frozen = freeze_lib.freeze(lambda images: task.tflite_outputs(task.model({'image': images}, False)),
+                             tf.train.latest_checkpoint(model_dir), [1, size, size, 3])
+  interpreter = tf.lite.Interpreter(model_content=te.convert(frozen, 'int8'))
+  interpreter.allocate_tensors()
+  (inp,) = interpreter.get_input_details()
+  scale, zero_point = inp['quantization']
+  outputs = dict((d['name'], d) for d in interpreter.get_output_details())
+  for path in _images(raw, 'detection')[:2]:
+    with tf.Graph().as_default(), tf.Session() as session:
+      image = session.run(task.features_from_bytes(tf.constant([open(path, 'rb').read()]))['image'])
+    reference = freeze_lib.run(frozen, image)
+    interpreter.set_tensor(inp['index'], np.clip(np.round(image / scale + zero_point), 0, 255).astype(np.uint8))
+    interpreter.invoke()
+    for key, tensor_name in frozen.outputs.items():
+      detail = outputs[te._array_name(tensor_name)]  # pylint: disable=protected-access
+      out_scale, out_zero = detail['quantization']
+      got = (interpreter.get_tensor(detail['index']).astype(np.float32) - out_zero) * out_scale
+      # Within a few output steps (the integer kernels round inside, e.g. the logistic's table): 95% within 2.
+      error = np.abs(got - reference[key]) / out_scale
+      assert (error <= 2.01).mean() >= 0.95 and error.max() <= 4.01, (key, (error <= 2.01).mean(), error.max())
 
 
 def _images(raw, task):
