@@ -92,7 +92,7 @@ def _measured(config, name, path, loaded, predict_one, encoded, model_only):
 QAT_NAME = 'TFLite int8 (quantization-aware)'
 # The quantization-aware fine-tune of a demo model: this fraction of its float steps, at this fraction of its
 # base learning rate (`quantization.fine_tune_config`).
-QAT_STEP_FRACTION = 0.1
+QAT_STEP_FRACTION = 0.05
 QAT_LEARNING_RATE_FRACTION = 0.1
 
 

@@ -238,6 +238,11 @@ def _fold(context, layer):
     moving_bias = beta - mean * scale
     if not bn.get_attr('is_training'):
       return tf.add(net, moving_bias, name='add_fold')
+    if context.options.freeze_bn_delay == 0:
+      # Frozen from the first step (the fine-tuning recipe): the inference fold; the statistics' updates read the
+      # moving values themselves, which leaves the float conv and its batch norm out of the step entirely.
+      _freeze_statistics_updates(bn, None, mean, variance)
+      return tf.add(net, moving_bias, name='add_fold')
     # Batch statistics of the float layer (what the batch norm normalizes with).
     batch_mean, batch_variance = tf.nn.moments(bn.inputs[0], [0, 1, 2], name='batch_moments')
     batch_inv = tf.rsqrt(batch_variance + epsilon)
@@ -252,13 +257,14 @@ def _fold(context, layer):
 
 
 def _freeze_statistics_updates(batch_norm, frozen, moving_mean, moving_variance):
-  """After `freeze_bn_delay` the moving-average updates read the moving statistics themselves (no change)."""
+  """After `freeze_bn_delay` (`frozen` true; None = always) the moving-average updates read the moving statistics
+  themselves (no change)."""
   start = len(batch_norm.graph.get_operations())
   for index, moving in ((1, moving_mean), (2, moving_variance)):
     batch_value = batch_norm.outputs[index]
     if not _consumers(batch_value):
       continue
-    held = tf.where(frozen, moving, batch_value)
+    held = moving if frozen is None else tf.where(frozen, moving, batch_value)
     _reroute(batch_value, held, exclude=_new_ops_since(batch_norm.graph, start))
 
 
@@ -356,17 +362,19 @@ def _remap(outputs, replaced):
   return replaced.get(outputs.name, outputs) if isinstance(outputs, tf.Tensor) else outputs
 
 
-def fine_tune_config(config, float_model_dir, step_fraction=0.1, rate_fraction=0.1):
+def fine_tune_config(config, float_model_dir, step_fraction=0.1, rate_fraction=0.1, freeze_bn_delay=0):
   """The recipe's fine-tune of a trained float model as a config: warm-started from every variable of the
-  model in `float_model_dir`, fake quantization from the first step, `step_fraction` of its steps at a constant
-  `rate_fraction` of its base learning rate (one checkpoint, at the end)."""
+  model in `float_model_dir`, fake quantization from the first step, batch norm folded with its moving
+  statistics from `freeze_bn_delay` (0: from the start, as inference folds it), `step_fraction` of its steps at
+  a constant `rate_fraction` of its base learning rate (one checkpoint, at the end)."""
   train = config.train
   steps = max(1, int(round(train.steps * step_fraction)))
   rate = dataclasses.replace(train.learning_rate, schedule='constant', base=train.learning_rate.base * rate_fraction,
                              warmup_steps=0)
   warm = dataclasses.replace(train.warm_start, checkpoint=float_model_dir, include=['.*'], exclude=[], scope_map={})
   train = dataclasses.replace(train, steps=steps, learning_rate=rate, warm_start=warm,
-                              quantization=dataclasses.replace(train.quantization, delay=0))
+                              quantization=dataclasses.replace(train.quantization, delay=0,
+                                                               freeze_bn_delay=freeze_bn_delay))
   return dataclasses.replace(config, train=train, runtime=dataclasses.replace(config.runtime,
                                                                               save_checkpoints_steps=steps))
 

@@ -15,6 +15,7 @@ import tensorflow.compat.v1 as tf
 # Never warm-started: optimizer slots, step counters and moving averages belong to the run, not the model.
 LOG = logging.getLogger('mnv2')
 _EMA_SUFFIX = 'ExponentialMovingAverage'
+_RANGE_SUFFIXES = ('_quant/min', '_quant/max')
 _RUN_STATE = re.compile(r'(^global_step$|/(RMSProp|Momentum|Adam)(_1)?$|ExponentialMovingAverage$|^beta[12]_power)')
 
 
@@ -88,8 +89,14 @@ def warm_start(warm_config, log_dir=None, log_name='warm_start.txt'):
     raise ValueError('train.warm_start.checkpoint: no variable of the model matches %r (check scope_map)' % path)
   tf.train.init_from_checkpoint(path, assignment)
   LOG.info('warm start from %s: restored %d variables, skipped %d', path, len(assignment), len(skipped))
+  # A float checkpoint has no quantization ranges: expected when fine-tuning it quantization-aware (they are
+  # learned from the first batch), so they are counted, not listed (warm_start.txt lists every one).
+  ranges = [name for name, _ in skipped if name.endswith(_RANGE_SUFFIXES)]
   for name, reason in skipped:
-    LOG.info('  warm start skipped %s: %s', name, reason)
+    if name not in ranges:
+      LOG.info('  warm start skipped %s: %s', name, reason)
+  if ranges:
+    LOG.info('  warm start skipped %d quantization ranges (learned from the first batch)', len(ranges))
   if log_dir:
     tf.gfile.MakeDirs(log_dir)
     with tf.gfile.GFile(os.path.join(log_dir, log_name), 'w') as f:
