@@ -48,7 +48,7 @@ venvs: $(VENV_TF2)/.installed
 
 define run_tests
 	@$(1)/bin/python -c "import sys, tensorflow as tf; print('== TensorFlow %s on Python %s ==' % (tf.__version__, sys.version.split()[0]))"
-	$(1)/bin/python -m pytest tests -q -p no:cacheprovider $(if $(filter 1,$(JOBS)),,-n $(JOBS) --dist loadfile) $(PYTEST_ARGS)
+	$(1)/bin/python -m pytest tests -q -p no:cacheprovider --durations=15 $(if $(filter 1,$(JOBS)),,-n $(JOBS) --dist loadfile) $(PYTEST_ARGS)
 endef
 
 test-tf2.15: $(VENV_TF2)/.installed
