@@ -242,11 +242,8 @@ def _learned_ranges(converter, frozen, input_type, output_type):
   input fake quantization has it (`pipelines.training.quantization.input_quantization`)."""
   from pipelines.training import quantization  # pylint: disable=g-import-not-at-top
   scale, zero_point = quantization.input_quantization()
-  integer = tf.int8 if 'int8' in (input_type, output_type) and not is_tf1() else tf.uint8
-  converter.inference_type = integer
+  converter.inference_type = tf.uint8
   converter.quantized_input_stats = {_array_name(frozen.input_name + ':0'): (float(zero_point), 1.0 / scale)}
-  if input_type == 'int8':  # the same real values, zero point shifted by 128
-    converter.quantized_input_stats = {_array_name(frozen.input_name + ':0'): (float(zero_point) - 128, 1.0 / scale)}
   converter.inference_input_type = _tf_type(input_type)
   if not is_tf1():  # TOCO's outputs follow the inference type (float where the op's output is float)
     converter.inference_output_type = _tf_type(output_type)
@@ -282,15 +279,21 @@ def convert(frozen, quantize='none', representative_images=None, input_type=None
       raise ValueError('%s must be one of %s, got %r' % (name, ', '.join(IO_TYPES), value))
     if value is not None and quantize != 'int8':
       raise ValueError('%s applies to quantize=int8 only (quantize is %r)' % (name, quantize))
-  input_type, output_type = input_type or 'uint8', output_type or default_output_type(frozen)
   aware = is_quantization_aware(frozen)
   if quantize == 'int8' and aware:
-    if is_tf1() and (input_type == 'int8' or output_type != default_output_type(frozen)):
-      raise ValueError('TensorFlow 1.15 converts quantization-aware models with uint8 or float32 input and the '
-                       'default outputs only (got input %s, output %s); use TensorFlow 2.15' % (input_type, output_type))
-    converter = _learned_ranges(_make_converter(frozen), frozen, input_type, output_type)
+    # The learned ranges are asymmetric uint8 ones (contrib's; the Edge TPU's uint8 models): the model is uint8
+    # inside, with uint8 ends (outputs float where their op's are) or, on TF 2.15, float32 ends.
+    input_type = input_type or 'uint8'
+    supported = ('uint8',) if is_tf1() else ('uint8', 'float32')
+    natural = default_output_type(frozen) if input_type == 'uint8' else 'float32'
+    if input_type not in supported or (output_type or natural) != natural:
+      raise ValueError('a quantization-aware model converts with %s input and its outputs as they come (%s with '
+                       '%s input) on TensorFlow %s; got input %s, output %s' % (
+                           ' or '.join(supported), natural, input_type, tf.__version__, input_type, output_type))
+    converter = _learned_ranges(_make_converter(frozen), frozen, input_type, natural)
     with _toco_on_path():
       return converter.convert()
+  input_type, output_type = input_type or 'uint8', output_type or default_output_type(frozen)
   if quantize == 'int8' and is_tf1() and _has_postprocess(frozen):
     raise ValueError(TF1_INT8_DETECTION_UNSUPPORTED)
   converter = _make_converter(frozen)
