@@ -283,6 +283,9 @@ def convert(frozen, quantize='none', representative_images=None, input_type=None
   if quantize == 'int8' and aware:
     # The learned ranges are asymmetric uint8 ones (contrib's; the Edge TPU's uint8 models): the model is uint8
     # inside, with uint8 ends (outputs float where their op's are) or, on TF 2.15, float32 ends.
+    if any(node.op == 'FakeQuantWithMinMaxVarsPerChannel' for node in frozen.graph_def.node):
+      raise ValueError('train.quantization.per_channel: per-channel weight ranges do not convert on the uint8 path '
+                       'the learned ranges take (per-tensor ranges only); train with per_channel false')
     input_type = input_type or 'uint8'
     supported = ('uint8',) if is_tf1() else ('uint8', 'float32')
     natural = default_output_type(frozen) if input_type == 'uint8' else 'float32'

@@ -379,3 +379,14 @@ def _images(raw, task):
   if task == 'detection':  # the training images: the 80-step model is confident there
     return sorted(glob.glob(os.path.join(raw['coco']['train_images'], '*')))[:4]
   return sorted(glob.glob(os.path.join(raw['voc']['devkit_dir'], '*', 'JPEGImages', '*')))[:3]
+
+
+def test_per_channel_ranges_are_refused_by_the_uint8_export():
+  with tf.Graph().as_default() as graph:
+    x = tf.placeholder(tf.float32, [1, 4, 4, 3], name='input')
+    y = tf.quantization.fake_quant_with_min_max_vars_per_channel(x, tf.constant([-1.0] * 3), tf.constant([1.0] * 3))
+    tf.identity(y, name='probabilities')
+  frozen = freeze_lib.FrozenGraph(graph.as_graph_def(), 'input', [1, 4, 4, 3], tf.float32,
+                                  {'probabilities': 'probabilities:0'}, 0)
+  with pytest.raises(ValueError, match=r'train\.quantization\.per_channel'):
+    te.convert(frozen, 'int8')
