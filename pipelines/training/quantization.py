@@ -60,19 +60,25 @@ class _Context(object):
     self.step = tf.train.get_or_create_global_step() if is_training else None
     self.prefixes = {}  # op name-scope prefix -> variable-scope prefix (a re-used backbone's second pass)
     self.replaced = {}  # old tensor's name -> new tensor
+    self._reached = {}  # step -> bool tensor "global step >= step", one per rewrite
+
+  def _step_reached(self, step):
+    if step not in self._reached:
+      self._reached[step] = tf.greater_equal(self.step, tf.cast(step, self.step.dtype))
+    return self._reached[step]
 
   def quantize_now(self):
     """bool tensor: the fake quantization is on (training past `delay`), or None = always on."""
     if not self.is_training or not self.options.delay:
       return None
-    return tf.greater_equal(self.step, tf.cast(self.options.delay, self.step.dtype))
+    return self._step_reached(self.options.delay)
 
   def bn_frozen(self):
     """bool tensor: batch norm uses (and stops updating) its moving statistics; None = never."""
     delay = self.options.freeze_bn_delay
     if not self.is_training or delay is None:
       return None
-    return tf.greater_equal(self.step, tf.cast(delay, self.step.dtype))
+    return self._step_reached(delay)
 
 
 def _variable_op(tensor):

@@ -21,6 +21,7 @@ from pipelines.training import quantization
 from pipelines.training import runner
 from tests.conftest import config_from_text
 from tests.conftest import tiny_shapes_records
+from tests.pipelines.export.test_tflite_task import _iou  # the same box IoU the float TFLite tests use
 
 COMMON = """
 model: {depth_multiplier: 0.35}
@@ -244,13 +245,6 @@ def test_folded_batch_norm_computes_batch_norm(tmp_path, records, freeze_bn_dela
 def _ranges(checkpoint):
   return dict((name, tf.train.load_variable(checkpoint, name)) for name, _ in tf.train.list_variables(checkpoint)
               if name.endswith(('_quant/min', '_quant/max')))
-
-
-def _iou(a, b):
-  ymin, xmin, ymax, xmax = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
-  inter = max(0.0, ymax - ymin) * max(0.0, xmax - xmin)
-  union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-  return inter / union if union > 0 else 0.0
 
 
 # Enough steps on the tiny training split for confident outputs (a near-random model's outputs are near-ties,
