@@ -80,7 +80,8 @@ def _add_export(parser):
   parser.add_argument('--calibration-images', type=int, default=100, metavar='N',
                       help='tflite int8 from a float checkpoint: eval images to calibrate on (default 100)')
   parser.add_argument('--input-type', choices=('uint8', 'int8', 'float32'),
-                      help='tflite int8: the model input\'s dtype (default uint8)')
+                      help='tflite int8: the model input\'s dtype (default uint8; a quantization-aware '
+                           'checkpoint: uint8, float32, or int8 on TF 2.15 from symmetric weight ranges)')
   parser.add_argument('--output-type', choices=('uint8', 'int8', 'float32'),
                       help='tflite int8: the outputs\' dtype (default uint8 probabilities, float32 otherwise)')
 

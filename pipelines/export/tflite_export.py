@@ -25,7 +25,7 @@ quantizes the [-1, 1] image with them (`tflite_runtime.TFLiteModel` does). Quant
 calibrated on representative images; uint8 input, uint8 classification probabilities, while the
 detection post-processing outputs and the segmentation class map stay float32 / int32). A graph trained
 quantization-aware (fake quantization, `pipelines.training.quantization`) converts int8 with its learned ranges,
-no calibration, on both stacks (TOCO's uint8 path). Not available: int8 of a float detection graph on TF 1.15
+no calibration: uint8 on both stacks (TOCO's path), int8 on TF 2.15 (`tflite_aware`). Not available: int8 of a float detection graph on TF 1.15
 (`convert` raises ValueError, see TF1_INT8_DETECTION_UNSUPPORTED).
 
 The detection post-processing op is inserted as a NodeDef of op `TFLite_Detection_PostProcess` into the
@@ -46,6 +46,7 @@ import tensorflow.compat.v1 as tf
 from datasets import tfrecord
 from pipelines.export import edgetpu
 from pipelines.export import freeze as freeze_lib
+from pipelines.export import tflite_aware
 from pipelines.export import tflite_runtime
 
 QUANTIZE_MODES = ('none', 'float16', 'int8')
@@ -219,11 +220,7 @@ def representative_dataset(images):
 
 
 IO_TYPES = ('uint8', 'int8', 'float32')
-
-
-def is_quantization_aware(frozen):
-  """Whether the frozen graph carries fake quantization (a quantization-aware checkpoint's ranges)."""
-  return any(node.op.startswith('FakeQuant') for node in frozen.graph_def.node)
+is_quantization_aware = tflite_aware.is_quantization_aware
 
 
 def _tf_type(name):
@@ -234,20 +231,6 @@ def default_output_type(frozen):
   """uint8 probabilities (scale 1/256) for a classifier; float32 otherwise (boxes, scores and class maps are not
   quantized by their ops)."""
   return 'uint8' if PROBABILITIES in frozen.outputs else 'float32'
-
-
-def _learned_ranges(converter, frozen, input_type, output_type):
-  """The converter set to use the fake quantization's learned ranges (no calibration): the uint8 path of the
-  TF1 converter (TOCO's QUANTIZED_UINT8, which TF 2.15's converter keeps), with the input's range as the graph's
-  input fake quantization has it (`pipelines.training.quantization.input_quantization`)."""
-  from pipelines.training import quantization  # pylint: disable=g-import-not-at-top
-  scale, zero_point = quantization.input_quantization()
-  converter.inference_type = tf.uint8
-  converter.quantized_input_stats = {_array_name(frozen.input_name + ':0'): (float(zero_point), 1.0 / scale)}
-  converter.inference_input_type = _tf_type(input_type)
-  if not is_tf1():  # TOCO's outputs follow the inference type (float where the op's output is float)
-    converter.inference_output_type = _tf_type(output_type)
-  return converter
 
 
 def convert(frozen, quantize='none', representative_images=None, input_type=None, output_type=None):
@@ -264,7 +247,8 @@ def convert(frozen, quantize='none', representative_images=None, input_type=None
       post-process op's), segmentation's class map int32.
 
   A graph with fake quantization (trained with `train.quantization`) converts with its learned ranges and needs
-  no images; on TF 1.15 that is TOCO's uint8 path, detection included (the OD API's quantized SSD route).
+  no images (`pipelines.export.tflite_aware`): uint8 on both stacks (TOCO's path, detection included: the OD
+  API's quantized SSD route), int8 ends on TF 2.15 from symmetric weight ranges.
 
   Returns:
     bytes, the flatbuffer.
@@ -279,21 +263,12 @@ def convert(frozen, quantize='none', representative_images=None, input_type=None
       raise ValueError('%s must be one of %s, got %r' % (name, ', '.join(IO_TYPES), value))
     if value is not None and quantize != 'int8':
       raise ValueError('%s applies to quantize=int8 only (quantize is %r)' % (name, quantize))
-  aware = is_quantization_aware(frozen)
-  if quantize == 'int8' and aware:
-    # The learned ranges are asymmetric uint8 ones (contrib's; the Edge TPU's uint8 models): the model is uint8
-    # inside, with uint8 ends (outputs float where their op's are) or, on TF 2.15, float32 ends.
-    if any(node.op == 'FakeQuantWithMinMaxVarsPerChannel' for node in frozen.graph_def.node):
-      raise ValueError('train.quantization.per_channel: per-channel weight ranges do not convert on the uint8 path '
-                       'the learned ranges take (per-tensor ranges only); train with per_channel false')
-    input_type = input_type or 'uint8'
-    supported = ('uint8',) if is_tf1() else ('uint8', 'float32')
-    natural = default_output_type(frozen) if input_type == 'uint8' else 'float32'
-    if input_type not in supported or (output_type or natural) != natural:
-      raise ValueError('a quantization-aware model converts with %s input and its outputs as they come (%s with '
-                       '%s input) on TensorFlow %s; got input %s, output %s' % (
-                           ' or '.join(supported), natural, input_type, tf.__version__, input_type, output_type))
-    converter = _learned_ranges(_make_converter(frozen), frozen, input_type, natural)
+  if quantize == 'int8' and is_quantization_aware(frozen):
+    from pipelines.training import quantization  # pylint: disable=g-import-not-at-top
+    inference, input_type, output_type = tflite_aware.end_types(
+        frozen, input_type, output_type, classifier=PROBABILITIES in frozen.outputs, tf1=is_tf1())
+    converter = tflite_aware.configure(_make_converter(frozen), _array_name(frozen.input_name + ':0'),
+                                       quantization.input_quantization(), inference, input_type, output_type, is_tf1())
     with _toco_on_path():
       return converter.convert()
   input_type, output_type = input_type or 'uint8', output_type or default_output_type(frozen)

@@ -7,10 +7,13 @@ the same race. `held` resolves the checkpoint and links its files (a copy on fil
 e.g. gs://) into a private directory under `model_dir/eval/`, so the trainer's rotation no longer touches
 what is read; when the checkpoint vanished before it could be held, the then-latest is taken instead.
 
+`run_config_kwargs` / `chief_saver_hooks` carry `runtime.save_graph_def` to the Estimator on both stacks.
+
 Not here: choosing which checkpoints to evaluate (`runner.evaluate`), checkpoint contents
 (`skeleton.check_checkpoint`).
 """
 import contextlib
+import inspect
 import logging
 import os
 import re
@@ -100,3 +103,58 @@ def held(model_dir, checkpoint=None, explicit=None, attempts=HOLD_ATTEMPTS, what
   finally:
     if tf.io.gfile.isdir(directory):
       tf.io.gfile.rmtree(directory)
+
+
+def _run_config_takes_graph_flag():
+  """TF 2.x's RunConfig has `checkpoint_save_graph_def`; TF 1.15's has not."""
+  return 'checkpoint_save_graph_def' in inspect.signature(tf.estimator.RunConfig.__init__).parameters
+
+
+def run_config_kwargs(runtime):
+  """RunConfig kwargs of `runtime.save_graph_def` where the Estimator takes it (TF 2.x: graph.pbtxt and the
+  checkpoints' .meta files)."""
+  if runtime.save_graph_def or not _run_config_takes_graph_flag():
+    return {}
+  return {'checkpoint_save_graph_def': False}
+
+
+class _MetalessSaver(object):
+  """A Saver whose `save` writes no .meta file (the rest is the Saver's)."""
+
+  def __init__(self, saver):
+    self._saver = saver
+
+  def save(self, *args, **kwargs):
+    kwargs['write_meta_graph'] = False
+    return self._saver.save(*args, **kwargs)
+
+  def __getattr__(self, name):
+    return getattr(self._saver, name)
+
+
+class _GraphlessCheckpointSaverHook(tf.train.CheckpointSaverHook):
+  """TF 1.15's CheckpointSaverHook as TF 2.x's with `save_graph_def=False`: no graph.pbtxt when the session
+  starts, no .meta beside each checkpoint (seconds of serialization each for a large training graph)."""
+
+  def after_create_session(self, session, coord):
+    step = session.run(self._global_step_tensor)
+    graph = tf.get_default_graph()
+    self._summary_writer.add_graph(graph)  # TensorBoard's graph, as TF 2.x's hook writes it
+    self._summary_writer.add_meta_graph(tf.train.export_meta_graph(
+        graph_def=graph.as_graph_def(add_shapes=True), saver_def=self._get_saver().saver_def))
+    self._save(session, step)
+    self._timer.update_last_triggered_step(step)
+
+  def _get_saver(self):
+    return _MetalessSaver(super(_GraphlessCheckpointSaverHook, self)._get_saver())
+
+
+def chief_saver_hooks(config, model_dir):
+  """The training chief's checkpoint hook when `runtime.save_graph_def` is false on TF 1.15 (the Estimator then
+  uses it instead of its own); [] otherwise. A TF 1.15 multi_worker_mirrored run (whose session makes its
+  own hook) writes them anyway."""
+  runtime = config.runtime
+  if (runtime.save_graph_def or _run_config_takes_graph_flag() or not model_dir
+      or runtime.distribution.strategy == 'multi_worker_mirrored'):
+    return []
+  return [_GraphlessCheckpointSaverHook(model_dir, save_steps=runtime.save_checkpoints_steps)]

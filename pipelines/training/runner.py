@@ -67,8 +67,9 @@ def make_estimator(task, model_dir, checkpoint=None, **run_config_kwargs):
   run_config = tf.estimator.RunConfig(
       model_dir=model_dir, tf_random_seed=runtime.seed, save_checkpoints_steps=runtime.save_checkpoints_steps,
       keep_checkpoint_max=runtime.keep_checkpoint_max, save_summary_steps=runtime.save_summary_steps,
-      log_step_count_steps=runtime.log_every_n_steps,
-      **dict({'session_config': session_config(task.config)}, **run_config_kwargs))
+      log_step_count_steps=runtime.log_every_n_steps, **dict(
+          {'session_config': session_config(task.config)}, **dict(checkpoints.run_config_kwargs(runtime),
+                                                                  **run_config_kwargs)))
   return tf.estimator.Estimator(skeleton.make_model_fn(task, model_dir, checkpoint), model_dir=model_dir,
                                 config=run_config)
 

@@ -15,6 +15,7 @@ import time
 
 import tensorflow.compat.v1 as tf
 
+from pipelines.training import checkpoints
 from pipelines.training import precision
 from pipelines.training import optimization
 from pipelines.training import warm_start as warm_start_lib
@@ -260,7 +261,8 @@ def make_model_fn(task, model_dir=None, checkpoint=None):
     logged = dict(losses, total_loss=total, lr=rate)
     # train.batch_size is the global batch of one step (all replicas), so examples/s counts every replica.
     hook = ProgressHook(logged, task.config.train.batch_size, task.config.runtime.log_every_n_steps)
-    return tf.estimator.EstimatorSpec(mode, loss=total, train_op=train_op, training_hooks=[hook])
+    return tf.estimator.EstimatorSpec(mode, loss=total, train_op=train_op, training_hooks=[hook],
+                                      training_chief_hooks=checkpoints.chief_saver_hooks(task.config, model_dir))
 
   # Under a distribution strategy TF 2.x runs the model_fn through AutoGraph (call_for_each_replica), which
   # would convert every slim layer of the backbone: minutes of graph building for nothing (graph-mode code).

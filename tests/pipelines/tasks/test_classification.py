@@ -43,6 +43,9 @@ def test_train_eval_export_predict(tmp_path, dataset_dir):
   runner.train(config, model_dir)
   assert tf.train.latest_checkpoint(model_dir).endswith('-2')
   assert os.path.isfile(os.path.join(model_dir, 'config.yaml'))
+  # runtime.save_graph_def (default true): TensorFlow's graph.pbtxt and .meta files, as users' tools expect.
+  assert os.path.isfile(os.path.join(model_dir, 'graph.pbtxt'))
+  assert os.path.isfile(tf.train.latest_checkpoint(model_dir) + '.meta')
   metrics = runner.evaluate(config, model_dir)
   with open(os.path.join(model_dir, 'eval', 'metrics.json')) as f:
     saved = json.load(f)

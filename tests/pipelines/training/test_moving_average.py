@@ -28,7 +28,7 @@ classification: {image_size: 32, num_classes: 4}
 data: {train_files: %s/train-*, eval_files: %s/train-*, shuffle_buffer: 4}
 train: {batch_size: 4, steps: 1, moving_average_decay: 0.9999, optimizer: sgd, clip_gradient_norm: 1.0,
         learning_rate: {schedule: constant, base: 0.02}}
-runtime: {seed: 1, save_checkpoints_steps: 100, log_every_n_steps: 10}
+runtime: {seed: 1, save_checkpoints_steps: 100, log_every_n_steps: 10, save_graph_def: false}
 ''' % (records, records), mode='train')
   # Plain SGD at 0.05 on 12 images diverged (NaN loss) in one suite run: a smaller, clipped step stays finite
   # and still moves the weights well beyond the test's 1e-3.
@@ -38,6 +38,10 @@ runtime: {seed: 1, save_checkpoints_steps: 100, log_every_n_steps: 10}
   import dataclasses  # pylint: disable=g-import-not-at-top
   runner.train(dataclasses.replace(config, train=dataclasses.replace(config.train, steps=31)), model_dir)
   assert tf.train.latest_checkpoint(model_dir).endswith('-31')
+  # runtime.save_graph_def: false (on both stacks): no graph.pbtxt, no .meta; TensorBoard's graph is still in
+  # the events file. The run above resumed from such a checkpoint and eval below restores one.
+  assert not [n for n in os.listdir(model_dir) if n == 'graph.pbtxt' or n.endswith('.meta')], os.listdir(model_dir)
+  assert _events_with_graph(model_dir)
   stored = dict(tf.train.list_variables(model_dir))
   assert MEAN + SHADOW in stored and 'MobilenetV2/Conv/BatchNorm/moving_variance' + SHADOW in stored
   current, average = tf.train.load_variable(model_dir, WEIGHTS), tf.train.load_variable(model_dir, WEIGHTS + SHADOW)
@@ -48,3 +52,14 @@ runtime: {seed: 1, save_checkpoints_steps: 100, log_every_n_steps: 10}
   metrics = runner.evaluate(config, model_dir)  # restores the averaged weights and statistics
   assert metrics['global_step'] == 31
   assert os.path.isfile(os.path.join(model_dir, 'eval', 'metrics.json'))
+
+
+def _events_with_graph(model_dir):
+  """Events in the model dir's event files that carry a graph or meta graph."""
+  found = []
+  for name in os.listdir(model_dir):
+    if name.startswith('events.out.tfevents'):
+      for event in tf.train.summary_iterator(os.path.join(model_dir, name)):
+        if event.graph_def or event.meta_graph_def:
+          found.append(name)
+  return found

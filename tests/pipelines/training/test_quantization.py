@@ -278,9 +278,11 @@ def test_ranges_train_save_and_resume(tmp_path, records):
 
 
 @pytest.mark.parametrize('task', ['classification', 'detection', 'segmentation'])
-def test_int8_export_agrees_with_the_fake_quant_graph(tmp_path, records, task):
+def test_int8_export_agrees_with_the_fake_quant_graph(tmp_path, records, task, capsys):
   records_dir, raw = records
-  config = _config(tmp_path, records_dir, task, STEPS[task], LEARNING_RATES[task])
+  # The classifier trains symmetric weight ranges (what int8 ends need), the others contrib's asymmetric ones.
+  symmetric = ['train.quantization.symmetric=true'] if task == 'classification' else []
+  config = _config(tmp_path, records_dir, task, STEPS[task], LEARNING_RATES[task], overrides=symmetric)
   model_dir = str(tmp_path / 'model')
   runner.train(config, model_dir)
   export_dir = str(tmp_path / 'int8')
@@ -308,20 +310,34 @@ def test_int8_export_agrees_with_the_fake_quant_graph(tmp_path, records, task):
   if task == 'classification':
     for s, t in zip(fake_quant, lite):
       assert s['top_k_classes'][0] == t['top_k_classes'][0], (s['probabilities'], t['probabilities'])
-    # The learned ranges are uint8 ones: int8 ends are refused in one line; TF 2.15 also makes float32 ends.
+    # Symmetric weight ranges: TF 2.15 also makes int8 ends (TFLite's int8 kernels: weight zero points 0) and
+    # float32 ends; TF 1.15 refuses int8 ends in one line.
+    io_dir = tmp_path / 'int8_io'
     args = ['export', '--config', path, '--model-dir', model_dir, '--format', 'tflite', '--quantize', 'int8',
-            '--export-dir', str(tmp_path / 'int8_io'), '--input-type', 'int8']
-    assert cli.main(args) == 2
-    if not te.is_tf1():
-      assert cli.main(args[:-1] + ['float32']) == 0
-      with open(str(tmp_path / 'int8_io' / 'model.tflite'), 'rb') as f:
-        ends = tflite_model.read(f.read())
-      assert [ends.tensor(i).dtype for i in ends.inputs + ends.outputs] == ['float32', 'float32']
-      for s, t in zip(fake_quant, tflite_task.predict(str(tmp_path / 'int8_io' / 'model.tflite'), images)):
-        assert s['top_k_classes'][0] == t['top_k_classes'][0], (s['probabilities'], t['probabilities'])
+            '--export-dir', str(io_dir), '--input-type']
+    if te.is_tf1():
+      assert cli.main(args + ['int8']) == 2
+    for ends in ([] if te.is_tf1() else [('int8', 'int8'), ('float32', 'float32')]):
+      assert cli.main(args + [ends[0]]) == 0
+      with open(str(io_dir / 'model.tflite'), 'rb') as f:
+        converted = tflite_model.read(f.read())
+      assert [converted.tensor(i).dtype for i in converted.inputs + converted.outputs] == list(ends)
+      weights = [converted.tensor(op.inputs[1]) for op in converted.operators if op.name.endswith('CONV_2D')]
+      assert weights and all(w.dtype == ends[0] or ends[0] == 'float32' for w in weights), ends
+      if ends[0] == 'int8':
+        assert not any(z for w in weights for z in w.quantization['zero_point'])
+        with open(str(io_dir / 'model.json')) as f:
+          assert json.load(f)['edgetpu']['problems'] == []
+      for s, t in zip(fake_quant, tflite_task.predict(str(io_dir / 'model.tflite'), images)):
+        assert s['top_k_classes'][0] == t['top_k_classes'][0], (ends, s['probabilities'], t['probabilities'])
   elif task == 'segmentation':
     agreement = np.mean([(s['mask'] == t['mask']).mean() for s, t in zip(fake_quant, lite)])
     assert agreement >= 0.99, agreement
+    # Asymmetric weight ranges (contrib's, the default): int8 ends are refused in one line naming the key.
+    capsys.readouterr()
+    assert cli.main(['export', '--config', path, '--model-dir', model_dir, '--format', 'tflite', '--quantize',
+                     'int8', '--export-dir', str(tmp_path / 'int8_io'), '--input-type', 'int8']) == 2
+    assert ('TensorFlow 2.15' if te.is_tf1() else 'symmetric: true') in capsys.readouterr().err
   else:
     _raw_detection_outputs_agree(config, model_dir, raw)
     # End to end, as a sanity check: the agreement itself is the exact comparison above. After NMS this tiny
