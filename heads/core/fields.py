@@ -18,6 +18,7 @@ DETECTION_BOXES = 'detection_boxes'
 DETECTION_SCORES = 'detection_scores'
 DETECTION_CLASSES = 'detection_classes'
 NUM_DETECTIONS = 'num_detections'
+DETECTION_ANCHOR_INDICES = 'detection_anchor_indices'
 DETECTION_KEYS = (DETECTION_BOXES, DETECTION_SCORES, DETECTION_CLASSES, NUM_DETECTIONS)
 
 # Values of the int32 match vector (see `heads.core.matcher`).

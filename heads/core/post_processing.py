@@ -12,7 +12,7 @@ from heads.core import fields
 
 
 def batch_multiclass_nms(boxes, scores, score_threshold=1e-8, iou_threshold=0.6, max_detections_per_class=100,
-                         max_total_detections=100, clip_window=None):
+                         max_total_detections=100, clip_window=None, return_anchor_indices=False):
   """Per-class NMS for a batch of images.
 
   A box is suppressed by a higher-scoring box of the same class when their IoU is > iou_threshold;
@@ -27,6 +27,8 @@ def batch_multiclass_nms(boxes, scores, score_threshold=1e-8, iou_threshold=0.6,
     max_total_detections: int > 0, boxes kept per image over all classes.
     clip_window: optional float32 [4] window [ymin, xmin, ymax, xmax] (e.g. [0, 0, 1, 1]) the output
       boxes are clipped to after NMS (NMS sees the unclipped boxes).
+    return_anchor_indices: also return `detection_anchor_indices` int32 [B, max_total_detections], the index
+      in A of the box each detection came from (0 on padding), as the OD API's NMS reports it.
 
   Returns:
     Dict (keys in `heads.core.fields`), rows sorted by decreasing score, zero-padded after num_detections:
@@ -46,14 +48,23 @@ def batch_multiclass_nms(boxes, scores, score_threshold=1e-8, iou_threshold=0.6,
       max_total_size=max_total_detections, iou_threshold=iou_threshold, score_threshold=score_threshold,
       pad_per_class=False, clip_boxes=False)
   num_detections = tf.cast(num_detections, tf.int32)
+  valid = tf.range(max_total_detections)[None, :] < num_detections[:, None]
+  extra = {}
+  if return_anchor_indices:
+    # Combined NMS gathers each kept box and score from one input box: the one whose (unclipped) box and
+    # class score are the detection's, at distance 0.
+    class_scores = tf.gather(tf.transpose(scores, [0, 2, 1]), tf.cast(nmsed_classes, tf.int32), batch_dims=1)
+    distance = (tf.reduce_sum(tf.abs(nmsed_boxes[:, :, None, :] - boxes[:, None, :, :]), axis=-1) +
+                tf.abs(class_scores - nmsed_scores[:, :, None]))
+    extra[fields.DETECTION_ANCHOR_INDICES] = tf.argmin(distance, axis=2, output_type=tf.int32) * tf.cast(
+        valid, tf.int32)
   if clip_window is not None:
-    valid = tf.range(max_total_detections)[None, :] < num_detections[:, None]
     nmsed_boxes = box_ops.clip_to_window(nmsed_boxes, clip_window)
     # Clipping would move the zero padding onto the window's corner; keep padding zero.
     nmsed_boxes *= tf.cast(valid, tf.float32)[:, :, None]
-  return {
+  return dict({
       fields.DETECTION_BOXES: nmsed_boxes,
       fields.DETECTION_SCORES: nmsed_scores,
       fields.DETECTION_CLASSES: nmsed_classes,
       fields.NUM_DETECTIONS: num_detections,
-  }
+  }, **extra)

@@ -79,11 +79,18 @@ def _add_export(parser):
                            'quantization-aware checkpoint uses its learned ranges)')
   parser.add_argument('--calibration-images', type=int, default=100, metavar='N',
                       help='tflite int8 from a float checkpoint: eval images to calibrate on (default 100)')
-  parser.add_argument('--input-type', choices=('uint8', 'int8', 'float32'),
-                      help='tflite int8: the model input\'s dtype (default uint8; a quantization-aware '
-                           'checkpoint: uint8, float32, or int8 on TF 2.15 from symmetric weight ranges)')
+  parser.add_argument('--input-type', choices=TFLITE_INPUT_TYPES + SAVED_MODEL_INPUT_TYPES,
+                      help='tflite int8: the model input\'s dtype, uint8 (default), int8 or float32 (a '
+                           'quantization-aware checkpoint: uint8, float32, or int8 on TF 2.15 from symmetric '
+                           'weight ranges); saved_model, detection: the OD API input type serving_default takes, '
+                           'image_tensor (default), encoded_image_string_tensor or tf_example')
   parser.add_argument('--output-type', choices=('uint8', 'int8', 'float32'),
                       help='tflite int8: the outputs\' dtype (default uint8 probabilities, float32 otherwise)')
+
+
+# --input-type values: a TFLite int8 model's input dtype; a detection SavedModel's OD API input type.
+TFLITE_INPUT_TYPES = ('uint8', 'int8', 'float32')
+SAVED_MODEL_INPUT_TYPES = ('image_tensor', 'encoded_image_string_tensor', 'tf_example')
 
 
 def _run_export(args):
@@ -91,13 +98,16 @@ def _run_export(args):
   config = runner.load_config(args.config, args.set)
   _quiet_tf()
   if args.format == 'tflite':
+    if args.input_type in SAVED_MODEL_INPUT_TYPES:
+      raise ValueError('--input-type %s applies to --format saved_model (detection)' % args.input_type)
     from pipelines.export import tflite_task  # pylint: disable=g-import-not-at-top
     print(tflite_task.export(config, args.model_dir, args.export_dir, args.checkpoint, args.quantize,
                              args.calibration_images, input_type=args.input_type, output_type=args.output_type))
     return 0
-  if args.input_type or args.output_type:
-    raise ValueError('--input-type / --output-type apply to --format tflite --quantize int8')
-  print(runner.export(config, args.model_dir, args.export_dir, args.checkpoint))
+  if args.output_type or args.input_type in TFLITE_INPUT_TYPES:
+    raise ValueError('--input-type %s / --output-type apply to --format tflite --quantize int8' % (
+        args.input_type or ''))
+  print(runner.export(config, args.model_dir, args.export_dir, args.checkpoint, input_type=args.input_type))
   return 0
 
 

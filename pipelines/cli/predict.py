@@ -1,25 +1,30 @@
 """Predictions on image files, from an exported SavedModel or from a checkpoint in a model_dir.
 
 Both paths return the same dicts (numpy arrays, one dict per image) so the CLI formats them the same way:
-`Predictor` loads a SavedModel's `serving_default` signature (encoded image bytes in), the checkpoint path
-goes through `Estimator.predict` with the task's `predict_input_fn`.
+`Predictor` loads a SavedModel's `encoded_image` signature (encoded image bytes in; `serving_default` of an
+export made before it had that name), whatever input type its `serving_default` takes; the checkpoint path goes
+through `Estimator.predict` with the task's `predict_input_fn`.
 """
 import tensorflow.compat.v1 as tf
 
+from pipelines.export import saved_model_export
 from pipelines.training import checkpoints
 from pipelines.training import runner
 
 SERVING_TAG = 'serve'
+ENCODED_SIGNATURE = saved_model_export.ENCODED_SIGNATURE
 
 
 class Predictor(object):
   """Runs a SavedModel signature that takes encoded images (`encoded_image`: string [B])."""
 
-  def __init__(self, export_dir, signature='serving_default'):
+  def __init__(self, export_dir, signature=None):
     self._graph = tf.Graph()
     self._session = tf.Session(graph=self._graph)
     with self._graph.as_default():
       meta = tf.saved_model.loader.load(self._session, [SERVING_TAG], export_dir)
+    if signature is None:
+      signature = ENCODED_SIGNATURE if ENCODED_SIGNATURE in meta.signature_def else 'serving_default'
     if signature not in meta.signature_def:
       raise ValueError('SavedModel %s has no signature %r (has: %s)' % (
           export_dir, signature, ', '.join(sorted(meta.signature_def))))

@@ -5,19 +5,27 @@ The network is frozen with the moving-average weights and its batch norms folded
 `tf.saved_model.builder` and explicit signatures. Every signature feeds that one copy of the model through
 `placeholder_with_default` links, so the weights are stored once:
 
-  uint8 images --encode_png--> encoded bytes --task.features_from_bytes--> float images --> model
+  uint8 images --encode_png--+
+                             +--> encoded bytes --task.features_from_bytes--> float images --> model
+  tf.Example --parse--------+        (image/encoded)
 
-  serving_default            encoded_image string [B] -> the task's predictions (as before: what
-                             `mnv2 predict --saved-model` and `pipelines.cli.render` read)
+  encoded_image              encoded_image string [B] -> the task's predictions (what `mnv2 predict
+                             --saved-model` and `pipelines.cli.render` read)
+  serving_default            the task's choice (`Task.serving_signature`, `mnv2 export --input-type`):
+                             classification and segmentation: encoded_image; detection: one of the OD API's
+                             input types below, image_tensor by default
   classification
     float_images:serving_default   images float32 [B, S, S, 3] in [-1, 1] -> the same predictions
     image_tensor                   inputs uint8 [B, H, W, 3] -> the same predictions (TF-Slim clients)
-  detection
-    image_tensor             inputs uint8 [B, H, W, 3] -> the Object Detection API exporter's outputs:
-                             detection_boxes float32 [B, D, 4] normalized ymin, xmin, ymax, xmax;
+  detection (the Object Detection API exporter's signatures, input key `inputs`; `DetectionTask.od_api_outputs`)
+    image_tensor                   inputs uint8 [B, H, W, 3]
+    encoded_image_string_tensor    inputs string [B], JPEG / PNG bytes
+    tf_example                     inputs string [B], serialized tf.Example with image/encoded
+                             -> detection_boxes float32 [B, D, 4] normalized ymin, xmin, ymax, xmax;
                              detection_scores [B, D]; detection_classes float32 [B, D] (label-map ids);
-                             num_detections float32 [B]. Tensor names as the OD API's frozen graph:
-                             image_tensor:0, detection_boxes:0, ...
+                             num_detections float32 [B]; detection_multiclass_scores [B, D, K + 1];
+                             raw_detection_boxes [B, A, 4] and raw_detection_scores [B, A, K + 1] (before
+                             NMS). Tensor names as the OD API's frozen graph: image_tensor:0, detection_boxes:0, ...
   segmentation
     ImageTensor              ImageTensor uint8 [1, H, W, 3] -> SemanticPredictions int32 [1, H, W] (DeepLab's
                              exporter; tensor names ImageTensor:0 and SemanticPredictions:0)
@@ -44,6 +52,10 @@ from pipelines.export import freeze as freeze_lib
 LOG = logging.getLogger('mnv2')
 SEP = '/'
 FROZEN_GRAPH = 'frozen_inference_graph.pb'  # beside saved_model.pb, as the OD API's and DeepLab's exporters
+DEFAULT = tf.saved_model.signature_constants.DEFAULT_SERVING_SIGNATURE_DEF_KEY
+ENCODED_SIGNATURE = 'encoded_image'  # encoded image bytes -> this project's predictions (input key and tensor name)
+TF_EXAMPLE = 'tf_example'  # serialized tf.Example [B] placeholder (the OD API's `tf_example` input)
+IMAGE_ENCODED = 'image/encoded'  # the tf.Example feature it reads
 
 
 def _escape(key):
@@ -87,8 +99,10 @@ def _encode_png(images):
   return tf.map_fn(tf.image.encode_png, images, dtype=tf.string, back_prop=False)
 
 
-def build_and_save(task, checkpoint_path, export_dir):
-  """Writes the folded SavedModel of `task` (see the module docstring) to `export_dir`."""
+def build_and_save(task, checkpoint_path, export_dir, input_type=None):
+  """Writes the folded SavedModel of `task` (see the module docstring) to `export_dir`; `serving_default` is
+  the client signature `input_type` names (`Task.serving_signature`)."""
+  serving = task.serving_signature(input_type)
   with tf.Graph().as_default():
     # The float image size the model takes: what the task's serving preprocessing produces.
     probe = task.features_from_bytes(tf.placeholder(tf.string, [None]))['image']
@@ -103,7 +117,11 @@ def build_and_save(task, checkpoint_path, export_dir):
   with graph.as_default():
     uint8 = tf.placeholder_with_default(tf.zeros([0, 1, 1, 3], tf.uint8), [None, None, None, 3],
                                         name=task.UINT8_INPUT_NAME)
-    encoded = tf.placeholder_with_default(_encode_png(uint8), [None], name='encoded_image')
+    examples = tf.placeholder_with_default(tf.zeros([0], tf.string), [None], name=TF_EXAMPLE)
+    # Whichever of the two a client feeds gives the batch; the other's default is empty.
+    from_examples = tf.parse_example(examples, {IMAGE_ENCODED: tf.FixedLenFeature((), tf.string)})[IMAGE_ENCODED]
+    encoded = tf.placeholder_with_default(tf.concat([from_examples, _encode_png(uint8)], 0), [None],
+                                          name=ENCODED_SIGNATURE)
     features = task.features_from_bytes(encoded)
     images = tf.placeholder_with_default(features['image'], [None] + size + [3], name='images')
     names = list(frozen.outputs)
@@ -112,11 +130,12 @@ def build_and_save(task, checkpoint_path, export_dir):
     outputs = _nested_outputs(dict(zip(names, tensors)))
     features = dict(features, image=images)
     predictions = task.build_predictions(outputs, features)
-    signatures = {tf.saved_model.signature_constants.DEFAULT_SERVING_SIGNATURE_DEF_KEY:
-                  _signature({'encoded_image': encoded}, predictions)}
-    clients = task.client_signatures(uint8, images, outputs, features, predictions)
+    signatures = {ENCODED_SIGNATURE: _signature({'encoded_image': encoded}, predictions)}
+    clients = task.client_signatures(uint8, images, outputs, dict(features, **{ENCODED_SIGNATURE: encoded,
+                                                                               TF_EXAMPLE: examples}), predictions)
     for name, (inputs, tensors) in clients.items():
       signatures[name] = _signature(inputs, tensors)
+    signatures[DEFAULT] = signatures[serving or ENCODED_SIGNATURE]
     frozen_spec = task.frozen_graph(clients, images, predictions)
     frozen_outputs = _named_outputs(frozen_spec['outputs']) if frozen_spec else None
     with tf.Session(graph=graph) as session:
@@ -158,13 +177,13 @@ def frozen_inference_graph(graph_def, inputs, outputs):
   return graph_def
 
 
-def export(task, base_dir, checkpoint_path):
+def export(task, base_dir, checkpoint_path, input_type=None):
   """Folded SavedModel under `base_dir/<timestamp>` (as the Estimator's export); returns its path."""
   path = os.path.join(base_dir, str(int(time.time())))
   while tf.gfile.Exists(path):
     time.sleep(1)
     path = os.path.join(base_dir, str(int(time.time())))
   tmp = os.path.join(base_dir, 'temp-' + os.path.basename(path))
-  build_and_save(task, checkpoint_path, tmp)
+  build_and_save(task, checkpoint_path, tmp, input_type)
   tf.gfile.Rename(tmp, path)
   return path

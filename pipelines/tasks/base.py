@@ -200,11 +200,28 @@ class Task(abc.ABC):
       uint8: uint8 [B, H, W, 3] image placeholder (`UINT8_INPUT_NAME`), PNG-encoded into the serving path.
       images: float32 [B, S, S, 3] in [-1, 1], the model's input (a placeholder with a default).
       outputs: the model's outputs (`build_outputs`), imported from the frozen graph.
-      features: the serving features (`features_from_bytes`) with `image` = `images`.
+      features: the serving features (`features_from_bytes`) with `image` = `images`, and the string [B]
+        inputs `encoded_image` (image file bytes) and `tf_example` (serialized tf.Example with
+        `image/encoded`) that feed the same path (`pipelines.export.saved_model_export`).
       predictions: `build_predictions(outputs, features)`.
     """
     del images, outputs, features
     return {'image_tensor': ({'inputs': uint8}, predictions)}
+
+  # `mnv2 export --input-type` values a SavedModel of this task takes: the client signature each makes
+  # `serving_default` (the first is the default); empty: `serving_default` is this project's encoded-image one.
+  SERVING_INPUT_TYPES = ()
+
+  def serving_signature(self, input_type=None):
+    """The signature `serving_default` aliases: a `client_signatures` name, or None for the encoded-image one
+    (`pipelines.export.saved_model_export.ENCODED_SIGNATURE`). ValueError naming --input-type otherwise."""
+    if input_type is None:
+      return self.SERVING_INPUT_TYPES[0] if self.SERVING_INPUT_TYPES else None
+    if input_type not in self.SERVING_INPUT_TYPES:
+      raise ValueError('--input-type %s: a %s SavedModel takes %s' % (
+          input_type, self.name, ', '.join(self.SERVING_INPUT_TYPES) or 'no --input-type (its serving_default '
+                                                                          'takes encoded images)'))
+    return input_type
 
   def frozen_graph(self, signatures, images, predictions):
     """`frozen_inference_graph.pb`'s tensors, named as the anchor's published frozen graph, or None for none.

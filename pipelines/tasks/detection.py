@@ -253,17 +253,40 @@ class DetectionTask(base.Task):
 
   # ------------------------------------------------------------------------------------------- export
 
+  # The OD API exporter's input types (`mnv2 export --input-type`): the chosen one is `serving_default`.
+  SERVING_INPUT_TYPES = ('image_tensor', 'encoded_image_string_tensor', 'tf_example')
+
   def client_signatures(self, uint8, images, outputs, features, predictions):
-    """The Object Detection API exporter's `image_tensor` signature (normalized boxes, float classes)."""
-    ones = tf.ones_like(features[ORIGINAL_HEIGHT])
-    od = self.postprocess(outputs, ones, ones)  # heights = widths = 1: normalized boxes
-    od_outputs = {
-        'detection_boxes': tf.identity(od['detection_boxes'], name='detection_boxes'),
-        'detection_scores': tf.identity(od['detection_scores'], name='detection_scores'),
-        'detection_classes': tf.cast(od['detection_classes'], tf.float32, name='detection_classes'),
-        'num_detections': tf.cast(od['num_detections'], tf.float32, name='num_detections'),
-    }
-    return {'image_tensor': ({'inputs': uint8}, od_outputs)}
+    """The Object Detection API exporter's signatures, one per input type, each under input key `inputs`:
+    `image_tensor` uint8 [B, H, W, 3], `encoded_image_string_tensor` string [B] (JPEG / PNG bytes), `tf_example`
+    string [B] (serialized tf.Example with `image/encoded`), with the OD API's outputs (`od_api_outputs`)."""
+    del images, predictions
+    od = self.od_api_outputs(outputs)
+    return {'image_tensor': ({'inputs': uint8}, od),
+            'encoded_image_string_tensor': ({'inputs': features['encoded_image']}, od),
+            'tf_example': ({'inputs': features['tf_example']}, od)}
+
+  def od_api_outputs(self, outputs):
+    """The OD API exporter's outputs (tensors named as in its frozen graph), D = detection.max_detections:
+    detection_boxes float32 [B, D, 4] normalized ymin, xmin, ymax, xmax, clipped to the image; detection_scores
+    [B, D]; detection_classes float32 [B, D] label-map ids (0 on padding); num_detections float32 [B];
+    detection_multiclass_scores [B, D, K + 1] every class's score of each detection's box (column 0 =
+    background); raw_detection_boxes [B, A, 4] every anchor's decoded box (normalized, unclipped) and
+    raw_detection_scores [B, A, K + 1] its scores, before NMS."""
+    det = self.config.detection
+    probs = self.class_scores(outputs)
+    boxes = box_coder.decode(outputs[ssdlite.BOX_ENCODINGS], tf.constant(self.anchors))
+    nms = post_processing.batch_multiclass_nms(
+        boxes, probs[:, :, 1:], score_threshold=det.score_threshold, iou_threshold=det.iou_threshold,
+        max_detections_per_class=det.max_detections, max_total_detections=det.max_detections,
+        clip_window=[0.0, 0.0, 1.0, 1.0], return_anchor_indices=True)
+    valid = tf.cast(tf.range(det.max_detections)[None, :] < nms[fields.NUM_DETECTIONS][:, None], tf.float32)
+    multiclass = tf.gather(probs, nms[fields.DETECTION_ANCHOR_INDICES], batch_dims=1) * valid[:, :, None]
+    named = {fields.DETECTION_BOXES: nms[fields.DETECTION_BOXES], fields.DETECTION_SCORES: nms[fields.DETECTION_SCORES],
+             fields.DETECTION_CLASSES: (nms[fields.DETECTION_CLASSES] + 1.0) * valid,
+             fields.NUM_DETECTIONS: tf.cast(nms[fields.NUM_DETECTIONS], tf.float32),
+             'detection_multiclass_scores': multiclass, 'raw_detection_boxes': boxes, 'raw_detection_scores': probs}
+    return {name: tf.identity(tensor, name=name) for name, tensor in named.items()}
 
   def frozen_graph(self, signatures, images, predictions):
     """The OD API's `frozen_inference_graph.pb`: uint8 `image_tensor:0` -> `detection_boxes:0`, ..."""

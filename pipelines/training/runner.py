@@ -257,17 +257,21 @@ def _log_timeout(model_dir):
   return True
 
 
-def export(config, model_dir, export_dir=None, checkpoint_path=None, fold_batch_norm=True):
+def export(config, model_dir, export_dir=None, checkpoint_path=None, fold_batch_norm=True, input_type=None):
   """Exports a SavedModel (serving signatures of the task, batch norm folded); returns its directory.
 
-  See `pipelines.export.saved_model_export` for the signatures; `fold_batch_norm=False` keeps the Estimator export.
+  See `pipelines.export.saved_model_export` for the signatures; `input_type` picks `serving_default` where the
+  task offers a choice (detection: the OD API's input types); `fold_batch_norm=False` keeps the Estimator export.
   """
   task = make_task(config, model_dir)
   base = export_dir or os.path.join(model_dir, 'export')
+  if not fold_batch_norm and input_type:
+    raise ValueError('--input-type applies to the folded SavedModel export')
+  task.serving_signature(input_type)  # a bad --input-type fails before the checkpoint is held
   with checkpoints.held(model_dir, checkpoint_path, what='export') as path:
     if fold_batch_norm:
       from pipelines.export import saved_model_export  # pylint: disable=g-import-not-at-top
-      return saved_model_export.export(task, base, path)
+      return saved_model_export.export(task, base, path, input_type)
     return _estimator_export(task, model_dir, base, path)
 
 
