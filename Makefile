@@ -32,7 +32,7 @@ $(VENV_TF2)/.installed: setup.py
 	@test -n "$(PY3X)" || { echo "error: no Python 3.9-3.11 interpreter found for the TF 2.15 stack"; exit 1; }
 	@echo ">> creating $(VENV_TF2) with $(PY3X)"
 	rm -rf $(VENV_TF2) && $(PY3X) -m venv $(VENV_TF2)
-	$(VENV_TF2)/bin/pip install -q -e '.[cpu,test]'
+	$(VENV_TF2)/bin/pip install -q -e '.[cpu,test,onnx]'
 	@touch $@
 
 $(VENV_TF1)/.installed: setup.py

@@ -72,8 +72,10 @@ def _add_export(parser):
   _add_run_args(parser)
   parser.add_argument('--export-dir', help='base directory (default: MODEL_DIR/export); a timestamped dir is made')
   parser.add_argument('--checkpoint', help='checkpoint to export (default: latest in --model-dir)')
-  parser.add_argument('--format', choices=('saved_model', 'tflite'), default='saved_model',
-                      help='saved_model (default) or tflite (model.tflite + model.json + labels)')
+  parser.add_argument('--format', choices=('saved_model', 'tflite', 'onnx'), default='saved_model',
+                      help='saved_model (default), tflite (model.tflite + model.json + labels) or onnx '
+                           '(model.onnx + model.json + labels; the `onnx` extra, TF 2.15)')
+  parser.add_argument('--opset', type=int, default=13, metavar='N', help='onnx: the ONNX opset (default 13)')
   parser.add_argument('--quantize', choices=('none', 'float16', 'int8'), default='none',
                       help='tflite: none (float32), float16 weights, or int8 full-integer (calibrated; a '
                            'quantization-aware checkpoint uses its learned ranges)')
@@ -97,6 +99,12 @@ def _run_export(args):
   from pipelines.training import runner  # pylint: disable=g-import-not-at-top
   config = runner.load_config(args.config, args.set)
   _quiet_tf()
+  if args.format == 'onnx':
+    if args.input_type or args.output_type or args.quantize != 'none':
+      raise ValueError('--input-type / --output-type / --quantize do not apply to --format onnx (float32)')
+    from pipelines.export import onnx_export  # pylint: disable=g-import-not-at-top
+    print(onnx_export.export(config, args.model_dir, args.export_dir, args.checkpoint, args.opset))
+    return 0
   if args.format == 'tflite':
     if args.input_type in SAVED_MODEL_INPUT_TYPES:
       raise ValueError('--input-type %s applies to --format saved_model (detection)' % args.input_type)
@@ -115,6 +123,7 @@ def _add_predict(parser):
   parser.add_argument('images', nargs='+', help='image files (JPEG/PNG)')
   parser.add_argument('--saved-model', help='exported SavedModel directory')
   parser.add_argument('--tflite', help='exported model.tflite (model.json and config.yaml beside it)')
+  parser.add_argument('--onnx', help='exported model.onnx (model.json and config.yaml beside it; ONNX Runtime)')
   parser.add_argument('--config', help='YAML config (with --model-dir: predict from a checkpoint)')
   parser.add_argument('--model-dir', help='model directory holding checkpoints')
   parser.add_argument('--checkpoint', help='checkpoint (default: latest in --model-dir)')
@@ -136,13 +145,18 @@ def _run_predict(args):
     from pipelines.export import tflite_task  # pylint: disable=g-import-not-at-top
     _quiet_tf()
     results = tflite_task.predict(args.tflite, args.images)
+  elif args.onnx:
+    from pipelines.export import onnx_export  # pylint: disable=g-import-not-at-top
+    _quiet_tf()
+    results = onnx_export.predict(args.onnx, args.images)
   elif args.config and args.model_dir:
     from pipelines.training import runner  # pylint: disable=g-import-not-at-top
     config = runner.load_config(args.config, args.set)
     _quiet_tf()
     results = predict.predict_checkpoint(config, args.model_dir, args.images, args.checkpoint)
   else:
-    raise ValueError('predict needs --saved-model DIR, --tflite FILE, or --config FILE and --model-dir DIR')
+    raise ValueError('predict needs --saved-model DIR, --tflite FILE, --onnx FILE, or --config FILE and '
+                     '--model-dir DIR')
   described = [render.describe(path, result, render.output_path(args.output, path, len(args.images)),
                                args.min_score)
                for path, result in zip(args.images, results)]

@@ -103,7 +103,7 @@ def unsupported(config, quantize):
   return registry.make_task(config).tflite_unsupported(quantize)
 
 
-def _metadata(task, output_dir):
+def task_metadata(task, output_dir):
   """The task's model.json entries, each with the labels file written for it (members: one each)."""
   meta, labels = task.export_metadata(), task.write_labels(output_dir)
   if isinstance(labels, dict):  # a multi-task model: {member: labels file}
@@ -143,7 +143,7 @@ def export(config, model_dir, export_dir=None, checkpoint_path=None, quantize='n
     tf.gfile.MakeDirs(output_dir)
   extra = {'checkpoint': os.path.basename(checkpoint_path), 'config': CONFIG_NAME,
            'batch_norms_folded': frozen.folded, 'quantization_aware': aware}
-  extra.update(_metadata(registry.make_task(config), output_dir))
+  extra.update(task_metadata(registry.make_task(config), output_dir))
   config_schema.save(config, os.path.join(output_dir, CONFIG_NAME))
   model_path, _ = te.export(frozen, output_dir, config.task, quantize, representative, extra, input_type, output_type)
   return model_path
@@ -156,16 +156,24 @@ class TFLitePredictor(object):
   """model.tflite + model.json + config.yaml -> the SavedModel's prediction dicts for encoded images."""
 
   def __init__(self, model_path, num_threads=None):
-    self.model = tflite_runtime.TFLiteModel(model_path, num_threads=num_threads)
+    self.model = self.make_model(model_path, num_threads)
     self.metadata = self.model.metadata
     directory = os.path.dirname(model_path if '://' in model_path else os.path.abspath(model_path))
-    config = config_schema.load(os.path.join(directory, self.metadata.get('config', CONFIG_NAME)))
+    config_path = os.path.join(directory, self.metadata.get('config', CONFIG_NAME))
+    config = config_schema.load(config_path)
+    if self.metadata.get('task') != config.task:
+      raise ValueError('%s: model.json is of a %s model but %s is a %s config' % (
+          model_path, self.metadata.get('task'), config_path, config.task))
     self.task = registry.make_task(config)
     self._graph = tf.Graph()
     with self._graph.as_default():
       self._encoded = tf.placeholder(tf.string, [None])
       self._features = self.task.features_from_bytes(self._encoded)
     self._session = tf.Session(graph=self._graph)
+
+  def make_model(self, model_path, num_threads):
+    """The runtime model (`.metadata`, `.run(input) -> dict`): TFLite's here, ONNX Runtime's in a subclass."""
+    return tflite_runtime.TFLiteModel(model_path, num_threads=num_threads)
 
   def close(self):
     self._session.close()
@@ -197,9 +205,9 @@ class TFLitePredictor(object):
     return self.task.decode_tflite(self.metadata, outputs, features)
 
 
-def predict(model_path, image_paths, num_threads=None):
+def predict(model_path, image_paths, num_threads=None, predictor_class=TFLitePredictor):
   """One prediction dict per image file from a model.tflite (keys as `pipelines.cli.predict`'s)."""
-  predictor = TFLitePredictor(model_path, num_threads)
+  predictor = predictor_class(model_path, num_threads)
   try:
     results = []
     for path in image_paths:

@@ -237,6 +237,11 @@ class Task(abc.ABC):
   def tflite_outputs(self, outputs):
     """The tensors a TFLite model of this task returns (dict key -> tensor), from `build_outputs`."""
 
+  def onnx_outputs(self, outputs):
+    """The tensors an ONNX model of this task returns, post-processing included (`tflite_outputs` where TFLite
+    appends nothing); `decode_tflite` reads them as it reads the TFLite model's."""
+    return self.tflite_outputs(outputs)
+
   def tflite_postprocess(self, frozen):
     """The frozen TFLite graph with what only TFLite runs appended (an op, e.g. detection's NMS)."""
     return frozen

@@ -304,6 +304,19 @@ class DetectionTask(base.Task):
                 score_threshold=det.score_threshold, iou_threshold=det.iou_threshold,
                 use_regular_nms=det.tflite_use_regular_nms)
 
+  def onnx_outputs(self, outputs):
+    """TF's decoding and per-class NMS (the SavedModel's), in the layout TFLite_Detection_PostProcess returns
+    (normalized boxes, 0-based float classes, float count) so `decode_tflite` reads both."""
+    det = self.config.detection
+    boxes = box_coder.decode(outputs[ssdlite.BOX_ENCODINGS], tf.constant(self.anchors))
+    nms = post_processing.batch_multiclass_nms(
+        boxes, self.class_scores(outputs)[:, :, 1:], score_threshold=det.score_threshold,
+        iou_threshold=det.iou_threshold, max_detections_per_class=det.max_detections,
+        max_total_detections=det.max_detections, clip_window=[0.0, 0.0, 1.0, 1.0])
+    return {fields.DETECTION_BOXES: nms[fields.DETECTION_BOXES], fields.DETECTION_CLASSES: nms[fields.DETECTION_CLASSES],
+            fields.DETECTION_SCORES: nms[fields.DETECTION_SCORES],
+            fields.NUM_DETECTIONS: tf.cast(nms[fields.NUM_DETECTIONS], tf.float32)}
+
   def tflite_postprocess(self, frozen):
     from pipelines.export import tflite_export  # pylint: disable=g-import-not-at-top
     return tflite_export.add_detection_postprocess(frozen, self.anchors, self.config.detection.num_classes,

@@ -200,6 +200,12 @@ class MultitaskTask(base.Task):
       result.update(prefixed(name, task.tflite_outputs(outputs[name])))
     return result
 
+  def onnx_outputs(self, outputs):
+    result = {}
+    for name, task in self.members.items():
+      result.update(prefixed(name, task.onnx_outputs(outputs[name])))
+    return result
+
   def tflite_postprocess(self, frozen):
     """Each member's post-processing on its own outputs (`<member>/<key>`), the others kept as they are."""
     for name, task in self.members.items():

@@ -18,6 +18,7 @@ from datasets import shapes
 from pipelines.cli import main as cli
 from pipelines.cli import predict
 from pipelines.training import runner
+from pipelines.export import onnx_export
 from pipelines.export import tflite_export as te
 from pipelines.export import tflite_task
 from tests.conftest import tiny_shapes_records
@@ -103,6 +104,16 @@ def test_classification(tmp_path, records):
   assert [[c['name'] for c in w['top_k']] for w in want] == [[c['name'] for c in g['top_k']] for g in got]
   assert all(os.path.isfile(g['output']) for g in got)
 
+  # Issue #22 item 1: ONNX Runtime agrees with the SavedModel; the CLI predicts with it as with TFLite.
+  onnx = _onnx(tmp_path, path, model_dir, images)
+  if onnx:
+    assert sorted(os.listdir(str(tmp_path / 'onnx'))) == ['config.yaml', 'labels.txt', 'model.json', 'model.onnx']
+    for s, o in zip(saved, onnx[1]):
+      assert np.abs(s['probabilities'] - o['probabilities']).max() < 1e-4
+      assert s['top_k_classes'][0] == o['top_k_classes'][0]
+    by_cli = _cli_predict(tmp_path, images, '--onnx', onnx[0], 'onnx')
+    assert [[c['name'] for c in w['top_k']] for w in want] == [[c['name'] for c in g['top_k']] for g in by_cli]
+
   int8 = _export(path, model_dir, str(tmp_path / 'int8'), 'int8', ['--calibration-images', '8'])
   with open(str(tmp_path / 'int8' / 'model.json')) as f:
     assert json.load(f)['input']['dtype'] == 'uint8'
@@ -117,6 +128,19 @@ def test_classification(tmp_path, records):
   assert sorted(tf.io.gfile.listdir(os.path.dirname(remote))) == files
   for s, t in zip(lite, tflite_task.predict(remote, images)):
     np.testing.assert_array_equal(s['probabilities'], t['probabilities'])
+
+
+def _onnx(tmp_path, path, model_dir, images, name='onnx'):
+  """Exports model.onnx through the CLI and predicts with ONNX Runtime (None on TF 1.15, after checking its
+  one-line refusal)."""
+  args = ['export', '--config', path, '--model-dir', model_dir, '--format', 'onnx',
+          '--export-dir', str(tmp_path / name)]
+  if te.is_tf1():
+    assert cli.main(args) == 2
+    return None
+  assert cli.main(args) == 0
+  model_path = str(tmp_path / name / onnx_export.MODEL_NAME)
+  return model_path, onnx_export.predict(model_path, images)
 
 
 def _iou(a, b):
@@ -157,6 +181,13 @@ def test_detection(tmp_path, records):
     assert t['detection_class_names'][0] == s['detection_class_names'][0].decode()
   got = _cli_predict(tmp_path, images, '--tflite', model_path, 'lite')
   assert got[0]['detections'] and os.path.isfile(got[0]['output'])
+  onnx = _onnx(tmp_path, path, model_dir, images)
+  if onnx:  # the post-processing is inside the ONNX graph
+    import onnx as onnx_lib  # pylint: disable=g-import-not-at-top
+    assert 'NonMaxSuppression' in set(n.op_type for n in onnx_lib.load(onnx[0]).graph.node)
+  for s, o in zip(saved, onnx[1] if onnx else []):  # the same NMS: every detection, one to one
+    assert int(o['num_detections']) == int(s['num_detections']) > 0
+    assert not _matched(s, o, int(s['num_detections']), 0.99, 1e-4)
   # The OD API exporter's fast NMS (one class-agnostic NMS over each box's best class): its best detection
   # is regular NMS's best.
   fast = _export(path, model_dir, str(tmp_path / 'fast'), extra=['--set', 'detection.tflite_use_regular_nms=false'])
@@ -184,6 +215,9 @@ def test_segmentation(tmp_path, records):
     assert (s['mask'] == t['mask']).mean() >= 0.999
   got = _cli_predict(tmp_path, images, '--tflite', model_path, 'lite')
   assert os.path.isfile(got[0]['overlay'])
+  onnx = _onnx(tmp_path, path, model_dir, images)
+  for s, o in zip(saved, onnx[1] if onnx else []):
+    assert s['mask'].shape == o['mask'].shape and (s['mask'] == o['mask']).mean() >= 0.999
   int8 = _export(path, model_dir, str(tmp_path / 'int8'), 'int8', ['--calibration-images', '4'])
   agreement = np.mean([(s['mask'] == t['mask']).mean() for s, t in zip(saved, tflite_task.predict(int8, images))])
   print('segmentation int8 pixel agreement', agreement)
@@ -231,3 +265,9 @@ def test_multitask_one_model(tmp_path, records):
   got = _cli_predict(tmp_path, images, '--tflite', model_path, 'lite')
   assert sorted(k for k in got[0] if k in ('classification', 'detection', 'segmentation')) == [
       'classification', 'detection', 'segmentation'] and os.path.isfile(got[0]['output'])
+  onnx = _onnx(tmp_path, path, model_dir, images)
+  for s, o in zip(saved, onnx[1] if onnx else []):
+    assert np.abs(s['classification/probabilities'] - o['classification/probabilities']).max() < 1e-4
+    assert (s['segmentation/mask'] == o['segmentation/mask']).mean() >= 0.999
+    member = lambda p: dict((k.split('/', 1)[1], v) for k, v in p.items() if k.startswith('detection/'))
+    assert not _matched(member(s), member(o), int(s['detection/num_detections']), 0.99, 1e-4)
