@@ -22,10 +22,8 @@ import argparse
 import dataclasses
 import json
 import os
-import statistics
 import sys
 import tempfile
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -38,6 +36,7 @@ import numpy as np  # noqa: E402
 import tensorflow.compat.v1 as tf  # noqa: E402
 
 from bench.tflite_tasks import CONFIGS, random_checkpoint  # noqa: E402
+from bench.tflite_tasks import _median_ms  # noqa: E402  pylint: disable=protected-access
 from pipelines import config as config_schema  # noqa: E402
 from pipelines.export import onnx_export  # noqa: E402
 from pipelines.export import tflite_export as te  # noqa: E402
@@ -55,17 +54,6 @@ def _config(task, directory):
   with open(path, 'w') as f:
     f.write(text)
   return config_schema.load(path)
-
-
-def _median_ms(fn, runs, warmup=3):
-  for _ in range(warmup):
-    fn()
-  times = []
-  for _ in range(runs):
-    start = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - start)
-  return 1000 * statistics.median(times)
 
 
 def _tf_ms(frozen, image, runs):
