@@ -49,9 +49,10 @@ setup(
         'gpu': ['tensorflow[and-cuda]==2.15.1; ' + PY3X],
         # ONNX export and ONNX Runtime prediction (TF 2.15 stack only: every onnxruntime wheel for Python 3.7
         # wants numpy >= 1.21.6, TF 1.15 numpy < 1.19). A set consistent with TF 2.15's numpy < 2 and
-        # protobuf < 5: unpinned, pip would take numpy 2 and a protobuf that TF 2.15 cannot import.
-        'onnx': ['tf2onnx==1.16.1; ' + PY3X, 'onnx==1.16.2; ' + PY3X, 'onnxruntime==1.19.2; ' + PY3X,
-                 'protobuf>=3.20.3,<3.21; ' + PY3X],
+        # protobuf < 5: unpinned, pip would take numpy 2 and a protobuf that TF 2.15 cannot import. tf2onnx
+        # pins protobuf ~=3.20, whose Python 3.11 build is pure Python (slower graph building); `make test`
+        # installs tf2onnx without it (README "Install").
+        'onnx': ['tf2onnx==1.16.1; ' + PY3X, 'onnx==1.16.2; ' + PY3X, 'onnxruntime==1.19.2; ' + PY3X],
         # The test tools (`make test` installs them); a plain install pulls none.
         'test': ['pytest>=6,<8; ' + PY37, 'pytest-xdist>=3,<3.3; ' + PY37,  # xdist: `make test` JOBS
                  'pytest>=7; ' + PY3X, 'pytest-xdist>=3; ' + PY3X],
