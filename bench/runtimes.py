@@ -87,11 +87,13 @@ def _onnx_ms(frozen, image, runs, threads):
   ms = _median_ms(lambda: session.run(names, feed), runs)
   # ONNX Runtime's own profiler over a few runs: time per operator type.
   options.enable_profiling = True
-  profiled = runtime.InferenceSession(model, options, providers=['CPUExecutionProvider'])
-  for _ in range(5):
-    profiled.run(names, feed)
-  with open(profiled.end_profiling()) as f:
-    events = json.load(f)
+  with tempfile.TemporaryDirectory() as directory:  # the profile's JSON goes there, not into the cwd
+    options.profile_file_prefix = os.path.join(directory, 'onnxruntime_profile')
+    profiled = runtime.InferenceSession(model, options, providers=['CPUExecutionProvider'])
+    for _ in range(5):
+      profiled.run(names, feed)
+    with open(profiled.end_profiling()) as f:
+      events = json.load(f)
   by_op = {}
   for event in events:
     op = event.get('args', {}).get('op_name')
