@@ -198,11 +198,7 @@ class DetectionTask(base.Task):
     What TF runs where a TFLite model runs `TFLite_Detection_PostProcess` (the benches compare the two).
     """
     det = self.config.detection
-    boxes = box_coder.decode(box_encodings, tf.constant(self.anchors))
-    nms = post_processing.batch_multiclass_nms(
-        boxes, probs[:, :, 1:], score_threshold=det.score_threshold, iou_threshold=det.iou_threshold,
-        max_detections_per_class=det.max_detections, max_total_detections=det.max_detections,
-        clip_window=[0.0, 0.0, 1.0, 1.0])
+    _, nms = self.decoded_nms(box_encodings, probs)
     num = nms[fields.NUM_DETECTIONS]
     valid = tf.range(det.max_detections)[None, :] < num[:, None]
     # NMS classes are 0-based over the object columns: +1 gives the label id; padding rows stay 0.
@@ -214,6 +210,16 @@ class DetectionTask(base.Task):
             fields.DETECTION_CLASSES: classes,
             DETECTION_CLASS_NAMES: tf.gather(tf.constant(names), classes),
             fields.NUM_DETECTIONS: num}
+
+  def decoded_nms(self, box_encodings, probs, return_anchor_indices=False):
+    """(decoded normalized boxes [B, A, 4], `batch_multiclass_nms` of them with the config's settings, boxes
+    clipped to the image): the one NMS every output path (predictions, OD API, ONNX) runs."""
+    det = self.config.detection
+    boxes = box_coder.decode(box_encodings, tf.constant(self.anchors))
+    return boxes, post_processing.batch_multiclass_nms(
+        boxes, probs[:, :, 1:], score_threshold=det.score_threshold, iou_threshold=det.iou_threshold,
+        max_detections_per_class=det.max_detections, max_total_detections=det.max_detections,
+        clip_window=[0.0, 0.0, 1.0, 1.0], return_anchor_indices=return_anchor_indices)
 
   def build_predictions(self, outputs, features):
     size = self.config.detection.image_size
@@ -275,11 +281,7 @@ class DetectionTask(base.Task):
     raw_detection_scores [B, A, K + 1] its scores, before NMS."""
     det = self.config.detection
     probs = self.class_scores(outputs)
-    boxes = box_coder.decode(outputs[ssdlite.BOX_ENCODINGS], tf.constant(self.anchors))
-    nms = post_processing.batch_multiclass_nms(
-        boxes, probs[:, :, 1:], score_threshold=det.score_threshold, iou_threshold=det.iou_threshold,
-        max_detections_per_class=det.max_detections, max_total_detections=det.max_detections,
-        clip_window=[0.0, 0.0, 1.0, 1.0], return_anchor_indices=True)
+    boxes, nms = self.decoded_nms(outputs[ssdlite.BOX_ENCODINGS], probs, return_anchor_indices=True)
     valid = tf.cast(tf.range(det.max_detections)[None, :] < nms[fields.NUM_DETECTIONS][:, None], tf.float32)
     multiclass = tf.gather(probs, nms[fields.DETECTION_ANCHOR_INDICES], batch_dims=1) * valid[:, :, None]
     named = {fields.DETECTION_BOXES: nms[fields.DETECTION_BOXES], fields.DETECTION_SCORES: nms[fields.DETECTION_SCORES],
@@ -307,12 +309,7 @@ class DetectionTask(base.Task):
   def onnx_outputs(self, outputs):
     """TF's decoding and per-class NMS (the SavedModel's), in the layout TFLite_Detection_PostProcess returns
     (normalized boxes, 0-based float classes, float count) so `decode_tflite` reads both."""
-    det = self.config.detection
-    boxes = box_coder.decode(outputs[ssdlite.BOX_ENCODINGS], tf.constant(self.anchors))
-    nms = post_processing.batch_multiclass_nms(
-        boxes, self.class_scores(outputs)[:, :, 1:], score_threshold=det.score_threshold,
-        iou_threshold=det.iou_threshold, max_detections_per_class=det.max_detections,
-        max_total_detections=det.max_detections, clip_window=[0.0, 0.0, 1.0, 1.0])
+    _, nms = self.decoded_nms(outputs[ssdlite.BOX_ENCODINGS], self.class_scores(outputs))
     return {fields.DETECTION_BOXES: nms[fields.DETECTION_BOXES], fields.DETECTION_CLASSES: nms[fields.DETECTION_CLASSES],
             fields.DETECTION_SCORES: nms[fields.DETECTION_SCORES],
             fields.NUM_DETECTIONS: tf.cast(nms[fields.NUM_DETECTIONS], tf.float32)}
