@@ -277,6 +277,17 @@ def test_ranges_train_save_and_resume(tmp_path, records):
   assert runner.evaluate(config, model_dir)['global_step'] == 7
 
 
+def _same_top_class(fake_quant, lite, context=None):
+  """The int8 model's top class is the fake-quant graph's, up to ties within two steps of the uint8 output.
+
+  The fake-quant graph's logits are quantized too, so two classes can tie exactly there (a CI run saw
+  0.2444 / 0.2444); TFLite's output scale of 1/256 then breaks the tie either way.
+  """
+  probabilities = np.asarray(fake_quant['probabilities'])
+  chosen = lite['top_k_classes'][0]
+  assert probabilities[chosen] >= probabilities.max() - 2.0 / 256, (context, probabilities, lite['probabilities'])
+
+
 @pytest.mark.parametrize('task', ['classification', 'detection', 'segmentation'])
 def test_int8_export_agrees_with_the_fake_quant_graph(tmp_path, records, task, capsys):
   records_dir, raw = records
@@ -309,7 +320,7 @@ def test_int8_export_agrees_with_the_fake_quant_graph(tmp_path, records, task, c
   lite = tflite_task.predict(model_path, images)
   if task == 'classification':
     for s, t in zip(fake_quant, lite):
-      assert s['top_k_classes'][0] == t['top_k_classes'][0], (s['probabilities'], t['probabilities'])
+      _same_top_class(s, t)
     # Symmetric weight ranges: TF 2.15 also makes int8 ends (TFLite's int8 kernels: weight zero points 0) and
     # float32 ends; TF 1.15 refuses int8 ends in one line.
     io_dir = tmp_path / 'int8_io'
@@ -329,7 +340,7 @@ def test_int8_export_agrees_with_the_fake_quant_graph(tmp_path, records, task, c
         with open(str(io_dir / 'model.json')) as f:
           assert json.load(f)['edgetpu']['problems'] == []
       for s, t in zip(fake_quant, tflite_task.predict(str(io_dir / 'model.tflite'), images)):
-        assert s['top_k_classes'][0] == t['top_k_classes'][0], (ends, s['probabilities'], t['probabilities'])
+        _same_top_class(s, t, ends)
   elif task == 'segmentation':
     agreement = np.mean([(s['mask'] == t['mask']).mean() for s, t in zip(fake_quant, lite)])
     assert agreement >= 0.99, agreement
