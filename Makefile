@@ -32,7 +32,8 @@ $(VENV_TF2)/.installed: setup.py
 	@test -n "$(PY3X)" || { echo "error: no Python 3.9-3.11 interpreter found for the TF 2.15 stack"; exit 1; }
 	@echo ">> creating $(VENV_TF2) with $(PY3X)"
 	rm -rf $(VENV_TF2) && $(PY3X) -m venv $(VENV_TF2)
-	$(VENV_TF2)/bin/pip install -q -e '.[cpu,test]'
+	@# `lite` too: the tests run `mnv2 predict --tflite / --onnx` with TensorFlow made unimportable.
+	$(VENV_TF2)/bin/pip install -q -e '.[cpu,test,lite]'
 	@# The `onnx` extra's packages, but tf2onnx without its protobuf ~=3.20 pin: protobuf 3.20 has no C++ build
 	@# for Python 3.11, and its pure-Python one makes TensorFlow's graph building (the whole suite) ~2x slower.
 	$(VENV_TF2)/bin/pip install -q --no-deps tf2onnx==1.16.1

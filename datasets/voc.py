@@ -17,6 +17,7 @@ import tensorflow.compat.v1 as tf
 from PIL import Image
 
 from datasets import shard_writer
+from datasets.palette import voc_colormap  # noqa: F401  (the VOC colour map, here since PASCAL VOC defines it)
 from datasets import tfrecord
 
 # DeepLab's build_data.py keys.
@@ -37,24 +38,6 @@ IGNORE_LABEL = 255
 SPLITS = ('train', 'val', 'trainval')
 LABELS_FILENAME = 'labels.txt'
 _MAX_ERRORS_SHOWN = 20
-
-
-def voc_colormap():
-  """The PASCAL VOC colour map: bits of the index interleaved into R, G, B from the top bit down.
-
-  Returns:
-    np.uint8 array [256, 3]; row i is the RGB colour of class i (0 black, 1 (128, 0, 0), ...,
-    255 (224, 224, 192), the boundary/ignore colour).
-  """
-  cmap = np.zeros((256, 3), np.uint8)
-  for index in range(256):
-    code, rgb = index, [0, 0, 0]
-    for shift in range(7, -1, -1):
-      for channel in range(3):
-        rgb[channel] |= ((code >> channel) & 1) << shift
-      code >>= 3
-    cmap[index] = rgb
-  return cmap
 
 
 def _pack_rgb(rgb):

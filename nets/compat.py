@@ -7,17 +7,21 @@ ships under that name (the same code lives in `keras.src.legacy_tf_layers`). Wit
 
 What: if `tf_keras` is not installed, point TensorFlow's lazy alias at the module Keras 2.15 does ship.
 Nothing else is patched; installing `tf_keras` makes this a no-op too. Importing this module is enough
-(every package of this project imports it once from its `__init__`).
+(every package of this project imports it once from its `__init__`). Without TensorFlow (a `lite` install,
+which runs only the TF-free prediction modules) it does nothing, so those packages still import.
 """
 import importlib
 
-import tensorflow.compat.v1 as tf
+try:
+  import tensorflow.compat.v1 as tf
+except ImportError:  # a TensorFlow-free install (the `lite` extra) imports only TF-free modules: nothing to patch
+  tf = None
 
 _KERAS_LEGACY_BN_MODULES = ('keras.src.legacy_tf_layers.normalization', 'keras.legacy_tf_layers.normalization')
 
 
 def _install():
-  if tf.__version__.startswith('1.'):
+  if tf is None or tf.__version__.startswith('1.'):
     return False
   try:
     importlib.import_module('tf_keras.legacy_tf_layers.normalization')

@@ -11,6 +11,8 @@ import typing
 
 import yaml
 
+from pipelines import tf_optional
+
 
 class ConfigError(ValueError):
   """A config problem, with the file and the dotted key in the message."""
@@ -193,7 +195,7 @@ def load(cls, path, overrides=(), unread_sections=None):
     ConfigError: missing/unparsable file, unknown key, a key the config does not read, wrong type, or a
       failed `validate()` rule.
   """
-  gfile = _gfile()
+  gfile = tf_optional.files(path)
   if not gfile.exists(path) or gfile.isdir(path):
     raise ConfigError(path, None, 'config file not found')
   try:
@@ -250,9 +252,3 @@ def save_dict(data, path):
   """Writes a nested dict as YAML via a temporary name and a rename."""
   from datasets import tfrecord  # pylint: disable=g-import-not-at-top  (imports TensorFlow)
   tfrecord.atomic_write(path, yaml.safe_dump(data, default_flow_style=False, sort_keys=False))
-
-
-def _gfile():
-  """tf.io.gfile, so configs may live on any file system TensorFlow reads (gs://...)."""
-  import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
-  return tf.io.gfile

@@ -11,6 +11,7 @@ import os
 import sys
 import warnings
 
+from pipelines import tf_optional
 from pipelines.cli import environment
 
 # tf-slim calls the deprecated `Layer.apply` on TF 2.15; the warning is noise for users.
@@ -135,25 +136,24 @@ def _add_predict(parser):
 
 
 def _run_predict(args):
-  from pipelines.cli import predict  # pylint: disable=g-import-not-at-top
   from pipelines.cli import render  # pylint: disable=g-import-not-at-top
-  predict.check_images(args.images)
-  if args.saved_model:
+  from pipelines.export import runtime_predict  # pylint: disable=g-import-not-at-top  (no TensorFlow)
+  runtime_predict.check_images(args.images)
+  if args.tflite or args.onnx:  # TensorFlow where installed (its preprocessing), else the TF-free runtimes
+    if tf_optional.tensorflow_available():
+      _quiet_tf()
+    results = (runtime_predict.predict(args.tflite, args.images) if args.tflite else
+               runtime_predict.predict_onnx(args.onnx, args.images))
+  elif args.saved_model or (args.config and args.model_dir):
+    tf_optional.require_tensorflow('predict --saved-model / --config with --model-dir')
+    from pipelines.cli import predict  # pylint: disable=g-import-not-at-top
     _quiet_tf()
-    results = predict.predict_saved_model(args.saved_model, args.images)
-  elif args.tflite:
-    from pipelines.export import tflite_task  # pylint: disable=g-import-not-at-top
-    _quiet_tf()
-    results = tflite_task.predict(args.tflite, args.images)
-  elif args.onnx:
-    from pipelines.export import onnx_export  # pylint: disable=g-import-not-at-top
-    _quiet_tf()
-    results = onnx_export.predict(args.onnx, args.images)
-  elif args.config and args.model_dir:
-    from pipelines.training import runner  # pylint: disable=g-import-not-at-top
-    config = runner.load_config(args.config, args.set)
-    _quiet_tf()
-    results = predict.predict_checkpoint(config, args.model_dir, args.images, args.checkpoint)
+    if args.saved_model:
+      results = predict.predict_saved_model(args.saved_model, args.images)
+    else:
+      from pipelines.training import runner  # pylint: disable=g-import-not-at-top
+      config = runner.load_config(args.config, args.set)
+      results = predict.predict_checkpoint(config, args.model_dir, args.images, args.checkpoint)
   else:
     raise ValueError('predict needs --saved-model DIR, --tflite FILE, --onnx FILE, or --config FILE and '
                      '--model-dir DIR')
@@ -163,8 +163,7 @@ def _run_predict(args):
   for item in described:
     print(render.summary_line(item))
   if args.json:
-    import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
-    with tf.io.gfile.GFile(args.json, 'w') as f:
+    with tf_optional.files(args.json).GFile(args.json, 'w') as f:
       f.write(json.dumps(described, indent=2))
   return 0
 
@@ -297,8 +296,10 @@ def _run_demo(args):
 _COMMANDS = {
     'train': ('train a model (resumes from the last checkpoint in --model-dir)', _add_train, _run_train),
     'eval': ('evaluate checkpoints; writes MODEL_DIR/eval/metrics.json', _add_eval, _run_eval),
-    'export': ('export a SavedModel, or a TFLite model (--format tflite)', _add_export, _run_export),
-    'predict': ('predict on image files from a SavedModel or a checkpoint', _add_predict, _run_predict),
+    'export': ('export a SavedModel, a TFLite model (--format tflite) or an ONNX model (--format onnx)', _add_export,
+               _run_export),
+    'predict': ('predict on image files from a SavedModel, a TFLite or ONNX model (no TensorFlow needed) or a '
+                'checkpoint', _add_predict, _run_predict),
     'profile': ('parameters and multiply-adds per layer type', _add_profile, _run_profile),
     'convert': ('convert a raw dataset to sharded TFRecords', _add_convert, _run_convert),
     'check-records': ('read every record of TFRecord files (CRCs, Example parse) and name the damaged ones',
@@ -310,6 +311,8 @@ _COMMANDS = {
 
 
 _VERBOSE = [False]
+# What runs in a `lite` install (no TensorFlow): predict --tflite / --onnx. The others need the `cpu` extra.
+TF_FREE_COMMANDS = ('predict',)
 
 
 def build_parser():
@@ -319,10 +322,14 @@ def build_parser():
   sub.required = True
   for name in _COMMANDS:
     help_text, add_arguments, _ = _COMMANDS[name]
+    command = sub.add_parser(name, help=help_text, description=help_text)
     try:
-      add_arguments(sub.add_parser(name, help=help_text, description=help_text))
+      add_arguments(command)
     except ImportError as e:  # a task module not installed/available must not break the other commands
-      sys.stderr.write('warning: command %r unavailable: %s\n' % (name, e))
+      if tf_optional.tensorflow_available():
+        sys.stderr.write('warning: command %r unavailable: %s\n' % (name, e))
+      else:  # a TensorFlow-free install: listed, and refused in one line when run (`main`)
+        command.add_argument('arguments', nargs=argparse.REMAINDER)
   return parser
 
 
@@ -355,6 +362,8 @@ def main(argv=None):
     logger.propagate = False
   from pipelines import errors  # pylint: disable=g-import-not-at-top
   try:
+    if args.command not in TF_FREE_COMMANDS:
+      tf_optional.require_tensorflow('mnv2 %s' % args.command)
     return _COMMANDS[args.command][2](args)
   except errors.user_errors() as e:
     if os.environ.get('MNV2_DEBUG'):  # developers: MNV2_DEBUG=1 shows the traceback

@@ -7,6 +7,7 @@ through `Estimator.predict` with the task's `predict_input_fn`.
 """
 import tensorflow.compat.v1 as tf
 
+from pipelines.export import runtime_predict
 from pipelines.export import saved_model_export
 from pipelines.training import checkpoints
 from pipelines.training import runner
@@ -74,17 +75,5 @@ def predict_checkpoint(config, model_dir, image_paths, checkpoint_path=None):
                                   yield_single_examples=True))
 
 
-_MAGIC = ((b'\xff\xd8\xff', 'JPEG'), (b'\x89PNG\r\n\x1a\n', 'PNG'), (b'GIF87a', 'GIF'), (b'GIF89a', 'GIF'),
-          (b'BM', 'BMP'))
-
-
-def check_images(image_paths):
-  """Raises ValueError naming the file for a missing file or one that is not a JPEG/PNG/GIF/BMP image."""
-  missing = [p for p in image_paths if not tf.io.gfile.exists(p)]
-  if missing:
-    raise ValueError('image file not found: %s' % ', '.join(missing))
-  for path in image_paths:
-    with tf.io.gfile.GFile(path, 'rb') as f:
-      head = f.read(8)
-    if not any(head.startswith(magic) for magic, _ in _MAGIC):
-      raise ValueError('%s: not a JPEG, PNG, GIF or BMP image (predict reads image files)' % path)
+# Checked before any model loads; in the TF-free module, since `predict --tflite / --onnx` runs without TensorFlow.
+check_images = runtime_predict.check_images

@@ -14,12 +14,12 @@ import io
 import os
 
 import numpy as np
-import tensorflow.compat.v1 as tf
 from PIL import Image
 from PIL import ImageDraw
 from PIL import ImageFont
 
-from datasets import voc
+from datasets import palette
+from pipelines import tf_optional
 
 MIN_PICTURE_SIDE = 384
 _RESAMPLING = getattr(Image, 'Resampling', Image)  # Pillow >= 9.1 names the filters there
@@ -29,8 +29,8 @@ BACKING_COLOUR = (0, 0, 0)
 
 
 def _open_image(path):
-  """A Pillow image of a file on any tf.io.gfile file system."""
-  with tf.io.gfile.GFile(path, 'rb') as f:
+  """A Pillow image of a file on any tf.io.gfile file system (local files without TensorFlow)."""
+  with tf_optional.files(path).GFile(path, 'rb') as f:
     return Image.open(io.BytesIO(f.read()))
 
 
@@ -38,7 +38,7 @@ def _save(image, path):
   """Saves a Pillow image (format from the extension, else PNG) to any tf.io.gfile path."""
   out = io.BytesIO()
   image.save(out, format=Image.registered_extensions().get(os.path.splitext(path)[1].lower(), 'PNG'))
-  with tf.io.gfile.GFile(path, 'wb') as f:
+  with tf_optional.files(path).GFile(path, 'wb') as f:
     f.write(out.getvalue())
 
 
@@ -50,10 +50,11 @@ def output_path(output, image_path, num_images):
   """Where to write the picture for `image_path`: `output` itself for one image, else inside it."""
   if not output:
     return None
-  if num_images == 1 and not tf.io.gfile.isdir(output):
+  gfile = tf_optional.files(output)
+  if num_images == 1 and not gfile.isdir(output):
     return output
-  if not tf.io.gfile.isdir(output):
-    tf.io.gfile.makedirs(output)
+  if not gfile.isdir(output):
+    gfile.makedirs(output)
   stem = os.path.splitext(os.path.basename(image_path))[0]
   return os.path.join(output, stem + '.png')
 
@@ -154,14 +155,14 @@ def _wrap(font, text, width):
 
 
 def _mask_colours(mask):
-  return Image.fromarray(voc.voc_colormap()[np.asarray(mask).astype(np.uint8)], 'RGB')
+  return Image.fromarray(palette.voc_colormap()[np.asarray(mask).astype(np.uint8)], 'RGB')
 
 
 def _legend(mask, class_names):
   classes = [int(c) for c in np.unique(mask)]
   def name(c):
     return '%d %s' % (c, class_names[c]) if class_names and 0 <= c < len(class_names) else 'class %d' % c
-  return [(voc.voc_colormap()[c], name(c)) for c in classes]
+  return [(palette.voc_colormap()[c], name(c)) for c in classes]
 
 
 def _draw_legend(image, entries, origin, font):
@@ -218,7 +219,7 @@ def draw_mask(path, mask, out, class_names=None):
     class_names: list of class names for the legend, or None (ids only).
   """
   mask_image = Image.fromarray(mask, 'P')
-  mask_image.putpalette(voc.voc_colormap().flatten().tolist())
+  mask_image.putpalette(palette.voc_colormap().flatten().tolist())
   _save(mask_image, out)  # the class ids themselves, at the image's size
   base = _open_image(path).convert('RGB')
   colour = _mask_colours(mask).resize(base.size, _RESAMPLING.NEAREST)
@@ -274,7 +275,7 @@ DEFAULT_MIN_SCORE = 0.3
 
 def _task_of(prediction):
   from pipelines.tasks import registry  # pylint: disable=g-import-not-at-top
-  for cls in registry.task_classes():
+  for cls in registry.prediction_classes():
     if cls.owns_prediction(prediction):
       return cls
   raise ValueError('unrecognised prediction outputs: %s' % ', '.join(sorted(prediction)))
@@ -296,4 +297,4 @@ def summary_line(item, relative_to=None):
   def show(path):
     return os.path.relpath(path, relative_to) if relative_to else path
   arrow = ' -> %s' % show(item['output']) if 'output' in item else ''
-  return '%s: %s%s' % (show(item['image']), registry.task_class(item['task']).summary(item), arrow)
+  return '%s: %s%s' % (show(item['image']), registry.prediction_class(item['task']).summary(item), arrow)

@@ -14,7 +14,7 @@ and writes, in the export directory:
   config.yaml   the training config;   the labels file
 
 `ONNXModel` runs model.onnx with ONNX Runtime (CPU, `num_threads` intra-op threads) and `predict` turns its
-outputs into the SavedModel's prediction dicts (`tflite_task.TFLitePredictor`'s decoding). tf2onnx 1.16 needs
+outputs into the SavedModel's prediction dicts (`runtime_predict`, which imports no TensorFlow). tf2onnx 1.16 needs
 TensorFlow 2.x: on TF 1.15 (Python 3.7, whose TensorFlow pins numpy < 1.19 while every onnxruntime wheel for it
 wants numpy >= 1.21.6) the export is refused in one line.
 """
@@ -28,6 +28,7 @@ import tensorflow.compat.v1 as tf
 from datasets import tfrecord
 from pipelines import config as config_schema
 from pipelines.export import freeze as freeze_lib
+from pipelines.export import runtime_predict
 from pipelines.export import tflite_export
 from pipelines.export import tflite_task
 from pipelines.tasks import registry
@@ -36,7 +37,7 @@ from pipelines.training import checkpoints
 LOG = logging.getLogger('mnv2')
 MODEL_NAME = 'model.onnx'
 METADATA_NAME = tflite_export.METADATA_NAME
-FORMAT = 'onnx'
+FORMAT = runtime_predict.ONNX_FORMAT
 DEFAULT_OPSET = 13
 INSTALL_HINT = 'pip install ".[cpu,onnx]" on the TensorFlow 2.15 stack (Python 3.9-3.11)'
 
@@ -53,13 +54,7 @@ def _tf2onnx():
   return tf2onnx
 
 
-def onnx_runtime():
-  """The onnxruntime module, or ValueError in one line naming the extra."""
-  try:
-    import onnxruntime  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    raise ValueError('ONNX prediction needs onnxruntime (the `onnx` or `lite` extra): pip install ".[onnx]"')
-  return onnxruntime
+onnx_runtime = runtime_predict.onnx_runtime
 
 
 def frozen_graph(config, checkpoint_path):
@@ -129,55 +124,9 @@ def export(config, model_dir, export_dir=None, checkpoint_path=None, opset=DEFAU
 # ------------------------------------------------------------------------------------------ run
 
 
-def read_metadata(model_path, expected_format):
-  """model.json beside `model_path`; ValueError naming the file if it is missing, not JSON, or of another
-  format."""
-  path = os.path.join(os.path.dirname(model_path), METADATA_NAME)
-  if not tf.io.gfile.exists(path):
-    raise ValueError('%s: no %s beside it (export the model with mnv2 export, which writes both)' % (
-        model_path, METADATA_NAME))
-  try:
-    with tf.io.gfile.GFile(path, 'r') as f:
-      meta = json.load(f)
-  except ValueError as e:
-    raise ValueError('%s: not a model.json (%s)' % (path, e))
-  found = meta.get('format', 'tflite') if isinstance(meta, dict) else None
-  if found != expected_format or 'input' not in meta or 'outputs' not in meta:
-    raise ValueError('%s: describes a %s model, not the %s model %s' % (path, found, expected_format, model_path))
-  return meta
-
-
-class ONNXModel(object):
-  """model.onnx + model.json on ONNX Runtime (CPU): a preprocessed input in, dict key -> numpy out, as
-  `pipelines.export.tflite_runtime.TFLiteModel`."""
-
-  def __init__(self, model_path, num_threads=None):
-    runtime = onnx_runtime()
-    self.metadata = read_metadata(model_path, FORMAT)
-    with tf.io.gfile.GFile(model_path, 'rb') as f:
-      content = f.read()
-    options = runtime.SessionOptions()
-    if num_threads:
-      options.intra_op_num_threads = int(num_threads)
-    try:
-      self.session = runtime.InferenceSession(content, options, providers=['CPUExecutionProvider'])
-    except Exception as e:  # onnxruntime raises its own exception types  # pylint: disable=broad-except
-      raise ValueError('%s: not a loadable ONNX model (%s)' % (model_path, str(e).split('\n')[0]))
-    self._input = self.metadata['input']['name']
-    self._outputs = [(o['key'], o['name']) for o in self.metadata['outputs']]
-
-  def run(self, model_input):
-    values = self.session.run([name for _, name in self._outputs], {self._input: model_input})
-    return dict((key, value) for (key, _), value in zip(self._outputs, values))
-
-
-class ONNXPredictor(tflite_task.TFLitePredictor):
-  """model.onnx + model.json + config.yaml -> the SavedModel's prediction dicts for encoded images."""
-
-  def make_model(self, model_path, num_threads):
-    return ONNXModel(model_path, num_threads=num_threads)
-
-
-def predict(model_path, image_paths, num_threads=None):
-  """One prediction dict per image file from a model.onnx (keys as `pipelines.cli.predict`'s)."""
-  return tflite_task.predict(model_path, image_paths, num_threads, predictor_class=ONNXPredictor)
+# Running model.onnx lives where it imports no TensorFlow (a `lite` install runs it); these names stay here
+# for the callers that import them from this module.
+read_metadata = runtime_predict.read_metadata
+ONNXModel = runtime_predict.ONNXModel
+ONNXPredictor = runtime_predict.ONNXPredictor
+predict = runtime_predict.predict_onnx

@@ -1,32 +1,58 @@
 """Running an exported model.tflite: the interpreter (threads where the stack has them) and `TFLiteModel`.
 
-`TFLiteModel` reads model.tflite with its model.json (`pipelines.export.tflite_export.describe`) and runs it
-on a uint8 RGB image or an already preprocessed input, dequantizing quantized outputs. Not here: making the
-model (`tflite_export`), turning its outputs into a task's predictions (`tflite_task.TFLitePredictor`).
+The interpreter is TensorFlow's `tf.lite.Interpreter` where TensorFlow is installed, else a standalone TFLite
+runtime (`ai_edge_litert`, then `tflite_runtime`: the `lite` extra), so a TensorFlow-free install runs the
+same models, the SSD post-processing op included. `TFLiteModel` reads model.tflite with its model.json
+(`pipelines.export.tflite_export.describe`) and runs it on a uint8 RGB image or an already preprocessed input,
+dequantizing quantized outputs. Not here: making the model (`tflite_export`), turning its outputs into a
+task's predictions (`runtime_predict.TFLitePredictor`).
 """
+import importlib
 import json
 import os
 
 import numpy as np
-import tensorflow.compat.v1 as tf
+
+from pipelines import tf_optional
 
 METADATA_NAME = 'model.json'
+# Standalone TFLite runtimes, in the order tried where TensorFlow is not installed.
+STANDALONE_RUNTIMES = ('ai_edge_litert.interpreter', 'tflite_runtime.interpreter')
+
+
+def interpreter_class():
+  """`tf.lite.Interpreter` where TensorFlow is installed, else the first standalone runtime that imports.
+
+  Raises:
+    ValueError: in one line naming the extras, when there is none.
+  """
+  if tf_optional.tensorflow_available():
+    import tensorflow.compat.v1 as tf  # pylint: disable=g-import-not-at-top
+    return tf.lite.Interpreter
+  for module in STANDALONE_RUNTIMES:
+    try:
+      return importlib.import_module(module).Interpreter
+    except ImportError:
+      continue
+  raise ValueError('TFLite prediction needs a TFLite runtime: pip install ".[lite]" (ai-edge-litert, no '
+                   'TensorFlow) or ".[cpu]" (TensorFlow\'s own interpreter)')
+
 
 def interpreter_supports_num_threads():
-  """True if this stack's tf.lite.Interpreter takes `num_threads` (TF >= 2.x, not TF 1.15)."""
+  """True if this stack's interpreter takes `num_threads` (TF >= 2.x and the standalone runtimes, not TF 1.15)."""
   import inspect  # pylint: disable=g-import-not-at-top
   try:
-    return 'num_threads' in inspect.signature(tf.lite.Interpreter.__init__).parameters
+    return 'num_threads' in inspect.signature(interpreter_class().__init__).parameters
   except (TypeError, ValueError):
     return False
 
 
 def make_interpreter(model_path=None, model_content=None, num_threads=None):
-  """tf.lite.Interpreter with `num_threads` where the stack supports it (ignored on TF 1.15)."""
+  """The interpreter (`interpreter_class`) with `num_threads` where it supports it (ignored on TF 1.15)."""
   kwargs = {}
   if num_threads and interpreter_supports_num_threads():
     kwargs['num_threads'] = int(num_threads)
-  interpreter = tf.lite.Interpreter(model_path=model_path, model_content=model_content, **kwargs)
+  interpreter = interpreter_class()(model_path=model_path, model_content=model_content, **kwargs)
   interpreter.allocate_tensors()
   return interpreter
 
@@ -39,6 +65,17 @@ def _resize(image, height, width):
   return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
 
 
+def quantize_input(x, input_meta):
+  """float32 [1, S, S, 3] in the model's value range -> its input dtype (quantized for integer inputs)."""
+  quant = input_meta.get('quantization')
+  dtype = np.dtype(input_meta['dtype'])
+  x = np.asarray(x, np.float32)
+  if quant:
+    info = np.iinfo(dtype)
+    x = np.clip(np.round(x / quant['scale'] + quant['zero_point']), info.min, info.max)
+  return x.astype(dtype)
+
+
 def preprocess(image, input_meta):
   """uint8 [H, W, 3] -> the model input [1, S, S, 3] as described by model.json's `input`."""
   image = np.asarray(image)
@@ -47,12 +84,7 @@ def preprocess(image, input_meta):
   _, height, width, _ = input_meta['shape']
   low, high = input_meta['value_range']
   x = _resize(image, height, width).astype(np.float32) * ((high - low) / 255.0) + low
-  quant = input_meta.get('quantization')
-  dtype = np.dtype(input_meta['dtype'])
-  if quant:
-    info = np.iinfo(dtype)
-    x = np.clip(np.round(x / quant['scale'] + quant['zero_point']), info.min, info.max)
-  return x.astype(dtype)[None]
+  return quantize_input(x[None], input_meta)
 
 
 class TFLiteModel(object):
@@ -64,10 +96,10 @@ class TFLiteModel(object):
   def __init__(self, model_path, metadata_path=None, num_threads=None):
     if metadata_path is None:
       metadata_path = os.path.join(os.path.dirname(model_path), METADATA_NAME)
-    with tf.io.gfile.GFile(metadata_path, 'r') as f:
+    with tf_optional.files(metadata_path).GFile(metadata_path, 'r') as f:
       self.metadata = json.load(f)
     # Read through tf.io.gfile (gs:// and other file systems), handed to the interpreter as content.
-    with tf.io.gfile.GFile(model_path, 'rb') as f:
+    with tf_optional.files(model_path).GFile(model_path, 'rb') as f:
       self.content = f.read()
     self.interpreter = make_interpreter(model_content=self.content, num_threads=num_threads)
     self._input = self.interpreter.get_input_details()[0]['index']

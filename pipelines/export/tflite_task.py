@@ -19,9 +19,9 @@ segmentation the class map [1, S, S] at the input (eval crop) size; multitask on
 `<member>/<key>`, the backbone run once. int8: full-integer post-training quantization calibrated on
 `--calibration-images` images of the config's own eval input pipeline.
 
-`predict` runs a model.tflite on image files and returns the same prediction dicts as the SavedModel
-(`pipelines.cli.predict`), decoded by the task (`task.decode_tflite`), so `pipelines.cli.render` draws them
-the same way.
+`predict` (`pipelines.export.runtime_predict`, which imports no TensorFlow) runs a model.tflite on image files
+and returns the same prediction dicts as the SavedModel (`pipelines.cli.predict`), decoded by the task
+(`task.decode_tflite`), so `pipelines.cli.render` draws them the same way.
 """
 import logging
 import os
@@ -32,7 +32,7 @@ import tensorflow.compat.v1 as tf
 from pipelines import config as config_schema
 from pipelines.export import freeze as freeze_lib
 from pipelines.export import tflite_export as te
-from pipelines.export import tflite_runtime
+from pipelines.export import runtime_predict
 from pipelines.tasks import registry
 from pipelines.training import checkpoints
 
@@ -151,68 +151,7 @@ def export(config, model_dir, export_dir=None, checkpoint_path=None, quantize='n
 
 # ------------------------------------------------------------------------------------------ predict
 
-
-class TFLitePredictor(object):
-  """model.tflite + model.json + config.yaml -> the SavedModel's prediction dicts for encoded images."""
-
-  def __init__(self, model_path, num_threads=None):
-    self.model = self.make_model(model_path, num_threads)
-    self.metadata = self.model.metadata
-    directory = os.path.dirname(model_path if '://' in model_path else os.path.abspath(model_path))
-    config_path = os.path.join(directory, self.metadata.get('config', CONFIG_NAME))
-    config = config_schema.load(config_path)
-    if self.metadata.get('task') != config.task:
-      raise ValueError('%s: model.json is of a %s model but %s is a %s config' % (
-          model_path, self.metadata.get('task'), config_path, config.task))
-    self.task = registry.make_task(config)
-    self._graph = tf.Graph()
-    with self._graph.as_default():
-      self._encoded = tf.placeholder(tf.string, [None])
-      self._features = self.task.features_from_bytes(self._encoded)
-    self._session = tf.Session(graph=self._graph)
-
-  def make_model(self, model_path, num_threads):
-    """The runtime model (`.metadata`, `.run(input) -> dict`): TFLite's here, ONNX Runtime's in a subclass."""
-    return tflite_runtime.TFLiteModel(model_path, num_threads=num_threads)
-
-  def close(self):
-    self._session.close()
-
-  def features(self, encoded):
-    """The task's serving features (numpy, batch of one) of one encoded image."""
-    return {k: v[0] for k, v in self._session.run(self._features, {self._encoded: [encoded]}).items()}
-
-  def model_input(self, image):
-    """float32 [S, S, 3] in [-1, 1] -> the model's input [1, S, S, 3] (quantized for uint8 inputs)."""
-    meta = self.metadata['input']
-    x = np.asarray(image, np.float32)[None]
-    quant = meta.get('quantization')
-    dtype = np.dtype(meta['dtype'])
-    if quant:
-      info = np.iinfo(dtype)
-      x = np.clip(np.round(x / quant['scale'] + quant['zero_point']), info.min, info.max)
-    return x.astype(dtype)
-
-  def interpreter_call(self, encoded):
-    """A no-argument function that runs the interpreter alone on this image (preprocessing done once):
-    what "model only" latencies time."""
-    x = self.model_input(self.features(encoded)['image'])
-    return lambda: self.model.run(x)
-
-  def __call__(self, encoded):
-    features = self.features(encoded)
-    outputs = self.model.run(self.model_input(features['image']))
-    return self.task.decode_tflite(self.metadata, outputs, features)
-
-
-def predict(model_path, image_paths, num_threads=None, predictor_class=TFLitePredictor):
-  """One prediction dict per image file from a model.tflite (keys as `pipelines.cli.predict`'s)."""
-  predictor = predictor_class(model_path, num_threads)
-  try:
-    results = []
-    for path in image_paths:
-      with tf.gfile.GFile(path, 'rb') as f:
-        results.append(predictor(f.read()))
-    return results
-  finally:
-    predictor.close()
+# Prediction from model.tflite lives where it imports no TensorFlow (a `lite` install runs it); these names
+# stay here for the callers that import them from this module.
+TFLitePredictor = runtime_predict.TFLitePredictor
+predict = runtime_predict.predict

@@ -8,6 +8,11 @@ the pictures and summary lines of its predictions, and its part of the demo (dat
 and target). The runner, the exporters, predict, render, the demo and the multi-task model call these
 methods and never compare a task name (`pipelines.tasks.registry` maps names to classes).
 
+The TensorFlow-free part of that list (serving size, the numpy twin of the serving preprocessing, decoding
+of TFLite / ONNX outputs, pictures and summary lines) is declared in `pipelines.tasks.portable.PortableTask`,
+which `Task` derives from: a task class inherits it from its portable class, so a TensorFlow-free install
+predicts with the same code.
+
 Abstract methods are what every task must write; the others have the behaviour most tasks want and are
 overridden where a task differs. Class-level knowledge a config alone decides (backbone conventions,
 batch-norm rule, prediction pictures, demo) is class methods, so code holding only a config or a
@@ -25,6 +30,7 @@ import tf_slim as slim
 
 from pipelines.tasks import labels as labels_lib
 from pipelines.tasks import model_builder
+from pipelines.tasks import portable
 from pipelines.training import quantization
 
 ModeKeys = tf.estimator.ModeKeys
@@ -42,7 +48,7 @@ def _images(features):
   return found
 
 
-class Task(abc.ABC):
+class Task(portable.PortableTask):
   """One task on the MobileNetV2 backbone (see the module docstring).
 
   Args:
@@ -150,15 +156,6 @@ class Task(abc.ABC):
   @abc.abstractmethod
   def features_from_bytes(self, encoded):
     """Model features (dict of tensors) from string [B] encoded images: what serving and prediction feed."""
-
-  @abc.abstractmethod
-  def serving_size(self):
-    """Side of the square float image the serving path feeds the model (the TFLite input size)."""
-
-  def shared_input_size(self):
-    """(rank, side) of the one-pass input this task wants as a member of a multi-task model: the member
-    with the lowest rank sets the shared input size (`pipelines.tasks.multitask`)."""
-    return 1, self.serving_size()
 
   def shared_prediction_features(self, images, heights, widths):
     """This member's `build_predictions` features in the one-pass model: float32 [B, S, S, 3] `images`
@@ -268,38 +265,11 @@ class Task(abc.ABC):
                               os.path.join(output_dir, name))
     return name
 
-  @abc.abstractmethod
-  def decode_tflite(self, meta, outputs, features):
-    """TFLite outputs (numpy, batch of one) -> the SavedModel's prediction dict of one image.
-
-    Args:
-      meta: this task's model.json entries (`export_metadata`).
-      outputs: dict key -> numpy array, the model's outputs (dequantized).
-      features: dict of numpy serving features of the image (`features_from_bytes`, batch removed).
-    """
-
   # ------------------------------------------------------------------------------------------ evaluation
 
   @abc.abstractmethod
   def exported_scorer(self):
     """The scorer of an exported model on the eval split (`pipelines.evaluation.exported_eval`)."""
-
-  # ------------------------------------------------------------------------------------------ pictures
-
-  @classmethod
-  @abc.abstractmethod
-  def owns_prediction(cls, prediction):
-    """Whether a prediction dict (keys of `build_predictions`) is this task's."""
-
-  @classmethod
-  @abc.abstractmethod
-  def describe(cls, path, prediction, out, min_score, class_names):
-    """JSON-able dict of one prediction (`task` = the name); writes the picture to `out` when given."""
-
-  @classmethod
-  @abc.abstractmethod
-  def summary(cls, item):
-    """One line for a person about a `describe` item (without the image path)."""
 
   # ------------------------------------------------------------------------------------------ demo
 

@@ -9,7 +9,6 @@ float32 image batch already preprocessed to [-1, 1].
 import collections
 import os
 
-import numpy as np
 import tensorflow.compat.v1 as tf
 import tf_slim as slim
 
@@ -18,8 +17,9 @@ from nets import mobilenet_v2
 from pipelines.inputs import classification_input
 from pipelines.tasks import base
 from pipelines.tasks import model_builder
+from pipelines.tasks import portable
 
-PROBABILITIES = 'probabilities'  # the TFLite model's output
+PROBABILITIES = portable.PROBABILITIES  # the TFLite model's output
 
 
 def serving_receiver(image_size, preprocess_bytes):
@@ -31,7 +31,7 @@ def serving_receiver(image_size, preprocess_bytes):
       receiver_tensors_alternatives={'float_images': {'images': images}})
 
 
-class ClassificationTask(base.Task):
+class ClassificationTask(base.Task, portable.Classification):
   """MobileNetV2 + the TF-Slim classifier, on TF-Slim ImageNet records."""
 
   name = 'classification'
@@ -99,9 +99,6 @@ class ClassificationTask(base.Task):
   def features_from_bytes(self, encoded):
     return classification_input.features_from_bytes(self.config, encoded)
 
-  def serving_size(self):
-    return self.config.classification.image_size
-
   def serving_input_receiver_fn(self):
     """Adds a `float_images` signature (preprocessed float32 batch) to the encoded-bytes default."""
     size = self.config.classification.image_size
@@ -120,42 +117,9 @@ class ClassificationTask(base.Task):
   def export_metadata(self):
     return dict(super(ClassificationTask, self).export_metadata(), top_k=self.config.classification.top_k)
 
-  def decode_tflite(self, meta, outputs, features):
-    names = meta['class_names']
-    probabilities = outputs[PROBABILITIES][0].astype(np.float32)
-    k = min(int(meta.get('top_k', 5)), len(probabilities))
-    top = np.argsort(-probabilities, kind='stable')[:k]
-    return {'classes': top[0], 'class_names': names[top[0]], 'probabilities': probabilities,
-            'top_k_classes': top.astype(np.int32), 'top_k_class_names': [names[i] for i in top],
-            'top_k_probabilities': probabilities[top]}
-
   def exported_scorer(self):
     from pipelines.evaluation import exported_eval  # pylint: disable=g-import-not-at-top
     return exported_eval.ClassificationScorer(self.config)
-
-  # ------------------------------------------------------------------------------------------ pictures
-
-  @classmethod
-  def owns_prediction(cls, prediction):
-    return 'top_k_classes' in prediction
-
-  @classmethod
-  def describe(cls, path, prediction, out, min_score, class_names):
-    del min_score, class_names
-    from pipelines.cli import render  # pylint: disable=g-import-not-at-top
-    top = [{'class': int(c), 'name': render.text(n), 'probability': float(p)}
-           for c, n, p in zip(prediction['top_k_classes'], prediction['top_k_class_names'],
-                              prediction['top_k_probabilities'])]
-    item = {'image': path, 'task': cls.name, 'top_k': top}
-    if out:
-      image = render.upscaled_image(path)[0]
-      render.save(render.caption(image, ['%s %.2f' % (t['name'], t['probability']) for t in top[:3]]), out)
-      item['output'] = out
-    return item
-
-  @classmethod
-  def summary(cls, item):
-    return ', '.join('%s (%.3f)' % (t['name'], t['probability']) for t in item['top_k'])
 
   # ------------------------------------------------------------------------------------------ demo
 

@@ -27,7 +27,6 @@ Not here: the network (`heads.ssdlite`), box math (`heads.core`), augmentation
 """
 import os
 
-import numpy as np
 import tensorflow.compat.v1 as tf
 
 from heads import ssdlite
@@ -41,6 +40,7 @@ from pipelines.inputs import detection_input
 from pipelines.tasks import base
 from pipelines.tasks import labels as labels_lib
 from pipelines.tasks import model_builder
+from pipelines.tasks import portable
 
 GT_BOXES = detection_input.GT_BOXES
 GT_CLASSES = detection_input.GT_CLASSES
@@ -50,7 +50,7 @@ NUM_OBJECTS = detection_input.NUM_OBJECTS
 SOURCE_ID = detection_input.SOURCE_ID
 ORIGINAL_HEIGHT = detection_input.ORIGINAL_HEIGHT
 ORIGINAL_WIDTH = detection_input.ORIGINAL_WIDTH
-DETECTION_CLASS_NAMES = 'detection_class_names'
+DETECTION_CLASS_NAMES = portable.DETECTION_CLASS_NAMES
 # The scope of SSDLite's extra layers (and of its own backbone): the public model's.
 FEATURE_EXTRACTOR_SCOPE = ssdlite.FEATURE_EXTRACTOR_SCOPE
 # TFLite model outputs: the raw network (what TF runs), then TFLite_Detection_PostProcess's (OD API layout).
@@ -84,7 +84,7 @@ def ssd_anchors(config, backbone_config=None):
                                       anchor_specs(config))
 
 
-class DetectionTask(base.Task):
+class DetectionTask(base.Task, portable.Detection):
   """SSDLite on the Object Detection API's records, outputs and client signatures."""
 
   name = 'detection'
@@ -246,14 +246,6 @@ class DetectionTask(base.Task):
   def features_from_bytes(self, encoded):
     return detection_input.features_from_bytes(self.config, encoded)
 
-  def serving_size(self):
-    return self.config.detection.image_size
-
-  def shared_input_size(self):
-    """(rank, side) of the one-pass input this head wants on a shared backbone (the lowest rank wins):
-    SSD's anchors are laid out for `detection.image_size`."""
-    return 0, self.config.detection.image_size
-
   def shared_prediction_features(self, images, heights, widths):
     return {'image': images, ORIGINAL_HEIGHT: heights, ORIGINAL_WIDTH: widths}
 
@@ -331,57 +323,9 @@ class DetectionTask(base.Task):
     return dict(super(DetectionTask, self).export_metadata(), class_ids='label-map id = detection_classes + 1',
                 nms=dict(self.postprocess_args(), clip_boxes=False))
 
-  def decode_tflite(self, meta, outputs, features):
-    """The OD API's TFLite outputs (normalized boxes, zero-based classes) -> the SavedModel's dict."""
-    names = meta['class_names']
-    height, width = int(features[ORIGINAL_HEIGHT]), int(features[ORIGINAL_WIDTH])
-    num = int(outputs[fields.NUM_DETECTIONS].reshape(-1)[0])
-    boxes = np.clip(outputs[fields.DETECTION_BOXES][0], 0.0, 1.0) * np.array([height, width, height, width],
-                                                                              np.float32)
-    valid = np.arange(len(boxes)) < num
-    classes = np.where(valid, np.round(outputs[fields.DETECTION_CLASSES][0]).astype(np.int32) + 1, 0)
-    return {'detection_boxes': boxes * valid[:, None], 'detection_scores': outputs[fields.DETECTION_SCORES][0] * valid,
-            'detection_classes': classes, 'num_detections': np.int32(num),
-            'detection_class_names': [names[c - 1] if c > 0 else '' for c in classes]}
-
   def exported_scorer(self):
     from pipelines.evaluation import exported_eval  # pylint: disable=g-import-not-at-top
     return exported_eval.DetectionScorer(self.categories())
-
-  # ------------------------------------------------------------------------------------------- pictures
-
-  @classmethod
-  def owns_prediction(cls, prediction):
-    return 'detection_boxes' in prediction
-
-  @classmethod
-  def describe(cls, path, prediction, out, min_score, class_names):
-    """Boxes scoring at least `min_score` (absolute pixels), drawn with 'name score' labels."""
-    del class_names
-    from pipelines.cli import render  # pylint: disable=g-import-not-at-top
-    item = {'image': path, 'task': cls.name, 'detections': cls.detections_of(prediction, min_score)}
-    if out:
-      image, factor = render.upscaled_image(path)
-      render.draw_boxes(image, item['detections'], factor)
-      render.save(image, out)
-      item['output'] = out
-    return item
-
-  @staticmethod
-  def detections_of(prediction, min_score):
-    """[{box, class, name, score}] of a prediction's detections scoring at least `min_score`."""
-    from pipelines.cli import render  # pylint: disable=g-import-not-at-top
-    count = int(prediction['num_detections'])
-    names = prediction.get(DETECTION_CLASS_NAMES, [str(int(c)) for c in prediction['detection_classes']])
-    return [{'box': [float(v) for v in prediction['detection_boxes'][i]],
-             'class': int(prediction['detection_classes'][i]), 'name': render.text(names[i]),
-             'score': float(prediction['detection_scores'][i])}
-            for i in range(count) if prediction['detection_scores'][i] >= min_score]
-
-  @classmethod
-  def summary(cls, item):
-    dets = ', '.join('%s %.2f' % (d['name'], d['score']) for d in item['detections'][:5])
-    return '%d detections %s' % (len(item['detections']), dets)
 
   # ------------------------------------------------------------------------------------------- demo
 

@@ -39,27 +39,17 @@ from pipelines import config as config_schema
 from pipelines.inputs import detection_input
 from pipelines.tasks import base
 from pipelines.tasks import model_builder
+from pipelines.tasks import portable
 from pipelines.tasks import registry
 
 ModeKeys = tf.estimator.ModeKeys
-SEPARATOR = '/'
+SEPARATOR = portable.SEPARATOR
 ORIGINAL_HEIGHT = detection_input.ORIGINAL_HEIGHT
 ORIGINAL_WIDTH = detection_input.ORIGINAL_WIDTH
 
 
-def prefixed(name, values):
-  """{'<name>/<key>': value} for a member's dict of losses, metrics or predictions."""
-  return dict(('%s%s%s' % (name, SEPARATOR, key), value) for key, value in values.items())
-
-
-def split_prefixed(values):
-  """Inverse of `prefixed` over several members: {member: {key: value}}."""
-  parts = collections.OrderedDict()
-  for key, value in sorted(values.items()):
-    name, sep, rest = key.partition(SEPARATOR)
-    if sep:
-      parts.setdefault(name, {})[rest] = value
-  return parts
+prefixed = portable.prefixed
+split_prefixed = portable.split_prefixed
 
 
 def member_tasks(config, model_dir=None):
@@ -74,7 +64,7 @@ def serving_size(config):
   return min(task.shared_input_size() for task in member_tasks(config).values())[1]
 
 
-class MultitaskTask(base.Task):
+class MultitaskTask(base.Task, portable.Multitask):
   """The members' single-task methods on one shared backbone."""
 
   name = 'multitask'
@@ -169,9 +159,6 @@ class MultitaskTask(base.Task):
     """(name, input_fn) per member: each is evaluated on its own split (`runner.evaluate`)."""
     return [(name, lambda params=None, name=name: self._member_input(name, ModeKeys.EVAL)) for name in self.members]
 
-  def serving_size(self):
-    return min(task.shared_input_size() for task in self.members.values())[1]
-
   def features_from_bytes(self, encoded):
     """One-pass serving features of string [B] encoded images: the image resized (no crop) to the serving
     size, in [-1, 1], and the original sizes (int32 [B]) that boxes and masks are mapped back to."""
@@ -230,44 +217,8 @@ class MultitaskTask(base.Task):
   def write_labels(self, output_dir, prefix=''):
     return dict((name, task.write_labels(output_dir, prefix + name + '_')) for name, task in self.members.items())
 
-  def decode_tflite(self, meta, outputs, features):
-    """Each member's decoding of its `<member>/` outputs; the member features of the one-pass image."""
-    size = features['image'].shape[0]
-    member_features = {ORIGINAL_HEIGHT: features[ORIGINAL_HEIGHT], ORIGINAL_WIDTH: features[ORIGINAL_WIDTH],
-                       'height': features[ORIGINAL_HEIGHT], 'width': features[ORIGINAL_WIDTH],
-                       'valid_height': size, 'valid_width': size}
-    parts = split_prefixed(outputs)
-    result = {}
-    for name, task in self.members.items():
-      result.update(prefixed(name, task.decode_tflite(meta['members'][name], parts.get(name, {}), member_features)))
-    return result
-
   def exported_scorer(self):
     raise NotImplementedError('a multitask model is scored member by member (exported_eval.evaluate)')
-
-  # ------------------------------------------------------------------------------------------- pictures
-
-  @classmethod
-  def owns_prediction(cls, prediction):
-    return any(SEPARATOR in key for key in prediction)
-
-  @classmethod
-  def describe(cls, path, prediction, out, min_score, class_names):
-    """Every member's result (its own `describe`), drawn in one picture: mask blended, boxes, a caption."""
-    from pipelines.cli import render  # pylint: disable=g-import-not-at-top
-    parts = split_prefixed(prediction)
-    item = {'image': path, 'task': cls.name}
-    for name in sorted(parts):
-      item[name] = registry.task_class(name).describe(path, parts[name], None, min_score, None)
-    if out:
-      render.draw_combined(path, parts, item, out, class_names or {})
-      item['output'] = out
-    return item
-
-  @classmethod
-  def summary(cls, item):
-    return '; '.join('%s: %s' % (name, registry.task_class(name).summary(item[name]))
-                     for name in registry.names() if isinstance(item.get(name), dict))
 
   # ------------------------------------------------------------------------------------------- demo
 

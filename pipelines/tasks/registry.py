@@ -15,11 +15,11 @@ Not here: what a task does (its class), the shared config sections (`pipelines.c
 import collections
 import importlib
 
-_Entry = collections.namedtuple('_Entry', ['task', 'section'])
+_Entry = collections.namedtuple('_Entry', ['task', 'section', 'portable'])
 _REGISTRY = collections.OrderedDict()
 
 
-def register(name, task, section=None):
+def register(name, task, section=None, portable=None):
   """Registers (or replaces) task `name`.
 
   Args:
@@ -28,13 +28,16 @@ def register(name, task, section=None):
     section: the dataclass of the task's YAML section (or its 'module:Class' path); None for a task whose
       config has no section of its own. Built-in sections are fields of `pipelines.config.Config`; the
       section of a task registered elsewhere is an extension section of it (`Config.extension_types`).
+    portable: the task's TensorFlow-free half (a `pipelines.tasks.portable.PortableTask` subclass, or its
+      'module:Class' path) that predicts with exported TFLite / ONNX models where TensorFlow is not
+      installed; None when the task class is the only one (predicting then needs TensorFlow).
 
   Returns:
     `task`.
   """
   if not isinstance(name, str) or not name.isidentifier():
     raise ValueError('task name %r: must be a Python identifier (it is also a YAML section)' % (name,))
-  _REGISTRY[name] = _Entry(task, section)
+  _REGISTRY[name] = _Entry(task, section, portable)
   return task
 
 
@@ -76,6 +79,28 @@ def task_classes():
   return [task_class(name) for name in names()]
 
 
+def portable_class(name):
+  """Task `name`'s TensorFlow-free class (`pipelines.tasks.portable`); ValueError in one line if it has none."""
+  check_name(name)
+  entry = _REGISTRY[name]
+  if entry.portable is None:
+    raise ValueError('task %r has no TensorFlow-free predictor (registered without `portable`): predicting '
+                     'with it needs TensorFlow' % name)
+  return _resolve(entry.portable)
+
+
+def prediction_class(name):
+  """The class that describes and summarizes task `name`'s predictions: its TF-free class where it has one
+  (importing no TensorFlow), else its task class."""
+  check_name(name)
+  return _resolve(_REGISTRY[name].portable) if _REGISTRY[name].portable is not None else task_class(name)
+
+
+def prediction_classes():
+  """`prediction_class` of every registered task, in registration order."""
+  return [prediction_class(name) for name in names()]
+
+
 def section_type(name):
   """The dataclass of task `name`'s YAML section, or None (unknown task, or one without a section)."""
   entry = _REGISTRY.get(name)
@@ -87,10 +112,13 @@ def make_task(config, **kwargs):
   return task_class(config.task)(config, **kwargs)
 
 
-# The built-in tasks (their modules import TensorFlow: by path, imported when first used).
+# The built-in tasks (their modules import TensorFlow: by path, imported when first used; their TF-free halves
+# in `pipelines.tasks.portable`).
 register('classification', 'pipelines.tasks.classification:ClassificationTask',
-         'pipelines.tasks.sections:ClassificationConfig')
-register('detection', 'pipelines.tasks.detection:DetectionTask', 'pipelines.tasks.sections:DetectionConfig')
+         'pipelines.tasks.sections:ClassificationConfig', 'pipelines.tasks.portable:Classification')
+register('detection', 'pipelines.tasks.detection:DetectionTask', 'pipelines.tasks.sections:DetectionConfig',
+         'pipelines.tasks.portable:Detection')
 register('segmentation', 'pipelines.tasks.segmentation:SegmentationTask',
-         'pipelines.tasks.sections:SegmentationConfig')
-register('multitask', 'pipelines.tasks.multitask:MultitaskTask', 'pipelines.config:MultitaskConfig')
+         'pipelines.tasks.sections:SegmentationConfig', 'pipelines.tasks.portable:Segmentation')
+register('multitask', 'pipelines.tasks.multitask:MultitaskTask', 'pipelines.config:MultitaskConfig',
+         'pipelines.tasks.portable:Multitask')

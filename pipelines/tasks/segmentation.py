@@ -28,7 +28,6 @@ Not here: the network layers (`heads.deeplab`), record decoding and augmentation
 """
 import os
 
-import numpy as np
 import tensorflow.compat.v1 as tf
 import tf_slim as slim
 
@@ -39,14 +38,15 @@ from pipelines.inputs import segmentation_input
 from pipelines.tasks import base
 from pipelines.tasks import labels
 from pipelines.tasks import model_builder
+from pipelines.tasks import portable
 
 # DeepLab's batch-norm settings of its own layers (ASPP, decoder); the backbone keeps MobileNetV2's.
 HEAD_BN_DECAY = 0.9997
 HEAD_BN_EPSILON = 1e-5
 LOGITS = 'logits'
 PROBABILITIES = 'probabilities'
-MASK = 'mask'
-CLASS_MAP = 'class_map'  # the TFLite model's output: int32 [1, S, S] class ids at the input size
+MASK = portable.MASK
+CLASS_MAP = portable.CLASS_MAP  # the TFLite model's output: int32 [1, S, S] class ids at the input size
 # DeepLab trains batch norm only with at least this many images per step (research/deeplab/train.py).
 MIN_BATCH_FOR_BATCH_NORM = 12
 _MIN_PROBABILITY = 1e-12
@@ -171,7 +171,7 @@ def pixel_loss(logits, labels, num_classes, top_k_fraction=1.0, ignore_label=Non
   return tf.reduce_sum(kept) / tf.cast(tf.maximum(count, 1), tf.float32)
 
 
-class SegmentationTask(base.Task):
+class SegmentationTask(base.Task, portable.Segmentation):
   """DeepLabv3 + MobileNetV2 on DeepLab's records, with its exporter's `ImageTensor` signature."""
 
   name = 'segmentation'
@@ -261,13 +261,6 @@ class SegmentationTask(base.Task):
     """Images padded to `eval_crop_size` (shrunk first only if larger), with their sizes to crop back."""
     return segmentation_input.features_from_bytes(self.config, encoded)
 
-  def serving_size(self):
-    return self.config.segmentation.eval_crop_size
-
-  def shared_input_size(self):
-    """(rank, side) on a shared backbone: the training crop, after detection's and classification's sizes."""
-    return 2, self.config.segmentation.crop_size
-
   def shared_prediction_features(self, images, heights, widths):
     """The whole resized square is the image: crop nothing, resize the class map to the original size."""
     size = images.get_shape().as_list()[1]
@@ -299,39 +292,9 @@ class SegmentationTask(base.Task):
     logits = tf.image.resize_bilinear(outputs[LOGITS], [size, size], align_corners=True)
     return {CLASS_MAP: tf.argmax(logits, 3, output_type=tf.int32)}
 
-  def decode_tflite(self, meta, outputs, features):
-    del meta
-    class_map = outputs[CLASS_MAP][0]
-    valid_height = int(features.get('valid_height', class_map.shape[0]))
-    valid_width = int(features.get('valid_width', class_map.shape[1]))
-    mask = class_map[:valid_height, :valid_width]
-    return {MASK: _resize_nearest(mask, int(features['height']), int(features['width']))}
-
   def exported_scorer(self):
     from pipelines.evaluation import exported_eval  # pylint: disable=g-import-not-at-top
     return exported_eval.SegmentationScorer(self.config)
-
-  # ------------------------------------------------------------------------------------------ pictures
-
-  @classmethod
-  def owns_prediction(cls, prediction):
-    return MASK in prediction
-
-  @classmethod
-  def describe(cls, path, prediction, out, min_score, class_names):
-    """Pixels per class; the class-id mask PNG at `out` and input / mask / overlay with a legend beside it."""
-    del min_score
-    from pipelines.cli import render  # pylint: disable=g-import-not-at-top
-    mask = np.asarray(prediction[MASK]).astype(np.uint8)
-    classes, counts = np.unique(mask, return_counts=True)
-    item = {'image': path, 'task': cls.name, 'pixels_per_class': {int(c): int(n) for c, n in zip(classes, counts)}}
-    if out:
-      item.update(output=out, overlay=render.draw_mask(path, mask, out, class_names))
-    return item
-
-  @classmethod
-  def summary(cls, item):
-    return 'classes %s' % sorted(item['pixels_per_class'])
 
   # ------------------------------------------------------------------------------------------ demo
 
@@ -349,10 +312,3 @@ class SegmentationTask(base.Task):
     with tf.io.gfile.GFile(os.path.join(raw['voc']['sets_dir'], 'val.txt')) as f:
       ids = [line.strip() for line in f if line.strip()][:count]
     return [os.path.join(raw['voc']['images_dir'], i + '.jpg') for i in ids]
-
-
-def _resize_nearest(mask, height, width):
-  if mask.shape == (height, width):
-    return mask
-  from PIL import Image  # pylint: disable=g-import-not-at-top
-  return np.asarray(Image.fromarray(mask.astype(np.int32)).resize((width, height), Image.NEAREST)).astype(np.int32)

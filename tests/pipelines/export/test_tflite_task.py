@@ -7,8 +7,12 @@ TFLite detection of the same class with IoU >= 0.99 and score within 1e-3; >= 99
 (probabilities within 0.05 -- a few uint8 steps of 1/256 plus input rounding --, >= 90% of pixels).
 """
 import glob
+import importlib.util
 import json
 import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import tensorflow.compat.v1 as tf
@@ -21,7 +25,10 @@ from pipelines.training import runner
 from pipelines.export import onnx_export
 from pipelines.export import tflite_export as te
 from pipelines.export import tflite_task
+from PIL import Image
 from tests.conftest import tiny_shapes_records
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 COMMON = """
 model: {depth_multiplier: 0.35}
@@ -114,6 +121,9 @@ def test_classification(tmp_path, records):
     by_cli = _cli_predict(tmp_path, images, '--onnx', onnx[0], 'onnx')
     assert [[c['name'] for c in w['top_k']] for w in want] == [[c['name'] for c in g['top_k']] for g in by_cli]
 
+  checked = _agrees_without_tensorflow(tmp_path, images, model_path, onnx, lambda w, i, _: _same_classes(w, i))
+  assert checked in (0, 2 * len(images)) and (checked or te.is_tf1())
+
   int8 = _export(path, model_dir, str(tmp_path / 'int8'), 'int8', ['--calibration-images', '8'])
   with open(str(tmp_path / 'int8' / 'model.json')) as f:
     assert json.load(f)['input']['dtype'] == 'uint8'
@@ -141,6 +151,101 @@ def _onnx(tmp_path, path, model_dir, images, name='onnx'):
   assert cli.main(args) == 0
   model_path = str(tmp_path / name / onnx_export.MODEL_NAME)
   return model_path, onnx_export.predict(model_path, images)
+
+
+# Issue #22 item 2: `mnv2 predict --tflite / --onnx` in a process where TensorFlow, tf-slim and Keras cannot be
+# imported (what a `lite` install is): the CLI must start, predict on ai-edge-litert / onnxruntime with the
+# numpy preprocessing, and never import them.
+_NO_TENSORFLOW = textwrap.dedent("""
+    import sys
+    BLOCKED = ('tensorflow', 'tf_slim', 'tf_keras', 'keras', 'tensorboard')
+    class Blocker(object):
+      def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in BLOCKED:
+          raise ModuleNotFoundError('No module named %r (made unimportable by the test)' % name)
+    sys.meta_path.insert(0, Blocker())
+    from pipelines.cli import main
+    status = main.main(sys.argv[1:])
+    imported = sorted(m for m in sys.modules if m.split('.')[0] in BLOCKED)
+    assert not imported, imported
+    sys.exit(status)
+    """)
+
+
+def _lite_runtimes():
+  """The runtimes a `lite` install has, found in this environment (`make test` installs them on TF 2.15)."""
+  found = lambda name: importlib.util.find_spec(name) is not None
+  runtimes = {'--tflite': found('ai_edge_litert') or found('tflite_runtime'), '--onnx': found('onnxruntime')}
+  if not te.is_tf1():  # the suite's TF 2.15 environment has both: never skip there
+    assert all(runtimes.values()), runtimes
+  return runtimes
+
+
+def _pngs(tmp_path, images):
+  """PNG copies of the test images: decoded identically by Pillow and TensorFlow, so both paths feed the model
+  the same input (tests/pipelines/tasks/test_portable.py covers JPEG's DCT difference)."""
+  paths = []
+  for path in images:
+    out = str(tmp_path / (os.path.splitext(os.path.basename(path))[0] + '.png'))
+    Image.open(path).convert('RGB').save(out)
+    paths.append(out)
+  return paths
+
+
+def _without_tensorflow(tmp_path, flag, model_path, images, name):
+  """(JSON items, picture dir) of `mnv2 predict IMAGES <flag> MODEL` run with TensorFlow unimportable; None when
+  this environment has no TF-free runtime for `flag` (TF 1.15's Python 3.7)."""
+  if not _lite_runtimes()[flag]:
+    return None
+  script = tmp_path / 'no_tensorflow.py'
+  script.write_text(_NO_TENSORFLOW)
+  out_json, out_dir = str(tmp_path / (name + '.json')), str(tmp_path / name)
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  done = subprocess.run([sys.executable, str(script), 'predict'] + images + [
+      flag, model_path, '--json', out_json, '--output', out_dir, '--min-score', '0'],
+      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=300)
+  assert done.returncode == 0, done.stderr
+  with open(out_json) as f:
+    return json.load(f), out_dir
+
+
+def _described_detections(item):
+  """A prediction-like dict of the JSON's detections (absolute pixel boxes) for `_matched`."""
+  return {'num_detections': len(item['detections']), 'detection_boxes': [d['box'] for d in item['detections']],
+          'detection_classes': [d['class'] for d in item['detections']],
+          'detection_scores': [d['score'] for d in item['detections']]}
+
+
+def _agrees_without_tensorflow(tmp_path, images, model_path, onnx, check):
+  """Predicts on PNG copies of `images` with TensorFlow unimportable, from model.tflite and model.onnx (`onnx`:
+  `_onnx`'s result), and `check(reference, item, picture)` each JSON item against this process's prediction
+  (TensorFlow's interpreter / preprocessing); `picture` is the written mask PNG (a class id per pixel)."""
+  pngs = _pngs(tmp_path, images)
+  runs = [('--tflite', model_path, tflite_task.predict)] + ([('--onnx', onnx[0], onnx_export.predict)] if onnx else [])
+  checked = 0
+  for flag, path, reference in runs:
+    got = _without_tensorflow(tmp_path, flag, path, pngs, 'no_tf_' + flag[2:])
+    if got is None:
+      continue
+    items, out_dir = got
+    for want, item, png in zip(reference(path, pngs), items, pngs):
+      picture = os.path.join(out_dir, os.path.basename(png))
+      check(want, item, np.asarray(Image.open(picture)) if os.path.isfile(picture) else None)
+      checked += 1
+  return checked
+
+
+def _same_classes(want, item):
+  """The JSON's top-k probabilities are the reference's, class by class (the order of near-ties may differ)."""
+  for entry in item['top_k']:
+    assert abs(entry['probability'] - float(want['probabilities'][entry['class']])) < 1e-4, (entry, want)
+  assert item['top_k'][0]['probability'] >= float(np.max(want['probabilities'])) - 1e-4
+
+
+def _same_detections(want, item):
+  described = _described_detections(item)
+  assert described['num_detections'] == int(want['num_detections'])
+  assert not _matched(want, described, 10, 0.99, 1e-3)
 
 
 def _iou(a, b):
@@ -188,6 +293,8 @@ def test_detection(tmp_path, records):
   for s, o in zip(saved, onnx[1] if onnx else []):  # the same NMS: every detection, one to one
     assert int(o['num_detections']) == int(s['num_detections']) > 0
     assert not _matched(s, o, int(s['num_detections']), 0.99, 1e-4)
+  checked = _agrees_without_tensorflow(tmp_path, images, model_path, onnx, lambda w, i, _: _same_detections(w, i))
+  assert checked in (0, 2 * len(images)) and (checked or te.is_tf1())
   # The OD API exporter's fast NMS (one class-agnostic NMS over each box's best class): its best detection
   # is regular NMS's best.
   fast = _export(path, model_dir, str(tmp_path / 'fast'), extra=['--set', 'detection.tflite_use_regular_nms=false'])
@@ -218,6 +325,12 @@ def test_segmentation(tmp_path, records):
   onnx = _onnx(tmp_path, path, model_dir, images)
   for s, o in zip(saved, onnx[1] if onnx else []):
     assert s['mask'].shape == o['mask'].shape and (s['mask'] == o['mask']).mean() >= 0.999
+
+  def same_mask(want, item, picture):
+    assert picture.shape == want['mask'].shape and (picture == want['mask']).mean() >= 0.999
+    assert sum(item['pixels_per_class'].values()) == picture.size
+  checked = _agrees_without_tensorflow(tmp_path, images, model_path, onnx, same_mask)
+  assert checked in (0, 2 * len(images)) and (checked or te.is_tf1())
   int8 = _export(path, model_dir, str(tmp_path / 'int8'), 'int8', ['--calibration-images', '4'])
   agreement = np.mean([(s['mask'] == t['mask']).mean() for s, t in zip(saved, tflite_task.predict(int8, images))])
   print('segmentation int8 pixel agreement', agreement)
@@ -271,3 +384,15 @@ def test_multitask_one_model(tmp_path, records):
     assert (s['segmentation/mask'] == o['segmentation/mask']).mean() >= 0.999
     member = lambda p: dict((k.split('/', 1)[1], v) for k, v in p.items() if k.startswith('detection/'))
     assert not _matched(member(s), member(o), int(s['detection/num_detections']), 0.99, 1e-4)
+
+  def same_members(want, item, _):
+    member = lambda p, name: dict((k.split('/', 1)[1], v) for k, v in p.items() if k.startswith(name + '/'))
+    _same_classes(member(want, 'classification'), item['classification'])
+    _same_detections(member(want, 'detection'), item['detection'])
+    mask = member(want, 'segmentation')['mask']
+    got = dict((int(c), n) for c, n in item['segmentation']['pixels_per_class'].items())  # JSON keys are strings
+    want_counts = dict(enumerate(np.bincount(mask.ravel())))
+    moved = sum(abs(want_counts.get(c, 0) - got.get(c, 0)) for c in set(got) | set(want_counts))
+    assert sum(got.values()) == mask.size and moved <= 2 * 0.001 * mask.size, (got, want_counts)
+  checked = _agrees_without_tensorflow(tmp_path, images, model_path, onnx, same_members)
+  assert checked in (0, 2 * len(images)) and (checked or te.is_tf1())
