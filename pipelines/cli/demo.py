@@ -56,6 +56,9 @@ def add_arguments(parser):
   parser.add_argument('--seed', type=int, default=0, help='data generator seed')
   parser.add_argument('--set', action='append', default=[], metavar='TASK:KEY=VALUE',
                       help='override a demo config value, e.g. detection:train.batch_size=8 (repeatable)')
+  parser.add_argument('--quantization-aware', default='all', metavar='TASKS',
+                      help='comma-separated single tasks whose model is also fine-tuned quantization-aware and '
+                      'exported int8 (default all; none skips the phase)')
   parser.add_argument('--strict', action='store_true', help='exit 1 when a target is missed')
 
 
@@ -81,6 +84,19 @@ def _parse_tasks(text):
   if unknown or not tasks:
     raise ValueError('--tasks: unknown %s (valid: %s)' % (', '.join(unknown) or '(none)', ', '.join(demo_tasks())))
   return tasks
+
+
+def _parse_quantization_aware(text, tasks):
+  """The tasks of `tasks` that `--quantization-aware` names (all / none / a comma-separated list)."""
+  singles = [t for t in tasks if not registry.task_class(t).demo_members()]
+  if text.strip() in ('all', 'none'):
+    return singles if text.strip() == 'all' else []
+  named = [t.strip() for t in text.split(',') if t.strip()]
+  wrong = [t for t in named if t not in demo_tasks() or registry.task_class(t).demo_members()]
+  if wrong or not named:
+    raise ValueError('--quantization-aware: %s is not a single task (valid: all, none, or some of %s)' % (
+        ', '.join(wrong) or '(none)', ', '.join(t for t in demo_tasks() if not registry.task_class(t).demo_members())))
+  return [t for t in singles if t in named]
 
 
 def _single_tasks(tasks):
@@ -131,7 +147,7 @@ def _data_overrides(task, raw, out):
   return overrides + ['data.num_train_examples=%d' % _train_examples(records)]
 
 
-def run_task(task, raw, out, steps, extra_sets):
+def run_task(task, raw, out, steps, extra_sets, quantization_aware=True):
   """Convert -> train -> eval -> export -> predict for one task; returns a list of Results (one per
   member for the multitask model)."""
   start = time.time()
@@ -176,7 +192,7 @@ def run_task(task, raw, out, steps, extra_sets):
       pictures.append(item)
   with Timer('exporting %s to TFLite and measuring every export on the held-out split' % task):
     exports = measure_exports(config, model_dir, export_dir, images[0])
-  if cls.demo_members() is None:
+  if cls.demo_members() is None and quantization_aware:
     with Timer('fine-tuning %s quantization-aware, exporting it to TFLite int8 and measuring it' % task):
       exports.append(measure_quantization_aware(config, model_dir, os.path.join(out, 'models', task + '_qat'),
                                                 images[0]))
@@ -329,12 +345,14 @@ def _task_sets(sets, task):
 
 def run(args):
   tasks = _parse_tasks(args.tasks)
+  quantization_aware = _parse_quantization_aware(args.quantization_aware, tasks)
   for task in tasks:
     _task_sets(args.set, task)  # validate before any work
   start = time.time()
   out = os.path.abspath(args.output_dir)
   raw = generate_data(out, tasks, args.scale, args.image_size, args.seed)
-  results = [r for task in tasks for r in run_task(task, raw, out, args.steps, _task_sets(args.set, task))]
+  results = [r for task in tasks for r in run_task(task, raw, out, args.steps, _task_sets(args.set, task),
+                                                   task in quantization_aware)]
   total = time.time() - start
   report = write_report(out, results, total)
   print('\n' + summary_table(results))
