@@ -54,8 +54,8 @@ setup(
         # installs tf2onnx without it (README "Install").
         'onnx': ['tf2onnx==1.16.1; ' + PY3X, 'onnx==1.16.2; ' + PY3X, 'onnxruntime==1.19.2; ' + PY3X],
         # Prediction from exported model.tflite / model.onnx files WITHOUT TensorFlow (`pip install ".[lite]"`, no
-        # `cpu`): ai-edge-litert, TFLite's standalone runtime (the SSD post-processing op built in; x86-64 and
-        # aarch64 wheels for Python 3.9-3.12), and ONNX Runtime. Consistent with TF 2.15's numpy < 2, so
+        # `cpu`): ai-edge-litert, TFLite's standalone runtime (the SSD post-processing op built in; x86-64
+        # and aarch64 wheels), and ONNX Runtime. Consistent with TF 2.15's numpy < 2, so
         # ".[cpu,lite]" also installs. Not on Python 3.7 (no runtime wheel beside TF 1.15's numpy < 1.19).
         'lite': ['ai-edge-litert==1.4.0; python_version >= "3.9"', 'onnxruntime==1.19.2; python_version >= "3.9"'],
         # The test tools (`make test` installs them); a plain install pulls none.
