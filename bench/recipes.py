@@ -8,6 +8,9 @@ Trains, on the embedded "shapes" data of `mnv2 demo` (generated and converted by
   defaults) and negative mining (top-k by loss, this project's before: `hard_example_miner:
   {num_hard_examples: null, iou_threshold: 1.0}`; the OD API's NMS-based `HardExampleMiner`), all
   warm-started from the same demo classifier;
+- detection with the demo config's anchors (six boxes per cell on the 8x8 map from scale 0.25) against the
+  OD API's (`detection.anchors: {min_scale: 0.2, reduce_boxes_in_lowest_layer: true}`), both with the IoU
+  sampler and the miner;
 - classification without colour distortion (`classification.preprocessing.color_distortion: none`)
   against TF-Slim's fast distortion (`fast`).
 
@@ -15,7 +18,8 @@ Prints a markdown table (AP50 and AP, top-1) of each pair, read back from each r
 The numbers compare recipes on this tiny world; they are not the paper's figures.
 
 Not here: speed (`bench/*_bench.py`), the paper-size runs (README "Running the paper settings").
-Run: `python bench/recipes.py [--output-dir DIR] [--steps N] [--scale F] [--json out.json]`.
+Run: `python bench/recipes.py [--output-dir DIR] [--tasks classification,detection] [--steps N] [--scale F]
+[--json out.json]`.
 """
 import argparse
 import json
@@ -35,8 +39,10 @@ from pipelines.cli import demo  # noqa: E402
 from pipelines.training import runner  # noqa: E402
 
 TOP_K = ['detection.hard_example_miner.num_hard_examples=null', 'detection.hard_example_miner.iou_threshold=1.0']
+OD_API_ANCHORS = ['detection.anchors.min_scale=0.2', 'detection.anchors.reduce_boxes_in_lowest_layer=true']
 # (task, model dir suffix, row name, overrides): the first of each task is the old behaviour. Detection runs
-# every pair of crop sampler and miner (the demo config uses the IoU sampler with the OD API's miner).
+# every pair of crop sampler and miner (the demo config uses the IoU sampler with the OD API's miner), with the
+# demo config's anchors, then the demo config with the OD API's anchors.
 RUNS = (
     ('classification', 'before', 'no colour distortion (before)',
      ['classification.preprocessing.color_distortion=none']),
@@ -48,6 +54,8 @@ RUNS = (
      ['detection.crop_sampler=od_api'] + TOP_K),
     ('detection', 'now', "OD API's `ssd_random_crop` + `HardExampleMiner` (paper config)",
      ['detection.crop_sampler=od_api']),
+    ('detection', 'odapi-anchors', "IoU crop + `HardExampleMiner` with the OD API's anchors (demo config before)",
+     ['detection.crop_sampler=iou'] + OD_API_ANCHORS),
 )
 METRICS = {'classification': ('top1_accuracy',), 'detection': ('AP50', 'AP')}
 
@@ -72,14 +80,23 @@ def main(argv=None):
   parser.add_argument('--output-dir', default='/tmp/mnv2_recipes', help='data and models (default /tmp/mnv2_recipes)')
   parser.add_argument('--steps', type=int, help='training steps of every run (default: the demo configs)')
   parser.add_argument('--scale', type=float, default=1.0, help='multiplies the number of generated images')
+  parser.add_argument('--tasks', default='classification,detection',
+                      help='comma-separated tasks to compare (default classification,detection)')
   parser.add_argument('--json', help='also write the results here')
   args = parser.parse_args(argv)
   import logging  # pylint: disable=g-import-not-at-top
   logging.basicConfig(level=logging.INFO, format='%(asctime)s %(message)s', datefmt='%H:%M:%S')
+  tasks = [task for task in args.tasks.split(',') if task]
+  unknown = sorted(set(tasks) - set(METRICS))
+  if unknown or not tasks:
+    parser.error('--tasks: choose from %s, got %r' % (', '.join(sorted(METRICS)), args.tasks))
   out = os.path.abspath(args.output_dir)
   raw = demo.generate_data(out, ['classification', 'detection'], args.scale, shapes.DEFAULT_IMAGE_SIZE, 0)
+  if 'detection' in tasks and 'classification' not in tasks:
+    # The detection runs' warm start is the first classification run's model (reused when it is there).
+    _train_and_evaluate(*(RUNS[0] + (raw, out, args.steps)))
   results = [_train_and_evaluate(task, suffix, name, overrides, raw, out, args.steps)
-             for task, suffix, name, overrides in RUNS]
+             for task, suffix, name, overrides in RUNS if task in tasks]
   lines = ['| task | recipe | metrics | training + eval |', '|---|---|---|---|']
   for r in results:
     lines.append('| %s | %s | %s | %.0f s |' % (r['task'], r['recipe'], ', '.join(

@@ -21,6 +21,7 @@ from pipelines.tasks import sections
 from pipelines.inputs import detection_input
 from pipelines.cli import predict
 from pipelines.training import runner
+from tests.conftest import ROOT
 
 CONFIG = """
 task: detection
@@ -245,3 +246,34 @@ def test_predictor_follows_the_anchors_section(tmp_path, graph):
   task = detection.DetectionTask(config)
   outputs = task.build_outputs({'image': tf.zeros([1, 64, 64, 3])}, False)
   assert outputs[ssdlite.BOX_ENCODINGS].get_shape().as_list()[1] == len(task.anchors) == 3 * (16 + 4 + 1 + 1 + 1 + 1)
+
+
+def _best_anchor_iou(boxes, anchors):
+  """For each [ymin, xmin, ymax, xmax] box, its highest IoU with any anchor (numpy, normalized coordinates)."""
+  low = np.maximum(boxes[:, None, :2], anchors[None, :, :2])
+  high = np.minimum(boxes[:, None, 2:], anchors[None, :, 2:])
+  inter = np.prod(np.clip(high - low, 0, None), axis=-1)
+  area = lambda b: (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+  return (inter / (area(boxes)[:, None] + area(anchors)[None] - inter)).max(axis=1)
+
+
+def test_demo_anchors_cover_the_demo_objects(tmp_path):
+  """configs/demo_detection.yaml's anchors give most demo objects an anchor at the matcher's IoU 0.5, where
+  the OD API's (the paper config's) leave a third of them to a single force-matched anchor at 128 px."""
+  paths = shapes.generate(str(tmp_path), seed=0, counts={'coco': {'train': 120, 'val': 0}}, formats=('coco',))
+  with open(paths['coco']['train_annotations']) as f:
+    instances = json.load(f)
+  sizes = dict((image['id'], (image['height'], image['width'])) for image in instances['images'])
+  boxes = []
+  for ann in instances['annotations']:
+    if not ann['iscrowd']:
+      (height, width), (x, y, w, h) = sizes[ann['image_id']], ann['bbox']
+      boxes.append([y / height, x / width, (y + h) / height, (x + w) / width])
+  boxes = np.array(boxes)
+  assert len(boxes) > 200
+  demo = runner.load_config(os.path.join(ROOT, 'configs', 'demo_detection.yaml'))
+  paper_anchors = dataclasses.replace(demo, detection=dataclasses.replace(demo.detection,
+                                                                           anchors=sections.AnchorsConfig()))
+  covered = np.mean(_best_anchor_iou(boxes, detection.ssd_anchors(demo)) >= demo.detection.matched_threshold)
+  before = np.mean(_best_anchor_iou(boxes, detection.ssd_anchors(paper_anchors)) >= 0.5)
+  assert covered >= 0.78 and before <= 0.7, (covered, before)
