@@ -16,6 +16,7 @@ from datasets import tfrecord
 from pipelines.inputs import classification_input
 from pipelines.inputs import input_common
 from tests.conftest import config_from_text
+from tests.conftest import run_in_child
 from tests.conftest import tiny_imagenet_records
 
 TRAIN, EVAL = tf.estimator.ModeKeys.TRAIN, tf.estimator.ModeKeys.EVAL
@@ -39,8 +40,7 @@ def _tf_config(monkeypatch, task_type, index, chief=1, workers=1):
   monkeypatch.setenv('TF_CONFIG', json.dumps({'cluster': cluster, 'task': {'type': task_type, 'index': index}}))
 
 
-@pytest.fixture
-def config(tmp_path):
+def _config(tmp_path):
   records = tiny_imagenet_records(tmp_path, 3)
   return config_from_text(tmp_path, '''
 task: classification
@@ -49,6 +49,11 @@ data: {train_files: %s/train-*, eval_files: %s/train-*, shuffle_buffer: 4, num_p
 train: {batch_size: 4, steps: 1, learning_rate: {schedule: constant}}
 runtime: {seed: 3}
 ''' % (records, records))
+
+
+@pytest.fixture
+def config(tmp_path):
+  return _config(tmp_path)
 
 
 def test_cluster_tasks_are_numbered_chief_first(config, monkeypatch):
@@ -70,23 +75,42 @@ def test_cluster_tasks_are_numbered_chief_first(config, monkeypatch):
   assert input_common.for_pipeline(config, TRAIN, Context(0, 4))[0].runtime.seed == 3
 
 
+_OPEN_SESSIONS = []
+
+
 def _first_batch(config, input_context=None):
+  """The first training batch, read in a session that is never closed: TF 1.15 can crash (SIGSEGV) in
+  Session.close while the pipeline's threads are still filling its prefetch buffer, so the reading runs in
+  a child process (`first_batches`) that leaves with os._exit."""
   with tf.Graph().as_default():
     features, labels = tf.data.make_one_shot_iterator(
         classification_input.dataset(config, TRAIN, input_context=input_context)).get_next()
-    with tf.Session() as session:
-      return session.run([features['image'], labels])
+    session = tf.Session()
+    _OPEN_SESSIONS.append(session)
+    return session.run([features['image'], labels])
 
 
-def test_workers_read_different_batches_and_one_process_is_reproducible(config, caplog):
-  caplog.set_level('INFO', logger='mnv2')
+def test_workers_read_different_batches_and_one_process_is_reproducible(tmp_path):
+  out = run_in_child('tests.pipelines.inputs.test_sharding', 'first_batches', tmp_path)
+  assert 'input: shard 1 of 2 (1 of 2 files)' in out and 'input: shard 2 of 2 (1 of 2 files)' in out, out[-3000:]
+  assert 'FIRST BATCHES OK' in out, out[-3000:]
+
+
+def first_batches(tmp_dir):
+  import logging  # pylint: disable=g-import-not-at-top
+  import pathlib  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  logging.basicConfig(level=logging.INFO, format='%(message)s', stream=sys.stdout)
+  logging.getLogger('mnv2').setLevel(logging.INFO)
+  config = _config(pathlib.Path(tmp_dir))
   chief, worker = _first_batch(config, Context(0, 2)), _first_batch(config, Context(1, 2))
   assert not np.allclose(chief[0], worker[0])
-  messages = [r.getMessage() for r in caplog.records]
-  assert 'input: shard 1 of 2 (1 of 2 files)' in messages and 'input: shard 2 of 2 (1 of 2 files)' in messages
   again = _first_batch(config, Context(0, 2))
   np.testing.assert_array_equal(chief[0], again[0])
   np.testing.assert_array_equal(_first_batch(config)[0], _first_batch(config)[0])
+  print('FIRST BATCHES OK')
+  sys.stdout.flush()
+  os._exit(0)  # pylint: disable=protected-access  (no Session.close, see _first_batch)
 
 
 def test_fewer_files_than_workers_shards_by_record(config, tmp_path, caplog):
@@ -110,6 +134,7 @@ def test_fewer_files_than_workers_shards_by_record(config, tmp_path, caplog):
     seen.append(set(part))
   assert not seen[0] & seen[1] and len(seen[0] | seen[1]) == total
   caplog.set_level('INFO', logger='mnv2')
-  _first_batch(single, Context(1, 2))
+  with tf.Graph().as_default():  # the plan is logged when the pipeline is built
+    classification_input.dataset(single, TRAIN, input_context=Context(1, 2))
   assert any('keeps every 2-th record' in r.getMessage() for r in caplog.records)
   assert os.path.basename(one).startswith('train-')
