@@ -34,7 +34,7 @@ classification: {image_size: 32, num_classes: 4}
 data: {train_files: '%(train)s', eval_files: '%(eval)s', shuffle_buffer: 4, num_parallel_reads: 1}
 train: {batch_size: 2, steps: %(steps)d, learning_rate: {schedule: constant, base: 0.01}}
 eval: {batch_size: 2}
-runtime: {save_checkpoints_steps: 1, keep_checkpoint_max: 2, log_every_n_steps: 1, seed: 1}
+runtime: {save_checkpoints_steps: 1, keep_checkpoint_max: 2, log_every_n_steps: 1, seed: 1, save_graph_def: false}
 """
 
 
