@@ -13,8 +13,8 @@ and writes, in the export directory:
                 outputs (key, name, dtype, shape), the task's class names and decoding settings
   config.yaml   the training config;   the labels file
 
-`ONNXModel` runs model.onnx with ONNX Runtime (CPU, `num_threads` intra-op threads) and `predict` turns its
-outputs into the SavedModel's prediction dicts (`runtime_predict`, which imports no TensorFlow). tf2onnx 1.16 needs
+`runtime_predict.ONNXModel` runs model.onnx with ONNX Runtime (CPU, `num_threads` intra-op threads) and
+`predict` turns its outputs into the SavedModel's prediction dicts (`runtime_predict` imports no TensorFlow). tf2onnx 1.16 needs
 TensorFlow 2.x: on TF 1.15 (Python 3.7, whose TensorFlow pins numpy < 1.19 while every onnxruntime wheel for it
 wants numpy >= 1.21.6) the export is refused in one line.
 """
@@ -124,9 +124,6 @@ def export(config, model_dir, export_dir=None, checkpoint_path=None, opset=DEFAU
 # ------------------------------------------------------------------------------------------ run
 
 
-# Running model.onnx lives where it imports no TensorFlow (a `lite` install runs it); these names stay here
-# for the callers that import them from this module.
-read_metadata = runtime_predict.read_metadata
-ONNXModel = runtime_predict.ONNXModel
-ONNXPredictor = runtime_predict.ONNXPredictor
+# Running model.onnx lives where it imports no TensorFlow (a `lite` install runs it: `runtime_predict`, with
+# `ONNXModel` and `read_metadata`); `predict` stays here for the callers that import it from this module.
 predict = runtime_predict.predict_onnx

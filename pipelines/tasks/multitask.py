@@ -59,11 +59,6 @@ def member_tasks(config, model_dir=None):
       for name, member in config.member_configs())
 
 
-def serving_size(config):
-  """Input side of the one-pass model (see the module docstring)."""
-  return min(task.shared_input_size() for task in member_tasks(config).values())[1]
-
-
 class MultitaskTask(base.Task, portable.Multitask):
   """The members' single-task methods on one shared backbone."""
 
