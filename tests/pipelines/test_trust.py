@@ -19,6 +19,9 @@ from tests.conftest import tiny_imagenet_records
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 REAL = os.path.join(REPO, '..', 'shared', 'real_data')
+# The configs below skip graph.pbtxt and the .meta files (`runtime.save_graph_def: false`): these tests are
+# about data and checkpoints, and TF 1.15 spends seconds writing the graph at every training start and
+# checkpoint (test_classification.py and test_moving_average.py check both settings).
 
 CLASSIFICATION = """
 task: classification
@@ -27,7 +30,7 @@ classification: {image_size: 32, num_classes: 4}
 data: {train_files: '%(train)s', eval_files: '%(eval)s', shuffle_buffer: 4, num_parallel_reads: 1}
 train: {batch_size: 2, steps: 1, learning_rate: {schedule: constant, base: 0.01}}
 eval: {batch_size: 2}
-runtime: {save_checkpoints_steps: 1, log_every_n_steps: 1, seed: 1}
+runtime: {save_checkpoints_steps: 1, log_every_n_steps: 1, seed: 1, save_graph_def: false}
 """
 
 
@@ -138,7 +141,7 @@ segmentation: {num_classes: 21, crop_size: 65, eval_crop_size: 513, output_strid
                max_scale: 0.5}
 data: {train_files: '%(train)s', eval_files: '%(train)s', shuffle_buffer: 2, num_parallel_reads: 1}
 train: {batch_size: 1, steps: 1, learning_rate: {schedule: constant, base: 0.01}}
-runtime: {save_checkpoints_steps: 1, log_every_n_steps: 1, seed: 1}
+runtime: {save_checkpoints_steps: 1, log_every_n_steps: 1, seed: 1, save_graph_def: false}
 """
 
 
@@ -178,7 +181,7 @@ data: {train_files: '%(train)s', eval_files: '%(train)s', labels_file: '%(labels
        num_parallel_reads: 1}
 train: {batch_size: 2, steps: 1, learning_rate: {schedule: constant, base: 0.004}}
 eval: {batch_size: 4}
-runtime: {save_checkpoints_steps: 1, log_every_n_steps: 1, seed: 1}
+runtime: {save_checkpoints_steps: 1, log_every_n_steps: 1, seed: 1, save_graph_def: false}
 """
 
 
